@@ -1,0 +1,209 @@
+"""`EntropyBasedSpeculativeDecoder`: draft until entropy says stop, verify in one pass, keep p exactly.
+
+One round (cf. Leviathan et al. 2023, Algorithm 1, and transformers' ``_assisted_decoding``):
+
+1. the drafter proposes x_1..x_n with distributions q_1..q_n (n chosen by the stopping rule);
+2. the verifier runs once over the pending token and the draft, giving p_1..p_{n+1};
+3. x_i is accepted with probability min(1, p_i(x_i)/q_i(x_i)) (greedy: while x_i = argmax p_i); at the first
+   rejection a token is drawn from norm(max(0, p_i - q_i)) (greedy: argmax p_i), and after a full
+   acceptance the bonus token from p_{n+1};
+4. both KV caches are cropped to the accepted prefix (no recomputation);
+5. the stopping rule hears how many tokens were accepted.
+
+Without a drafter the same loop is plain autoregressive decoding of the verifier (n = 0 every round).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedModel
+
+from .config import EntropyConfig
+from .drafter import Draft, EntropyBasedDrafter
+from .kv import CachedModel, Stopwatch
+from .records import GenerationResult, RoundRecord
+from .sampling import SamplingParams, greedy_accept, speculative_accept
+
+
+class EntropyBasedSpeculativeDecoder:
+    """Lossless speculative decoding with an entropy-stopped drafter. Batch size 1.
+
+    Args:
+        drafter: the small causal LM, or None for autoregressive decoding of the verifier alone.
+        verifier: the large causal LM whose distribution the output keeps.
+        config: the drafting policy.
+    """
+
+    def __init__(self, drafter: PreTrainedModel | None, verifier: PreTrainedModel,
+                 config: EntropyConfig | None = None) -> None:
+        self.config = config or EntropyConfig()
+        self.verifier = CachedModel(verifier)
+        self.drafter = None if drafter is None else EntropyBasedDrafter(drafter, self.config)
+        if drafter is not None:
+            v_d, v_v = drafter.config.vocab_size, verifier.config.vocab_size
+            if v_d != v_v:
+                raise ValueError(f"vocab size mismatch: drafter has {v_d} tokens, verifier has {v_v}; "
+                                 "the pair must share one tokenizer and output size")
+            if drafter.device != verifier.device:
+                raise ValueError(f"drafter is on {drafter.device} but verifier is on {verifier.device}")
+
+    @classmethod
+    def autoregressive(cls, verifier: PreTrainedModel) -> "EntropyBasedSpeculativeDecoder":
+        """The baseline: the verifier alone, one token per forward, in the same engine."""
+        return cls(None, verifier)
+
+    @property
+    def method(self) -> str:
+        return "autoregressive" if self.drafter is None else "speculative"
+
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int = 0,
+        eos_token_id: int | Sequence[int] | None = None,
+        ignore_eos: bool = False,
+    ) -> GenerationResult:
+        """Generate up to ``max_new_tokens`` tokens after ``input_ids [1, T]``.
+
+        ``eos_token_id`` defaults to the verifier's ``generation_config``; ``ignore_eos`` disables stopping at
+        EOS. The same seed gives the same tokens.
+        """
+        sampling = SamplingParams(temperature, top_k, top_p)
+        sequence = self._check_input(input_ids, max_new_tokens)
+        eos = set() if ignore_eos else self._eos_ids(eos_token_id)
+        device = self.verifier.device
+        generator = torch.Generator(device=device).manual_seed(seed)
+        start = time.perf_counter()
+
+        # Prefill: both caches take the prompt minus its last token, which is fed with the first draft.
+        with Stopwatch(device) as prefill:
+            self.verifier.reset()
+            if sequence.shape[1] > 1:
+                self.verifier.forward(sequence[:, :-1])
+            if self.drafter is not None:
+                self.drafter.start()
+                self.drafter.prefill(sequence[:, :-1])
+
+        new_tokens: list[int] = []
+        rounds: list[RoundRecord] = []
+        ttft = 0.0
+        finish_reason = "length"
+        while len(new_tokens) < max_new_tokens:
+            emitted, record = self._round(sequence, max_new_tokens - len(new_tokens), sampling, generator, eos)
+            rounds.append(record)
+            new_tokens += emitted
+            sequence = torch.cat([sequence, sequence.new_tensor([emitted])], dim=1)
+            ttft = ttft or time.perf_counter() - start
+            if eos and emitted[-1] in eos:
+                finish_reason = "eos"
+                break
+        return GenerationResult(
+            new_tokens=new_tokens,
+            rounds=rounds,
+            prompt_len=int(input_ids.shape[1]),
+            wall_time_s=time.perf_counter() - start,
+            prefill_time_s=prefill.seconds,
+            time_to_first_token_s=ttft,
+            finish_reason=finish_reason,
+            method=self.method,
+        )
+
+    def _round(self, sequence: torch.Tensor, budget: int, sampling: SamplingParams,
+               generator: torch.Generator, eos: set[int]) -> tuple[list[int], RoundRecord]:
+        """One draft-verify round after the committed ``sequence [1, L]``; returns the emitted tokens."""
+        round_start = time.perf_counter()
+        length = sequence.shape[1]
+
+        # 1. Draft: at most budget - 1 tokens, since the verifier always adds one of its own.
+        if self.drafter is not None:
+            max_tokens = min(self.config.max_draft_len, budget - 1)
+            draft = self.drafter.draft(sequence, max_tokens, sampling, generator, eos)
+        else:
+            draft = _empty_draft(sequence, self.verifier.model.config.vocab_size)
+        n = len(draft)
+
+        with Stopwatch(self.verifier.device) as verify:
+            # 2. Verify: one forward over the pending token(s) and the draft -> logits for p_1..p_{n+1}.
+            pending = sequence[:, len(self.verifier):]
+            target_logits = self.verifier.forward(torch.cat([pending, draft.tokens.view(1, n)], dim=1), n + 1)
+
+            # 3. Accept: argmax match (greedy) or Leviathan Algorithm 1 (sampling).
+            if sampling.greedy:
+                accepted, next_token, accept_probs = greedy_accept(draft.tokens, target_logits)
+            else:
+                target_probs = torch.softmax(sampling.process(target_logits), dim=-1)
+                num_accepted, token, ratios = speculative_accept(
+                    draft.tokens[None], draft.probs[None], target_probs[None], generator)
+                accepted, next_token, accept_probs = int(num_accepted), int(token), ratios[0].tolist()
+
+        # 4. Roll back: the verifier keeps the accepted prefix; its own token is fed next round.
+        self.verifier.crop(length + accepted)
+        emitted = draft.tokens[:accepted].tolist() + [next_token]
+        emitted = _cut(emitted, budget, eos)
+        if self.drafter is not None:
+            self.drafter.rollback(length + accepted)
+            # 5. Feedback to adaptive rules.
+            self.drafter.update(draft, accepted)
+
+        record = RoundRecord(
+            drafted=n,
+            accepted=accepted,
+            emitted=len(emitted),
+            entropies=list(draft.state.entropies),
+            stop_reason=draft.stop_reason,
+            draft_time_s=draft.seconds,
+            verify_time_s=verify.seconds,
+            round_time_s=time.perf_counter() - round_start,
+            draft_token_probs=list(draft.state.token_probs),
+            accept_probs=accept_probs,
+            entropies_by_type=draft.entropies_by_type,
+            threshold=None if self.drafter is None else self.drafter.criterion.threshold,
+        )
+        return emitted, record
+
+    def _check_input(self, input_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            raise ValueError("input_ids must be a [1, T] LongTensor")
+        if input_ids.shape[0] != 1:
+            raise ValueError(f"input_ids: batch size must be 1, got {input_ids.shape[0]} "
+                             "(speculative decoding here runs one sequence at a time)")
+        if input_ids.shape[1] == 0:
+            raise ValueError("input_ids is empty: the prompt needs at least one token (e.g. BOS)")
+        if input_ids.dtype != torch.long:
+            raise ValueError(f"input_ids must be integer token ids (torch.long), got {input_ids.dtype}")
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        vocab = self.verifier.model.config.vocab_size
+        if int(input_ids.max()) >= vocab or int(input_ids.min()) < 0:
+            raise ValueError(f"input_ids: token id out of range for a vocabulary of {vocab}")
+        return input_ids.to(self.verifier.device)
+
+    def _eos_ids(self, eos_token_id: int | Sequence[int] | None) -> set[int]:
+        if eos_token_id is None:
+            gen_cfg = getattr(self.verifier.model, "generation_config", None)
+            eos_token_id = getattr(gen_cfg, "eos_token_id", None)
+        if eos_token_id is None:
+            return set()
+        return {int(eos_token_id)} if isinstance(eos_token_id, int) else {int(t) for t in eos_token_id}
+
+
+def _empty_draft(sequence: torch.Tensor, vocab: int) -> Draft:
+    from .stopping import DraftState
+
+    return Draft(sequence.new_zeros(0), torch.zeros(0, vocab, device=sequence.device), DraftState(), "none")
+
+
+def _cut(tokens: list[int], budget: int, eos: set[int]) -> list[int]:
+    """Truncate after the first EOS and to the remaining budget."""
+    for i, t in enumerate(tokens):
+        if t in eos:
+            tokens = tokens[: i + 1]
+            break
+    return tokens[:budget]

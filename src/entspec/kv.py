@@ -1,0 +1,79 @@
+"""A model forward over new tokens on its own KV cache, written once for transformers 4.x and 5.x."""
+
+from __future__ import annotations
+
+import inspect
+import time
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+
+class CachedModel:
+    """A causal LM with its KV cache: feed tokens, read logits, roll back with ``crop``.
+
+    The cache always holds a prefix of the committed sequence; `forward` feeds the tokens after it.
+    """
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        self.model = model
+        params = inspect.signature(model.forward).parameters
+        # transformers 5.x renamed `past_key_values` to `cache`; take whichever this version has.
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self.cache: DynamicCache | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def reset(self) -> None:
+        try:
+            self.cache = DynamicCache(config=self.model.config)
+        except TypeError:  # older transformers: no config argument
+            self.cache = DynamicCache()
+
+    def __len__(self) -> int:
+        """Number of positions in the cache."""
+        return 0 if self.cache is None else self.cache.get_seq_length()
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, logits_to_keep: int = 1) -> torch.Tensor:
+        """Run ``input_ids [1, m]`` after the cached prefix; return the last ``logits_to_keep`` logits ``[k, V]``."""
+        out = self.model(
+            input_ids=input_ids,
+            use_cache=True,
+            logits_to_keep=logits_to_keep,
+            **{self._cache_kwarg: self.cache},
+        )
+        logits = out.logits[0, -logits_to_keep:]
+        if torch.isnan(logits).any():
+            raise ValueError(f"{type(self.model).__name__} produced NaN logits (check the dtype and the weights)")
+        return logits
+
+    def crop(self, length: int) -> None:
+        """Keep only the first ``length`` positions (drop rejected draft positions; no recomputation)."""
+        extra = len(self) - length
+        if extra > 0:
+            self.cache.crop(-extra)  # negative: remove the last `extra` positions (4.x and 5.x alike)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """Wall time of a region, synchronizing CUDA at both ends: ``with Stopwatch(dev) as sw: ...; sw.seconds``."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds = 0.0
+
+    def __enter__(self) -> "Stopwatch":
+        synchronize(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self._start

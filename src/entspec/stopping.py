@@ -1,0 +1,291 @@
+"""When to stop drafting: the `StoppingCriterion` protocol and its registry.
+
+A rule sees the drafted tokens of the current round (their entropies and draft probabilities) and the
+outcome of earlier rounds (through `update`), and says stop or continue. The drafter consults a rule only
+after `min_draft_len` tokens and always stops at `max_draft_len`; a token whose statistics trip the rule
+is still part of the draft. A new rule is one class with a `@register("name")` line; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .config import EntropyConfig
+
+
+@dataclass
+class DraftState:
+    """The current round so far: one entry per drafted token."""
+
+    entropies: list[float] = field(default_factory=list)  # configured entropy type, in the configured unit
+    token_probs: list[float] = field(default_factory=list)  # q(x_t): probability of the drafted token
+    shannon_nats: list[float] = field(default_factory=list)  # Shannon entropy in nats (SVIP, AdaEDL)
+
+    def __len__(self) -> int:
+        return len(self.entropies)
+
+
+@dataclass(frozen=True)
+class RoundFeedback:
+    """What verification said about the last round."""
+
+    drafted: int
+    accepted: int
+    entropies: list[float]
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else float("nan")
+
+
+class StoppingCriterion(ABC):
+    """A drafting policy. Subclasses implement `should_stop`; adaptive ones also `update` and `reset`."""
+
+    name: str = ""
+
+    def __init__(self, config: EntropyConfig) -> None:
+        self.config = config
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget online state: called at the start of every generation."""
+
+    @abstractmethod
+    def should_stop(self, state: DraftState) -> bool:
+        """True to end the round after the last drafted token in ``state``."""
+
+    def update(self, feedback: RoundFeedback) -> None:
+        """Learn from the verifier's verdict on the last round."""
+
+    @property
+    def threshold(self) -> float | None:
+        """The rule's current threshold, recorded in the trace (None for rules without one)."""
+        return None
+
+
+STOPPING_CRITERIA: dict[str, type[StoppingCriterion]] = {}
+
+
+def register(name: str) -> Callable[[type[StoppingCriterion]], type[StoppingCriterion]]:
+    """Class decorator adding a rule to `STOPPING_CRITERIA` under ``name``."""
+
+    def add(cls: type[StoppingCriterion]) -> type[StoppingCriterion]:
+        if name in STOPPING_CRITERIA:
+            raise ValueError(f"stopping criterion {name!r} is registered twice")
+        cls.name = name
+        STOPPING_CRITERIA[name] = cls
+        return cls
+
+    return add
+
+
+def build_criterion(config: EntropyConfig) -> StoppingCriterion:
+    return STOPPING_CRITERIA[config.strategy](config)
+
+
+# --- entropy rules ---------------------------------------------------------------------------------------
+
+
+@register("absolute")
+class AbsoluteEntropy(StoppingCriterion):
+    """Stop when H_t > theta_abs."""
+
+    def should_stop(self, state: DraftState) -> bool:
+        return state.entropies[-1] > self.config.theta_abs
+
+    @property
+    def threshold(self) -> float:
+        return self.config.theta_abs
+
+
+@register("relative")
+class RelativeEntropy(StoppingCriterion):
+    """Stop when H_t > theta_rel x reference entropy.
+
+    The reference is an exponential moving average (momentum `reference_momentum`) of the drafter's entropy
+    on tokens the verifier accepted in earlier rounds: "more uncertain than usual where it is usually
+    right". Until a first token has been accepted, the absolute rule with `theta_abs` stands in.
+    """
+
+    def reset(self) -> None:
+        self.reference: float | None = None
+
+    def should_stop(self, state: DraftState) -> bool:
+        return state.entropies[-1] > self.threshold
+
+    def update(self, feedback: RoundFeedback) -> None:
+        m = self.config.reference_momentum
+        for h in feedback.entropies[: feedback.accepted]:
+            self.reference = h if self.reference is None else m * self.reference + (1 - m) * h
+
+    @property
+    def threshold(self) -> float:
+        if self.reference is None:
+            return self.config.theta_abs
+        return self.config.theta_rel * self.reference
+
+
+@register("window")
+class WindowEntropy(StoppingCriterion):
+    """Stop when the mean entropy of the last `window_size` drafted tokens exceeds `theta_window`.
+
+    Smooths single spikes; fewer than `window_size` tokens are averaged as they are.
+    """
+
+    def should_stop(self, state: DraftState) -> bool:
+        recent = state.entropies[-self.config.window_size :]
+        return sum(recent) / len(recent) > self.threshold
+
+    @property
+    def threshold(self) -> float:
+        w = self.config.theta_window
+        return self.config.theta_abs if w is None else w
+
+
+@register("combined")
+class CombinedCriterion(StoppingCriterion):
+    """Several rules joined by ``combine`` = "any" (stop when one says stop) or "all".
+
+    ``criteria`` items are rule names, or dicts ``{"strategy": name, **field overrides}``.
+    """
+
+    def __init__(self, config: EntropyConfig) -> None:
+        self.rules = [STOPPING_CRITERIA[c["strategy"]](config.replace(**c)) for c in _as_dicts(config.criteria)]
+        super().__init__(config)
+
+    def reset(self) -> None:
+        for rule in self.rules:
+            rule.reset()
+
+    def should_stop(self, state: DraftState) -> bool:
+        votes = (rule.should_stop(state) for rule in self.rules)
+        return any(votes) if self.config.combine == "any" else all(votes)
+
+    def update(self, feedback: RoundFeedback) -> None:
+        for rule in self.rules:
+            rule.update(feedback)
+
+
+def _as_dicts(criteria: list) -> list[dict]:
+    out = []
+    for c in criteria:
+        c = {"strategy": c} if isinstance(c, str) else dict(c)
+        if c.get("strategy") not in STOPPING_CRITERIA or c["strategy"] == "combined":
+            raise ValueError(f"criteria: unknown or nested rule {c.get('strategy')!r}")
+        out.append(c)
+    return out
+
+
+@register("adaptive")
+class AdaptiveEntropy(StoppingCriterion):
+    """Absolute rule whose threshold follows verification feedback toward `target_acceptance`.
+
+    After each round with acceptance rate a: theta <- clip(theta * exp(adapt_rate * (a - target)),
+    theta_min, theta_max). Acceptance above target means drafting stops too early, so theta rises.
+    Starts at `theta_abs` for every generation.
+    """
+
+    def reset(self) -> None:
+        self.theta = self.config.theta_abs
+
+    def should_stop(self, state: DraftState) -> bool:
+        return state.entropies[-1] > self.theta
+
+    def update(self, feedback: RoundFeedback) -> None:
+        if feedback.drafted == 0:
+            return
+        c = self.config
+        step = math.exp(c.adapt_rate * (feedback.acceptance_rate - c.target_acceptance))
+        self.theta = min(c.theta_max, max(c.theta_min, self.theta * step))
+
+    @property
+    def threshold(self) -> float:
+        return self.theta
+
+
+# --- the rules of the field, for comparison (../shared/references.md) ------------------------------------
+
+
+@register("fixed")
+class FixedLength(StoppingCriterion):
+    """Plain speculative decoding: always draft `max_draft_len` tokens."""
+
+    def should_stop(self, state: DraftState) -> bool:
+        return False
+
+
+@register("confidence")
+class ConfidenceCriterion(StoppingCriterion):
+    """Hugging Face `ConfidenceCriteria`: stop when the drafted token's probability < threshold (static)."""
+
+    def should_stop(self, state: DraftState) -> bool:
+        return state.token_probs[-1] < self.config.confidence_threshold
+
+    @property
+    def threshold(self) -> float:
+        return self.config.confidence_threshold
+
+
+@register("heuristic")
+class HeuristicSchedule(StoppingCriterion):
+    """Hugging Face's "heuristic" schedule: draft k tokens; k += 2 after a fully accepted round, else k -= 1.
+
+    k starts at `heuristic_initial` each generation and stays in [1, max_draft_len].
+    """
+
+    def reset(self) -> None:
+        self.k = min(self.config.heuristic_initial, self.config.max_draft_len)
+
+    def should_stop(self, state: DraftState) -> bool:
+        return len(state) >= self.k
+
+    def update(self, feedback: RoundFeedback) -> None:
+        if feedback.drafted == 0:
+            return
+        full = feedback.accepted == feedback.drafted
+        self.k = min(self.config.max_draft_len, max(1, self.k + 2 if full else self.k - 1))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.k)
+
+
+@register("svip")
+class SVIP(StoppingCriterion):
+    """SVIP (arXiv 2411.18462): stop when sqrt(svip_gamma * H) > svip_threshold, H Shannon entropy in nats."""
+
+    def should_stop(self, state: DraftState) -> bool:
+        return math.sqrt(self.config.svip_gamma * state.shannon_nats[-1]) > self.config.svip_threshold
+
+    @property
+    def threshold(self) -> float:
+        return self.config.svip_threshold**2 / self.config.svip_gamma  # the same rule as an entropy bound
+
+
+@register("adaedl")
+class AdaEDL(StoppingCriterion):
+    """AdaEDL-style (arXiv 2410.18351): stop when the acceptance lower bound 1 - sqrt(gamma * H) < lambda.
+
+    lambda starts at `adaedl_lambda` and moves by `adapt_rate` x 0.1 x (target_acceptance - observed
+    acceptance rate) after each round, within [0, 1]: low acceptance raises lambda, stopping earlier.
+    """
+
+    def reset(self) -> None:
+        self.lam = self.config.adaedl_lambda
+
+    def should_stop(self, state: DraftState) -> bool:
+        bound = 1.0 - math.sqrt(self.config.adaedl_gamma * state.shannon_nats[-1])
+        return bound < self.lam
+
+    def update(self, feedback: RoundFeedback) -> None:
+        if feedback.drafted == 0:
+            return
+        delta = 0.1 * self.config.adapt_rate * (self.config.target_acceptance - feedback.acceptance_rate)
+        self.lam = min(1.0, max(0.0, self.lam + delta))
+
+    @property
+    def threshold(self) -> float:
+        return self.lam
