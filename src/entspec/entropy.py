@@ -14,8 +14,8 @@ import torch
 ENTROPY_TYPES = ("shannon", "renyi", "topk")
 
 
-def _log_probs(logits: torch.Tensor) -> torch.Tensor:
-    logits = logits.float()
+def _log_probs(logits: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    logits = logits.to(dtype)
     if torch.isnan(logits).any():
         raise ValueError("entropy: logits contain NaN")
     return torch.log_softmax(logits, dim=-1)
@@ -32,7 +32,7 @@ def renyi_entropy(logits: torch.Tensor, alpha: float) -> torch.Tensor:
     """H_alpha = log(sum_x p(x)^alpha) / (1 - alpha), in nats.
 
     ``alpha -> 1`` is Shannon entropy; ``alpha = inf`` is min-entropy ``-log max_x p(x)``.
-    Computed as a logsumexp of ``alpha * log p`` for stability.
+    Computed as a logsumexp of ``alpha * log p`` in float64 for stability.
     """
     if alpha < 0:
         raise ValueError(f"renyi alpha must be >= 0, got {alpha}")
@@ -40,10 +40,11 @@ def renyi_entropy(logits: torch.Tensor, alpha: float) -> torch.Tensor:
         return -_log_probs(logits).max(dim=-1).values
     if abs(alpha - 1.0) < 1e-6:
         return shannon_entropy(logits)
-    log_p = _log_probs(logits)
+    # float64: near alpha = 1 the numerator and 1 - alpha both vanish and float32 cancels badly.
+    log_p = _log_probs(logits, torch.float64)
     if alpha == 0:  # Hartley entropy: log of the support size
         return torch.log((log_p > -math.inf).sum(-1).float())
-    return torch.logsumexp(alpha * log_p, dim=-1) / (1.0 - alpha)
+    return (torch.logsumexp(alpha * log_p, dim=-1) / (1.0 - alpha)).float()
 
 
 def topk_entropy(logits: torch.Tensor, k: int) -> torch.Tensor:

@@ -1,0 +1,68 @@
+"""Greedy decoding is lossless: entspec's tokens equal the verifier's own `generate(do_sample=False)`."""
+
+import pytest
+import torch
+
+from entspec import STOPPING_CRITERIA, EntropyBasedSpeculativeDecoder, EntropyConfig
+from entspec.entropy import ENTROPY_TYPES
+from tiny import perturbed, tiny_llama
+
+NUM_PROMPTS, NEW_TOKENS = 20, 16
+STRATEGIES = sorted(STOPPING_CRITERIA)
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    return tiny_llama(seed=0)
+
+
+@pytest.fixture(scope="module")
+def drafters(verifier):
+    return {
+        "same": verifier,  # every draft token accepted
+        "unrelated": tiny_llama(seed=7),  # almost every draft token rejected
+        "partial": perturbed(verifier, noise=0.05),  # about half accepted
+    }
+
+
+@pytest.fixture(scope="module")
+def prompts_and_references(verifier):
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    for i in range(NUM_PROMPTS):
+        prompt = torch.randint(1, verifier.config.vocab_size, (1, 1 + i % 12), generator=gen)
+        ref = verifier.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=NEW_TOKENS,
+                                do_sample=False)
+        cases.append((prompt, ref[0, prompt.shape[1]:].tolist()))
+    return cases
+
+
+@pytest.mark.parametrize("drafter_kind", ["same", "unrelated", "partial"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_greedy_output_equals_verifier_greedy(strategy, drafter_kind, verifier, drafters, prompts_and_references):
+    accepted = drafted = 0
+    for i, (prompt, reference) in enumerate(prompts_and_references):
+        entropy_type = ENTROPY_TYPES[i % len(ENTROPY_TYPES)]  # every entropy type on a third of the prompts
+        cfg = EntropyConfig(strategy=strategy, entropy_type=entropy_type, theta_abs=1.0, max_draft_len=5)
+        result = EntropyBasedSpeculativeDecoder(drafters[drafter_kind], verifier, cfg).generate(
+            prompt, max_new_tokens=NEW_TOKENS, temperature=0.0)
+        assert result.new_tokens == reference, f"prompt {i} ({entropy_type})"
+        assert sum(r.emitted for r in result.rounds) == NEW_TOKENS
+        accepted += sum(r.accepted for r in result.rounds)
+        drafted += sum(r.drafted for r in result.rounds)
+    rate = accepted / drafted
+    if drafter_kind == "same":
+        assert rate == 1.0
+    elif drafter_kind == "unrelated":
+        assert rate < 0.3
+    else:
+        assert 0.1 < rate < 0.95
+
+
+def test_autoregressive_baseline_equals_verifier_greedy(verifier, prompts_and_references):
+    decoder = EntropyBasedSpeculativeDecoder.autoregressive(verifier)
+    for prompt, reference in prompts_and_references:
+        result = decoder.generate(prompt, max_new_tokens=NEW_TOKENS)
+        assert result.new_tokens == reference
+        assert all(r.drafted == 0 and r.emitted == 1 for r in result.rounds)

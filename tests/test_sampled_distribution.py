@@ -1,0 +1,69 @@
+"""Sampled output follows the verifier's exact distribution (chi-square, scipy.stats), end to end."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig, SamplingParams
+from stats_helpers import chi2_pvalue
+from tiny import context_free_gpt2, perturbed, tiny_llama
+
+SETTINGS = {
+    "t1.0": dict(temperature=1.0),
+    "t0.7": dict(temperature=0.7),
+    "topk5": dict(temperature=1.0, top_k=5),
+    "topp0.8": dict(temperature=1.0, top_p=0.8),
+}
+CASES = [("fixed", s) for s in SETTINGS] + [(r, s) for r in ("absolute", "adaptive") for s in ("t1.0", "t0.7")]
+
+
+@pytest.fixture(scope="module")
+def context_free_pair():
+    gen = torch.Generator().manual_seed(0)
+    target_logits = torch.randn(12, generator=gen) * 1.5
+    draft_logits = target_logits + torch.randn(12, generator=gen)
+    return context_free_gpt2(draft_logits), context_free_gpt2(target_logits), target_logits
+
+
+@pytest.mark.parametrize("strategy,setting", CASES)
+def test_long_generation_from_context_free_models_is_iid_from_p(strategy, setting, context_free_pair):
+    """Every position has the same p, so 1,200 generated tokens are 1,200 draws from p."""
+    drafter, verifier, target_logits = context_free_pair
+    kwargs = SETTINGS[setting]
+    cfg = EntropyConfig(strategy=strategy, theta_abs=1.8, max_draft_len=4)
+    result = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg).generate(
+        torch.tensor([[0]]), max_new_tokens=1200, seed=11, ignore_eos=True, **kwargs)
+    target_probs = torch.softmax(SamplingParams(**kwargs).process(target_logits[None]), -1)[0]
+    rounds = result.rounds
+    assert sum(r.accepted for r in rounds) < sum(r.drafted for r in rounds)  # rejections were exercised
+    assert chi2_pvalue(result.new_tokens, target_probs.numpy()) > 1e-3
+
+
+def exact_joint_of_first_two(verifier, prompt, sampling):
+    """p(t1, t2) = p(t1 | prompt) p(t2 | prompt, t1), from the verifier's logits."""
+    vocab = verifier.config.vocab_size
+    with torch.inference_mode():
+        p1 = torch.softmax(sampling.process(verifier(prompt).logits[0, -1:]), -1)[0]
+        seqs = torch.cat([prompt.repeat(vocab, 1), torch.arange(vocab)[:, None]], dim=1)
+        p2 = torch.softmax(sampling.process(verifier(seqs).logits[:, -1]), -1)
+    return (p1[:, None] * p2).numpy()
+
+
+@pytest.mark.parametrize("strategy,setting", [("absolute", "t1.0"), ("adaptive", "t1.0"), ("fixed", "t1.0"),
+                                              ("fixed", "topp0.8")])
+def test_first_two_tokens_follow_the_verifier_joint_distribution(strategy, setting):
+    """A context-dependent pair: the joint of (t1, t2) over many seeds equals p(t1) p(t2 | t1)."""
+    verifier = tiny_llama(seed=0, vocab=8, sharpness=6.0)
+    drafter = perturbed(verifier, noise=0.3)
+    prompt = torch.tensor([[1, 5, 2]])
+    kwargs = SETTINGS[setting]
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy=strategy, theta_abs=1.0,
+                                                                              max_draft_len=3))
+    pairs = []
+    for seed in range(700):
+        tokens = decoder.generate(prompt, max_new_tokens=3, seed=seed, **kwargs).new_tokens
+        pairs.append(tokens[0] * 8 + tokens[1])
+    joint = exact_joint_of_first_two(verifier, prompt, SamplingParams(**kwargs))
+    assert chi2_pvalue(np.array(pairs), joint.ravel()) > 1e-3

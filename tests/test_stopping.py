@@ -1,0 +1,120 @@
+import pytest
+
+from entspec import STOPPING_CRITERIA, ConfigError, EntropyConfig, StoppingCriterion, register
+from entspec.stopping import DraftState, RoundFeedback, build_criterion
+
+
+def state(entropies, probs=None):
+    probs = probs or [0.9] * len(entropies)
+    return DraftState(entropies=list(entropies), token_probs=list(probs), shannon_nats=list(entropies))
+
+
+def rule(strategy, **kw):
+    return build_criterion(EntropyConfig(strategy=strategy, **kw))
+
+
+def test_registry_holds_every_strategy():
+    assert {"absolute", "relative", "window", "combined", "adaptive", "fixed", "confidence", "heuristic",
+            "svip", "adaedl"} <= set(STOPPING_CRITERIA)
+
+
+def test_absolute_stops_above_theta():
+    r = rule("absolute", theta_abs=1.0)
+    assert not r.should_stop(state([0.5, 1.0]))
+    assert r.should_stop(state([0.5, 1.01]))
+
+
+def test_relative_uses_absolute_until_reference_then_ema_of_accepted_entropies():
+    r = rule("relative", theta_abs=2.0, theta_rel=2.0, reference_momentum=0.5)
+    assert r.threshold == 2.0
+    r.update(RoundFeedback(drafted=3, accepted=2, entropies=[0.4, 0.8, 5.0]))  # 5.0 was rejected: ignored
+    assert r.reference == pytest.approx(0.5 * 0.4 + 0.5 * 0.8)
+    assert r.threshold == pytest.approx(1.2)
+    assert r.should_stop(state([1.3])) and not r.should_stop(state([1.1]))
+    r.reset()
+    assert r.reference is None
+
+
+def test_window_averages_the_last_tokens():
+    r = rule("window", window_size=2, theta_window=1.0)
+    assert not r.should_stop(state([3.0, 0.1, 1.5]))  # mean(0.1, 1.5) = 0.8
+    assert r.should_stop(state([0.1, 1.5, 0.7]))  # mean(1.5, 0.7) = 1.1
+    assert rule("window", theta_abs=0.7).threshold == 0.7
+
+
+def test_combined_any_and_all():
+    crit = [{"strategy": "absolute", "theta_abs": 1.0}, {"strategy": "confidence", "confidence_threshold": 0.5}]
+    any_rule = rule("combined", criteria=crit, combine="any")
+    all_rule = rule("combined", criteria=crit, combine="all")
+    s = state([2.0], probs=[0.9])  # entropy trips, confidence does not
+    assert any_rule.should_stop(s) and not all_rule.should_stop(s)
+    assert all_rule.should_stop(state([2.0], probs=[0.1]))
+
+
+def test_adaptive_threshold_moves_toward_target_within_bounds():
+    r = rule("adaptive", theta_abs=1.0, target_acceptance=0.5, adapt_rate=1.0, theta_min=0.5, theta_max=1.5)
+    r.update(RoundFeedback(4, 4, [0.1] * 4))  # all accepted: draft longer
+    assert r.threshold > 1.0
+    for _ in range(50):
+        r.update(RoundFeedback(4, 4, [0.1] * 4))
+    assert r.threshold == 1.5
+    for _ in range(50):
+        r.update(RoundFeedback(4, 0, [0.1] * 4))
+    assert r.threshold == 0.5
+    r.reset()
+    assert r.threshold == 1.0
+
+
+def test_confidence_svip_adaedl():
+    assert rule("confidence", confidence_threshold=0.4).should_stop(state([0.1], probs=[0.3]))
+    assert not rule("confidence", confidence_threshold=0.4).should_stop(state([5.0], probs=[0.5]))
+    svip = rule("svip")  # sqrt(0.15 H) > 0.3  <=>  H > 0.6
+    assert svip.should_stop(state([0.61])) and not svip.should_stop(state([0.59]))
+    ada = rule("adaedl", adaedl_gamma=0.2, adaedl_lambda=0.5)  # 1 - sqrt(0.2 H) < 0.5  <=>  H > 1.25
+    assert ada.should_stop(state([1.3])) and not ada.should_stop(state([1.2]))
+    ada.update(RoundFeedback(4, 0, [1.0] * 4))  # low acceptance: lambda rises, stops earlier
+    assert ada.threshold > 0.5
+
+
+def test_heuristic_schedule_follows_hugging_face():
+    r = rule("heuristic", heuristic_initial=3, max_draft_len=6)
+    assert not r.should_stop(state([0.0] * 2)) and r.should_stop(state([0.0] * 3))
+    r.update(RoundFeedback(3, 3, [0.0] * 3))
+    assert r.k == 5
+    r.update(RoundFeedback(5, 5, [0.0] * 5))
+    assert r.k == 6  # capped by max_draft_len
+    r.update(RoundFeedback(6, 2, [0.0] * 6))
+    assert r.k == 5
+
+
+def test_fixed_never_stops_early():
+    assert not rule("fixed").should_stop(state([100.0]))
+
+
+def test_a_new_rule_is_one_class_and_one_registry_entry():
+    @register("test_top1_gap")
+    class Top1(StoppingCriterion):
+        def should_stop(self, s):
+            return s.token_probs[-1] < 0.2
+
+    try:
+        r = build_criterion(EntropyConfig(strategy="test_top1_gap"))
+        assert r.should_stop(state([0.0], probs=[0.1]))
+    finally:
+        del STOPPING_CRITERIA["test_top1_gap"]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("strategy", "nope"), ("entropy_type", "tsallis"), ("theta_abs", -1.0), ("theta_rel", float("nan")),
+    ("max_draft_len", 0), ("max_draft_len", 2.5), ("min_draft_len", 99), ("window_size", 0),
+    ("combine", "most"), ("target_acceptance", 1.5), ("confidence_threshold", -0.1), ("entropy_unit", "dits"),
+    ("theta_abs", "high"), ("criteria", []),
+])
+def test_bad_config_values_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=f"^{field}:"):
+        EntropyConfig(**{field: value})
+
+
+def test_unknown_config_key_is_named():
+    with pytest.raises(ConfigError, match="^thetaabs: unknown"):
+        EntropyConfig.from_dict({"thetaabs": 1.0})

@@ -1,0 +1,52 @@
+"""Tiny random causal LMs built in the tests: no download, a few milliseconds per forward."""
+
+from __future__ import annotations
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+
+def tiny_llama(seed: int = 0, vocab: int = 64, sharpness: float = 30.0, layers: int = 2) -> LlamaForCausalLM:
+    """A random Llama whose output head is scaled by ``sharpness`` so next-token entropies vary widely."""
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                      bos_token_id=0, eos_token_id=None, pad_token_id=0, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpness)
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def perturbed(model: LlamaForCausalLM, noise: float, seed: int = 1) -> LlamaForCausalLM:
+    """A copy of ``model`` with Gaussian noise (relative scale ``noise``) on every weight: a partly agreeing drafter."""
+    torch.manual_seed(seed)
+    clone = type(model)(model.config).eval()
+    clone.load_state_dict(model.state_dict())
+    clone.generation_config = model.generation_config
+    with torch.no_grad():
+        for p in clone.parameters():
+            p.add_(noise * p.std() * torch.randn_like(p))
+    return clone
+
+
+def context_free_gpt2(logits: torch.Tensor) -> GPT2LMHeadModel:
+    """A GPT-2 whose next-token logits are ``logits [V]`` at every position, whatever the context.
+
+    Every transformer weight is zero, so the final hidden state is ln_f's bias e_0 and the untied head maps
+    it to ``logits``. Generated tokens are then i.i.d. draws from softmax(logits).
+    """
+    vocab = logits.shape[0]
+    cfg = GPT2Config(vocab_size=vocab, n_embd=8, n_layer=1, n_head=2, n_positions=8192,
+                     tie_word_embeddings=False, bos_token_id=0, eos_token_id=None)
+    model = GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.transformer.ln_f.bias[0] = 1.0
+        model.lm_head.weight[:, 0] = logits
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    return model
