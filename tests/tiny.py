@@ -50,3 +50,37 @@ def context_free_gpt2(logits: torch.Tensor) -> GPT2LMHeadModel:
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
     return model
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer (256 byte tokens + <s>, </s>, <unk>; no merges) with a tiny chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {tok: i for i, tok in enumerate(["<unk>", "<s>", "</s>", *sorted(alphabet)])}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="</s>")
+    fast.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                          "{% if add_generation_prompt %}assistant:{% endif %}")
+    return fast
+
+
+def save_tiny_pair(root) -> tuple[str, str]:
+    """A drafter/verifier folder pair (tiny Llamas + the byte tokenizer) for runner and CLI tests."""
+    from pathlib import Path
+
+    root = Path(root)
+    tokenizer = byte_tokenizer()
+    verifier = tiny_llama(seed=0, vocab=len(tokenizer), sharpness=20.0)
+    drafter = perturbed(verifier, noise=0.05)
+    paths = []
+    for name, model in (("drafter", drafter), ("verifier", verifier)):
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+        paths.append(str(root / name))
+    return paths[0], paths[1]

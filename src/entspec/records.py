@@ -49,7 +49,9 @@ class GenerationResult:
     prefill_time_s: float  # prompt forwards of drafter and verifier
     time_to_first_token_s: float  # from the call to the end of the first round
     finish_reason: str  # "eos", "length" (max_new_tokens) or "empty" (max_new_tokens == 0)
-    method: str = "speculative"  # "speculative" or "autoregressive"
+    method: str = "speculative"  # "speculative", "autoregressive", "hf_generate" or "hf_assisted"
+    # call counts for generations without a round trace (Hugging Face baselines): verifier_calls, drafter_calls
+    counters: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,145 @@
+"""Methods under comparison: declarations -> a flat, de-duplicated list of runnable `MethodSpec`s."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..config import ConfigError, EntropyConfig
+from ..decoder import EntropyBasedSpeculativeDecoder
+from ..hf_baselines import hf_generate
+from ..records import GenerationResult
+
+if TYPE_CHECKING:
+    from .config import ExperimentConfig
+
+KINDS = ("entspec", "autoregressive", "hf_generate", "hf_assisted")
+HF_ASSISTED_PARAMS = {"num_assistant_tokens", "schedule", "confidence_threshold"}
+_DEFAULTS = EntropyConfig().to_dict()
+
+
+@dataclass
+class MethodSpec:
+    """One method: its kind and parameters (for ``entspec``, the `EntropyConfig` fields that differ)."""
+
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """A readable, unique name: ``autoregressive``, ``fixed[max_draft_len=4]``, ``hf_assisted[default]``."""
+        if self.kind in ("autoregressive", "hf_generate"):
+            return self.kind
+        if self.kind == "hf_assisted":
+            inner = ",".join(f"{k}={v}" for k, v in sorted(self.params.items())) or "default"
+            return f"hf_assisted[{inner}]"
+        args = ",".join(f"{k}={_short(v)}" for k, v in sorted(self.params.items()) if k != "strategy")
+        return f"{self.strategy}[{args}]" if args else self.strategy
+
+    @property
+    def strategy(self) -> str:
+        return self.params.get("strategy", _DEFAULTS["strategy"]) if self.kind == "entspec" else self.kind
+
+    def entropy_config(self) -> EntropyConfig:
+        return EntropyConfig(**self.params)
+
+    def config_dict(self) -> dict[str, Any]:
+        """Everything that defines the method, for the results row."""
+        if self.kind == "entspec":
+            return self.entropy_config().to_dict()
+        return dict(self.params)
+
+    def run(self, drafter: torch.nn.Module, verifier: torch.nn.Module, input_ids: torch.Tensor,
+            settings: dict[str, Any], seed: int) -> GenerationResult:
+        gen = {k: settings[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p")}
+        if self.kind == "entspec":
+            decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, self.entropy_config())
+            return decoder.generate(input_ids, seed=seed, **gen)
+        if self.kind == "autoregressive":
+            return EntropyBasedSpeculativeDecoder.autoregressive(verifier).generate(input_ids, seed=seed, **gen)
+        if self.kind == "hf_generate":
+            return hf_generate(verifier, input_ids, seed=seed, **gen)
+        return hf_generate(verifier, input_ids, drafter=drafter, seed=seed, **gen, **self.params)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list):
+        return "+".join(_short(v) if not isinstance(v, dict) else v.get("strategy", "?") for v in value)
+    return str(value)
+
+
+def expand_methods(config: "ExperimentConfig") -> list[MethodSpec]:
+    """Baselines, declared methods (list values swept), grid product and one-factor ablation, de-duplicated."""
+    specs: list[MethodSpec] = []
+    if config.baselines:
+        specs += [MethodSpec("autoregressive"), MethodSpec("hf_generate"), MethodSpec("hf_assisted")]
+    for i, decl in enumerate(config.methods):
+        where = f"methods[{i}]"
+        if not isinstance(decl, dict):
+            raise ConfigError(f"{where}: must be a mapping like {{strategy: absolute, theta_abs: 1.5}}")
+        decl = dict(decl)
+        kind = decl.pop("kind", "entspec")
+        specs += [_make(kind, params, where) for params in _sweep(decl)]
+    if config.grid is not None:
+        base, axes = dict(config.grid.get("base") or {}), config.grid["axes"]
+        if not isinstance(axes, dict) or not axes:
+            raise ConfigError("grid.axes: must map field names to lists of values")
+        for values in itertools.product(*(_as_list(v) for v in axes.values())):
+            specs.append(_make("entspec", {**base, **dict(zip(axes, values))}, "grid"))
+    if config.ablation is not None:
+        base, vary = dict(config.ablation["base"] or {}), config.ablation["vary"]
+        if not isinstance(vary, dict) or not vary:
+            raise ConfigError("ablation.vary: must map field names to lists of values")
+        specs.append(_make("entspec", base, "ablation.base"))
+        for name, values in vary.items():
+            for value in _as_list(values):
+                specs.append(_make("entspec", {**base, name: value}, f"ablation.vary.{name}"))
+    unique: dict[str, MethodSpec] = {}
+    for spec in specs:
+        unique.setdefault(spec.id, spec)
+    return list(unique.values())
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _sweep(decl: dict[str, Any]) -> list[dict[str, Any]]:
+    """List values are swept (product); ``criteria`` is a list by nature and sweeps only as a list of lists."""
+    axes = {k: v for k, v in decl.items()
+            if isinstance(v, list) and (k != "criteria" or all(isinstance(x, list) for x in v))}
+    fixed = {k: v for k, v in decl.items() if k not in axes}
+    return [{**fixed, **dict(zip(axes, values))} for values in itertools.product(*axes.values())]
+
+
+def _make(kind: str, params: dict[str, Any], where: str) -> MethodSpec:
+    if kind not in KINDS:
+        raise ConfigError(f"{where}.kind: must be one of {list(KINDS)} (got {kind!r})")
+    if kind == "entspec":
+        unknown = sorted(set(params) - set(_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: unknown EntropyConfig field")
+        try:
+            EntropyConfig(**params)
+        except (ConfigError, TypeError) as err:
+            raise ConfigError(f"{where}.{err}") from None
+        params = {k: v for k, v in params.items() if v != _DEFAULTS[k] or k == "strategy"}
+    elif kind == "hf_assisted":
+        unknown = sorted(set(params) - HF_ASSISTED_PARAMS)
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}: unknown hf_assisted parameter "
+                              f"(allowed: {sorted(HF_ASSISTED_PARAMS)})")
+        k = params.get("num_assistant_tokens", 1)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ConfigError(f"{where}.num_assistant_tokens: must be an integer >= 1 (got {k!r})")
+        if params.get("schedule", "constant") not in ("constant", "heuristic"):
+            raise ConfigError(f"{where}.schedule: must be 'constant' or 'heuristic' (got {params['schedule']!r})")
+        t = params.get("confidence_threshold", 0.0)
+        if not isinstance(t, (int, float)) or not 0 <= t <= 1:
+            raise ConfigError(f"{where}.confidence_threshold: must be in [0, 1] (got {t!r})")
+    elif params:
+        raise ConfigError(f"{where}.{sorted(params)[0]}: {kind} takes no parameters")
+    return MethodSpec(kind, dict(params))

@@ -1,0 +1,194 @@
+"""`ExperimentRunner`: run every (method, prompt, seed) unit once, append-only, resumable after any crash.
+
+Layout of ``output_dir``::
+
+    configs/experiment.yaml   the resolved config          configs/manifest.json   git hash, versions, device, date
+    results/results.jsonl     one row per finished unit    checkpoints/progress.json  done / total / unit in flight
+    plots/                    the analysis (figures, processed_data.csv, final_report.md)
+
+Each finished unit appends one JSONL row and fsyncs it before the next unit starts; a rerun skips the
+units whose key is already in the file. Killed at any moment (SIGKILL included), a rerun loses at most the
+unit that was in flight and never writes a row twice. Methods run interleaved per prompt (their order
+rotated from prompt to prompt) so that machine noise spreads evenly over them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..config import ConfigError
+from ..records import append_jsonl, make_row, read_jsonl
+from .config import ExperimentConfig
+from .manifest import manifest
+from .methods import MethodSpec, expand_methods
+
+log = logging.getLogger(__name__)
+
+# Fields that define what a results row means: resuming into a folder made with other values is refused.
+IDENTITY_FIELDS = ("drafter_model_path", "verifier_model_path", "dataset_name", "dataset_split",
+                   "max_sequence_length", "max_new_tokens", "temperature", "top_k", "top_p", "dtype")
+
+
+@dataclass
+class Unit:
+    """The unit of work: one method on one prompt with one seed."""
+
+    method: MethodSpec
+    prompt_index: int
+    seed: int
+    key: str
+
+
+class ExperimentRunner:
+    """Runs an `ExperimentConfig`: ``ExperimentRunner(config).run_full_experiment()``."""
+
+    def __init__(self, config: ExperimentConfig, *, progress: bool = True) -> None:
+        self.config = config
+        self.methods = expand_methods(config)
+        self.output_dir = Path(config.output_dir)
+        self.progress = progress
+        self.pair = None
+        self.prompts: list = []
+        self.encoded: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def results_path(self) -> Path:
+        return self.output_dir / "results" / "results.jsonl"
+
+    @property
+    def progress_path(self) -> Path:
+        return self.output_dir / "checkpoints" / "progress.json"
+
+    # ------------------------------------------------------------------ entry points
+    def run_full_experiment(self) -> dict[str, Any]:
+        """Run (or resume) the experiment, then analyze it into ``output_dir/plots``."""
+        started = time.perf_counter()
+        results = self.run()
+        summary: dict[str, Any] = {"results": str(results), "rows": sum(1 for _ in read_jsonl(results)),
+                                   "run_time_s": time.perf_counter() - started}
+        if self.config.analyze:
+            from ..analysis import AnalysisPipeline
+
+            summary["analysis"] = AnalysisPipeline(self.output_dir, self.output_dir / "plots").run_full_analysis()
+        return summary
+
+    def run(self) -> Path:
+        """Run every unit not yet in ``results.jsonl``; return the results path."""
+        self._prepare_output_dir()
+        done = self._finished_keys()
+        self._load()
+        units = self.units()
+        todo = [u for u in units if u.key not in done]
+        log.info("%s: %d units, %d already done, %d to run", self.config.experiment_name, len(units),
+                 len(units) - len(todo), len(todo))
+        if todo:
+            self._warm_up()
+        settings = self.config.generation_settings()
+        bar = tqdm(total=len(units), initial=len(units) - len(todo), desc=self.config.experiment_name,
+                   unit="gen", disable=not self.progress, dynamic_ncols=True)
+        for i, unit in enumerate(todo):
+            self._write_progress(len(units), len(units) - len(todo) + i, unit.key)
+            prompt = self.prompts[unit.prompt_index]
+            bar.set_postfix_str(f"{unit.method.id} | {prompt.id}", refresh=False)
+            result = unit.method.run(self.pair.drafter, self.pair.verifier, self.encoded[unit.prompt_index],
+                                     settings, unit.seed)
+            row = make_row(result, config={**unit.method.config_dict(), **settings}, unit_key=unit.key,
+                           method=unit.method.id, method_kind=unit.method.kind, strategy=unit.method.strategy,
+                           prompt_id=prompt.id, category=prompt.category, seed=unit.seed)
+            append_jsonl(self.results_path, row)  # flushed and fsynced: this unit is now safe
+            bar.update(1)
+        bar.close()
+        self._write_progress(len(units), len(units), None)
+        return self.results_path
+
+    def units(self) -> list[Unit]:
+        """All units, methods interleaved per prompt and seed, their order rotated from prompt to prompt."""
+        out = []
+        n = len(self.methods)
+        for p, prompt in enumerate(self.prompts):
+            for seed in self.config.seeds:
+                for j in range(n):
+                    method = self.methods[(j + p) % n]
+                    out.append(Unit(method, p, seed, f"{method.id}|{prompt.id}|{seed}"))
+        return out
+
+    # ------------------------------------------------------------------ steps
+    def _prepare_output_dir(self) -> None:
+        for sub in ("configs", "results", "plots", "checkpoints"):
+            (self.output_dir / sub).mkdir(parents=True, exist_ok=True)
+        saved = self.output_dir / "configs" / "experiment.yaml"
+        if saved.exists() and self.results_path.exists():
+            previous = ExperimentConfig.from_yaml(saved).to_dict()
+            for name in IDENTITY_FIELDS:
+                if previous[name] != getattr(self.config, name):
+                    raise ConfigError(f"{name}: {self.output_dir} holds results made with {name}="
+                                      f"{previous[name]!r}; use another output_dir to change it")
+        saved.write_text(self.config.to_yaml())
+        _repair_torn_tail(self.results_path)
+
+    def _finished_keys(self) -> set[str]:
+        if not self.results_path.exists():
+            return set()
+        return {row["unit_key"] for row in read_jsonl(self.results_path)}
+
+    def _load(self) -> None:
+        from ..datasets import load_prompts
+        from ..models import encode_prompt, load_model_pair
+
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.pair = load_model_pair(cfg.drafter_model_path, cfg.verifier_model_path, dtype=cfg.dtype,
+                                    device=cfg.device, progress=self.progress)
+        budget = cfg.max_sequence_length - cfg.max_new_tokens
+        self.prompts = load_prompts(cfg.dataset_name, split=cfg.dataset_split, num_samples=cfg.num_samples,
+                                    seed=cfg.seeds[0], categories=cfg.categories)
+        self.encoded = []
+        for prompt in self.prompts:
+            ids = encode_prompt(self.pair.tokenizer, prompt.messages or prompt.text)
+            if ids.shape[1] > budget:
+                log.warning("%s: %d prompt tokens, keeping the last %d (max_sequence_length)",
+                            prompt.id, ids.shape[1], budget)
+                ids = ids[:, -budget:]
+            self.encoded.append(ids)
+        manifest_path = self.output_dir / "configs" / "manifest.json"
+        info = manifest(self.pair.device, experiment_name=cfg.experiment_name, methods=[m.id for m in self.methods],
+                        prompts=[p.id for p in self.prompts], dtype=str(self.pair.dtype).replace("torch.", ""))
+        manifest_path.write_text(json.dumps(info, indent=2))
+
+    def _warm_up(self) -> None:
+        """One short untimed generation per method: allocator, kernels and caches settle before timing."""
+        if not self.config.warmup_tokens:
+            return
+        settings = {**self.config.generation_settings(), "max_new_tokens": self.config.warmup_tokens}
+        for method in tqdm(self.methods, desc="warm-up", disable=not self.progress, leave=False):
+            method.run(self.pair.drafter, self.pair.verifier, self.encoded[0], settings, seed=0)
+
+    def _write_progress(self, total: int, done: int, in_flight: str | None) -> None:
+        tmp = self.progress_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"done": done, "total": total, "in_flight": in_flight,
+                                   "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        os.replace(tmp, self.progress_path)
+
+
+def _repair_torn_tail(path: Path) -> None:
+    """A writer killed mid-line leaves a partial last line: cut it so the next append starts clean."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)

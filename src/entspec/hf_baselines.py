@@ -1,0 +1,127 @@
+"""The external baselines, run through transformers itself: `generate` alone and assisted generation.
+
+Hugging Face assisted generation (`generate(assistant_model=...)`) is configured through the drafter's
+generation_config: `num_assistant_tokens`, `num_assistant_tokens_schedule` ("constant" / "heuristic") and
+`assistant_confidence_threshold` (0.4 by default, re-tuned online from an ROC curve when scikit-learn is
+installed). Its rounds are internal to transformers, so the trace has no rounds; forward hooks count the
+verifier and drafter calls instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from transformers import PreTrainedModel
+
+from .kv import synchronize
+from .records import GenerationResult
+
+DEFAULT = "default"  # leave a generation_config field at transformers' own default
+
+
+def hf_generate(
+    verifier: PreTrainedModel,
+    input_ids: torch.Tensor,
+    *,
+    drafter: PreTrainedModel | None = None,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    eos_token_id: int | Sequence[int] | None = None,
+    ignore_eos: bool = False,
+    num_assistant_tokens: int | str = DEFAULT,
+    schedule: str = DEFAULT,
+    confidence_threshold: float | str = DEFAULT,
+) -> GenerationResult:
+    """`verifier.generate` alone (``drafter=None``) or with ``assistant_model=drafter``, timed like entspec.
+
+    ``num_assistant_tokens``, ``schedule`` and ``confidence_threshold`` override the drafter's generation
+    config for this call only (``confidence_threshold=0`` disables the confidence stop: plain constant k).
+    """
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        raise ValueError("input_ids must be a [1, T] LongTensor")
+    input_ids = input_ids.to(verifier.device)
+    kwargs: dict = dict(max_new_tokens=max_new_tokens, attention_mask=torch.ones_like(input_ids))
+    if temperature > 0:
+        kwargs.update(do_sample=True, temperature=temperature, top_k=top_k or 0, top_p=top_p or 1.0)
+    else:
+        kwargs.update(do_sample=False)
+    if ignore_eos:
+        kwargs.update(eos_token_id=None, min_new_tokens=max_new_tokens)
+    elif eos_token_id is not None:
+        kwargs.update(eos_token_id=eos_token_id)
+    if drafter is not None:
+        kwargs.update(assistant_model=drafter)
+    overrides = {"num_assistant_tokens": num_assistant_tokens, "num_assistant_tokens_schedule": schedule,
+                 "assistant_confidence_threshold": confidence_threshold}
+
+    torch.manual_seed(seed)
+    with _drafter_settings(drafter, overrides), _count_calls(verifier) as verifier_calls, \
+            _count_calls(drafter) as drafter_calls:
+        synchronize(verifier.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            output = verifier.generate(input_ids, **kwargs)
+        synchronize(verifier.device)
+        wall = time.perf_counter() - start
+    new_tokens = output[0, input_ids.shape[1]:].tolist()
+    eos = _eos_set(verifier, eos_token_id)
+    finished_by_eos = not ignore_eos and bool(new_tokens) and new_tokens[-1] in eos
+    return GenerationResult(
+        new_tokens=new_tokens,
+        rounds=[],
+        prompt_len=int(input_ids.shape[1]),
+        wall_time_s=wall,
+        prefill_time_s=float("nan"),
+        time_to_first_token_s=float("nan"),
+        finish_reason="eos" if finished_by_eos else "length",
+        method="hf_assisted" if drafter is not None else "hf_generate",
+        counters={"verifier_calls": verifier_calls[0], "drafter_calls": drafter_calls[0]},
+    )
+
+
+@contextmanager
+def _drafter_settings(drafter: PreTrainedModel | None, overrides: dict) -> Iterator[None]:
+    if drafter is None:
+        yield
+        return
+    saved = copy.deepcopy(drafter.generation_config)
+    try:
+        for key, value in overrides.items():
+            if value != DEFAULT:
+                setattr(drafter.generation_config, key, value)
+        yield
+    finally:
+        drafter.generation_config = saved
+
+
+@contextmanager
+def _count_calls(model: PreTrainedModel | None) -> Iterator[list[int]]:
+    """Count top-level forward calls of ``model`` (one per verifier call / drafter step)."""
+    counter = [0]
+    if model is None:
+        yield counter
+        return
+
+    def hook(*_: object) -> None:
+        counter[0] += 1
+
+    handle = model.register_forward_hook(hook)
+    try:
+        yield counter
+    finally:
+        handle.remove()
+
+
+def _eos_set(model: PreTrainedModel, eos_token_id: int | Sequence[int] | None) -> set[int]:
+    eos = eos_token_id if eos_token_id is not None else model.generation_config.eos_token_id
+    if eos is None:
+        return set()
+    return {int(eos)} if isinstance(eos, int) else {int(t) for t in eos}
