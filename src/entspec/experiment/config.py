@@ -148,7 +148,8 @@ def _check_keys(name: str, value: dict, required: set[str], allowed: set[str]) -
 def _check_type(name: str, value: Any, hint: Any) -> None:
     """Check ``value`` against a simple type hint (int, float, str, bool, list[...], dict[...], X | None)."""
     if not _matches(value, hint):
-        shown = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+        shown = str(hint) if typing.get_origin(hint) else getattr(hint, "__name__", str(hint))
+        shown = shown.replace("typing.", "")
         raise ConfigError(f"{name}: expected {shown}, got {type(value).__name__} {value!r}")
 
 

@@ -96,7 +96,7 @@ def expand_methods(config: "ExperimentConfig") -> list[MethodSpec]:
         specs.append(_make("entspec", base, "ablation.base"))
         for name, values in vary.items():
             for value in _as_list(values):
-                specs.append(_make("entspec", {**base, name: value}, f"ablation.vary.{name}"))
+                specs.append(_make("entspec", {**base, name: value}, "ablation.vary"))
     unique: dict[str, MethodSpec] = {}
     for spec in specs:
         unique.setdefault(spec.id, spec)
