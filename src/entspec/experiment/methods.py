@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ class MethodSpec:
 
     @property
     def id(self) -> str:
-        """A readable, unique name: ``autoregressive``, ``fixed[max_draft_len=4]``, ``hf_assisted[default]``."""
+        """A readable name from the declared parameters: ``fixed[max_draft_len=4]``, ``hf_assisted[default]``."""
         if self.kind in ("autoregressive", "hf_generate"):
             return self.kind
         if self.kind == "hf_assisted":
@@ -98,8 +99,8 @@ def expand_methods(config: "ExperimentConfig") -> list[MethodSpec]:
             for value in _as_list(values):
                 specs.append(_make("entspec", {**base, name: value}, "ablation.vary"))
     unique: dict[str, MethodSpec] = {}
-    for spec in specs:
-        unique.setdefault(spec.id, spec)
+    for spec in specs:  # the same effective configuration declared twice runs once
+        unique.setdefault(json.dumps([spec.kind, spec.config_dict()], sort_keys=True, default=str), spec)
     return list(unique.values())
 
 
@@ -126,7 +127,6 @@ def _make(kind: str, params: dict[str, Any], where: str) -> MethodSpec:
             EntropyConfig(**params)
         except (ConfigError, TypeError) as err:
             raise ConfigError(f"{where}.{err}") from None
-        params = {k: v for k, v in params.items() if v != _DEFAULTS[k] or k == "strategy"}
     elif kind == "hf_assisted":
         unknown = sorted(set(params) - HF_ASSISTED_PARAMS)
         if unknown:

@@ -1,0 +1,1 @@
+"""`entspec bench`: entspec vs plain decoding vs Hugging Face assisted generation."""

@@ -1,0 +1,45 @@
+"""`entspec bench`: the side-by-side benchmark on the default pair (a script, not a timed test)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from ..experiment import ExperimentRunner
+from .report import bench_markdown
+from .suite import bench_config
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    command = "entspec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "entspec bench"
+    sections = []
+    for dtype in args.dtype:
+        full = dtype in args.full
+        cfg = bench_config(dtype, prompts_per_category=args.prompts_per_category,
+                           max_new_tokens=args.max_new_tokens if full else args.max_new_tokens_reduced,
+                           full=full, output_dir=str(Path(args.out) / dtype), drafter=args.drafter,
+                           verifier=args.verifier, threads=args.threads)
+        ExperimentRunner(cfg).run()
+        sections.append(bench_markdown(cfg.output_dir, command))
+        print(sections[-1], flush=True)
+    report = Path(args.out) / "benchmarks.md"
+    report.write_text("\n\n".join(sections) + "\n")
+    print(f"\nwritten: {report}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="entspec vs HF generate vs HF assisted generation, per category")
+    p.add_argument("--dtype", nargs="+", default=["bfloat16", "float32"])
+    p.add_argument("--full", nargs="*", default=["bfloat16"],
+                   help="dtypes that get the full method list (fixed k = 1..8, HF constant k = 2,4,6, ...)")
+    p.add_argument("--prompts-per-category", type=int, default=2)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--max-new-tokens-reduced", type=int, default=32, help="new tokens for the reduced dtypes")
+    p.add_argument("--drafter", default="qwen2.5-coder-0.5b-instruct")
+    p.add_argument("--verifier", default="qwen2.5-coder-1.5b-instruct")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default="runs/bench")
+    p.set_defaults(func=cmd_bench)

@@ -1,0 +1,107 @@
+"""The benchmark's markdown: per-category speedups with CIs, acceptance, the time split, the targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..metrics import ComparativeEvaluator, load_rows, summarize
+from .suite import ENTROPY_STRATEGIES
+
+BASELINE = "hf_generate"
+
+
+def bench_tables(experiment_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """Per-method comparison with HF `generate` (per category and overall) and the time split."""
+    rows = load_rows(Path(experiment_dir) / "results" / "results.jsonl")
+    baseline = [r for r in rows if r["method"] == BASELINE]
+    if not baseline:
+        raise ValueError(f"{experiment_dir}: no {BASELINE} rows to compare with")
+    per_gen = summarize(rows)
+    speed = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        table = ComparativeEvaluator(mine, baseline).summary(n_resamples=2000)
+        table.insert(0, "method", method)
+        table.insert(1, "strategy", mine[0]["strategy"])
+        speed.append(table)
+    speed = pd.concat(speed, ignore_index=True)
+    pooled = per_gen.groupby("method").agg(
+        drafted=("drafted_tokens", "sum"), accepted=("accepted_tokens", "sum"),
+        tokens=("new_tokens", "sum"), calls=("verifier_calls", "sum"), drafter_calls=("drafter_calls", "sum"),
+        draft_s=("draft_time_s", "sum"), verify_s=("verify_time_s", "sum"), overhead_s=("overhead_time_s", "sum"),
+        prefill_s=("prefill_time_s", "sum"), wall_s=("wall_time_s", "sum"))
+    pooled["acceptance_rate"] = pooled.accepted / pooled.drafted.replace(0, np.nan)
+    pooled["tokens_per_call"] = pooled.tokens / pooled.calls
+    pooled["ms_per_draft_step"] = 1000 * pooled.draft_s / pooled.drafter_calls.replace(0, np.nan)
+    pooled["ms_per_verifier_call"] = 1000 * pooled.verify_s / pooled.calls
+    by_cat = per_gen.groupby(["method", "category"]).agg(
+        drafted=("drafted_tokens", "sum"), accepted=("accepted_tokens", "sum"), tokens=("new_tokens", "sum"),
+        calls=("verifier_calls", "sum"))
+    by_cat["acceptance_rate"] = by_cat.accepted / by_cat.drafted.replace(0, np.nan)
+    by_cat["tokens_per_call"] = by_cat.tokens / by_cat.calls
+    return {"speed": speed, "pooled": pooled.reset_index(), "by_category": by_cat.reset_index()}
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def bench_markdown(experiment_dir: str | Path, command: str) -> str:
+    exp = Path(experiment_dir)
+    tables = bench_tables(exp)
+    speed, pooled, by_cat = tables["speed"], tables["pooled"].set_index("method"), tables["by_category"]
+    manifest = json.loads((exp / "configs" / "manifest.json").read_text())
+    v = manifest["versions"]
+    lines = [f"### {manifest['experiment_name']} ({manifest.get('dtype', '?')})", "",
+             f"- command: `{command}`",
+             f"- machine: {manifest['device']}; {manifest['platform']}",
+             f"- versions: entspec {v.get('entspec')} ({manifest['git_hash'][:12]}), torch {v.get('torch')}, "
+             f"transformers {v.get('transformers')}; date {manifest['date']}",
+             f"- prompts: {', '.join(manifest['prompts'])}", ""]
+    categories = [c for c in speed.category.unique() if c != "all"] + ["all"]
+    for category in categories:
+        part = speed[speed.category == category].sort_values("speedup", ascending=False)
+        cat_stats = by_cat[by_cat.category == category].set_index("method") if category != "all" else pooled
+        lines += [f"**{category}** ({int(part.n_pairs.max())} prompts) — speedup = mean tokens/s over mean "
+                  f"tokens/s of HF `generate` on the same prompts, 95% paired bootstrap CI", "",
+                  "| method | tokens/s | speedup [95% CI] | acceptance | tokens / verifier call | same output |",
+                  "|---|---|---|---|---|---|"]
+        for _, r in part.iterrows():
+            acc = cat_stats.acceptance_rate.get(r.method, np.nan)
+            tpc = cat_stats.tokens_per_call.get(r.method, np.nan)
+            lines.append(f"| {r.method} | {_fmt(r.mean_tokens_per_s)} | {_fmt(r.speedup)} "
+                         f"[{_fmt(r.speedup_ci_low)}, {_fmt(r.speedup_ci_high)}] | {_fmt(acc)} | {_fmt(tpc)} | "
+                         f"{_fmt(r.output_match_rate)} |")
+        lines.append("")
+    lines += ["**Where the time goes** (summed over all prompts; overhead = round time − drafter − verifier)", "",
+              "| method | drafter s | verifier s | overhead s | prefill s | ms / draft step | ms / verifier call |",
+              "|---|---|---|---|---|---|---|"]
+    for method, r in pooled.iterrows():
+        if r.calls and np.isfinite(r.verify_s) and r.verify_s > 0:
+            lines.append(f"| {method} | {_fmt(r.draft_s)} | {_fmt(r.verify_s)} | {_fmt(r.overhead_s, 3)} | "
+                         f"{_fmt(r.prefill_s)} | {_fmt(r.ms_per_draft_step, 0)} | {_fmt(r.ms_per_verifier_call, 0)} |")
+    lines += ["", *targets(speed), ""]
+    return "\n".join(lines)
+
+
+def targets(speed: pd.DataFrame) -> list[str]:
+    """The issue's targets: entspec autoregressive >= 0.97x HF generate; best entropy rule >= 1.10x HF assisted."""
+    out = ["**Targets**", ""]
+    cat = speed.set_index(["method", "category"])
+    for category in speed.category.unique():
+        ar = cat.loc[("autoregressive", category), "speedup"]
+        hfa = cat.loc[("hf_assisted[default]", category), "speedup"]
+        entropy = speed[(speed.category == category) & speed.strategy.isin(ENTROPY_STRATEGIES)]
+        best = entropy.loc[entropy.speedup.idxmax()] if len(entropy) else None
+        line = f"- {category}: entspec autoregressive / HF generate = {_fmt(ar, 3)} (target ≥ 0.97: " \
+               f"{'met' if ar >= 0.97 else 'missed'})"
+        if best is not None:
+            ratio = best.speedup / hfa
+            line += f"; best entropy rule {best.method} / HF assisted defaults = {_fmt(ratio)} (target ≥ 1.10: " \
+                    f"{'met' if ratio >= 1.10 else 'missed'})"
+        out.append(line)
+    return out

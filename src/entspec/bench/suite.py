@@ -1,0 +1,52 @@
+"""The benchmark suite: entspec vs plain decoding vs Hugging Face assisted generation, one run per dtype.
+
+Each dtype is one `ExperimentConfig` run by the `ExperimentRunner` (methods interleaved per prompt after a
+warm-up, every generation a JSONL row), so a benchmark is resumable and analyzable like any experiment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..experiment import ExperimentConfig
+
+ENTROPY_STRATEGIES = ("absolute", "relative", "window", "combined", "adaptive")
+
+
+def bench_methods(full: bool) -> list[dict[str, Any]]:
+    """Methods besides the baselines (HF generate, entspec autoregressive, HF assisted defaults)."""
+    if full:
+        return [
+            {"kind": "hf_assisted", "num_assistant_tokens": [2, 4, 6], "confidence_threshold": 0.0},
+            {"strategy": "fixed", "max_draft_len": [1, 2, 3, 4, 5, 6, 7, 8]},
+            {"strategy": "absolute", "theta_abs": [1.0, 2.0, 3.0], "max_draft_len": 12},
+            {"strategy": "adaptive", "theta_abs": 2.0, "max_draft_len": 12},
+            {"strategy": "window", "theta_abs": 1.5, "window_size": 3, "max_draft_len": 12},
+            {"strategy": "svip", "max_draft_len": 12},
+            {"strategy": "adaedl", "max_draft_len": 12},
+        ]
+    return [
+        {"kind": "hf_assisted", "num_assistant_tokens": 4, "confidence_threshold": 0.0},
+        {"strategy": "fixed", "max_draft_len": [2, 4, 6]},
+        {"strategy": "absolute", "theta_abs": 2.0, "max_draft_len": 12},
+        {"strategy": "adaptive", "theta_abs": 2.0, "max_draft_len": 12},
+    ]
+
+
+def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, full: bool, output_dir: str,
+                 drafter: str, verifier: str, threads: int | None = None) -> ExperimentConfig:
+    return ExperimentConfig(
+        experiment_name=f"bench-{dtype}",
+        drafter_model_path=drafter,
+        verifier_model_path=verifier,
+        dataset_name="mix",  # code (HumanEval), math (GSM8K), chat (MT-Bench) in equal shares
+        num_samples=3 * prompts_per_category,
+        max_new_tokens=max_new_tokens,
+        temperature=0.0,
+        dtype=dtype,
+        output_dir=output_dir,
+        methods=bench_methods(full),
+        baselines=True,
+        analyze=False,
+        threads=threads,
+    )
