@@ -8,7 +8,7 @@ import torch
 from transformers import PreTrainedModel
 
 from .config import EntropyConfig
-from .entropy import EntropyComputer, shannon_entropy
+from .entropy import ENTROPY_TYPES, EntropyComputer, shannon_entropy
 from .kv import CachedModel, Stopwatch
 from .sampling import SamplingParams, sample
 from .stopping import DraftState, RoundFeedback, build_criterion
@@ -76,11 +76,12 @@ class EntropyBasedDrafter:
                 tokens.append(token)
                 probs.append(q)
                 state.token_probs.append(float(q[0, token]))
-                state.entropies.append(float(self.entropy(processed)))
-                state.shannon_nats.append(float(shannon_entropy(processed)))
+                entropies = self._entropies(processed)
+                state.entropies.append(entropies[cfg.entropy_type])
+                state.shannon_nats.append(entropies["shannon_nats"])
                 if cfg.record_all_entropies:
-                    for name, h in self.entropy.all_types(processed).items():
-                        by_type.setdefault(name, []).append(float(h))
+                    for name in ENTROPY_TYPES:
+                        by_type.setdefault(name, []).append(entropies[name])
                 inputs = token.view(1, 1)
 
                 if int(token) in eos_token_ids:
@@ -101,6 +102,17 @@ class EntropyBasedDrafter:
             token_tensor = sequence.new_zeros(0)
             prob_tensor = torch.zeros(0, vocab, device=sequence.device)
         return Draft(token_tensor, prob_tensor, state, stop_reason, sw.seconds, by_type)
+
+    def _entropies(self, processed: torch.Tensor) -> dict[str, float]:
+        """The configured entropy (and, for the trace, every type) plus Shannon in nats for SVIP / AdaEDL."""
+        if self.config.record_all_entropies:
+            values = {name: float(h) for name, h in self.entropy.all_types(processed).items()}
+        else:
+            values = {self.config.entropy_type: float(self.entropy(processed))}
+        shannon = values.get("shannon")
+        if shannon is None or self.entropy.unit != "nats":
+            shannon = float(shannon_entropy(processed))
+        return {**values, "shannon_nats": shannon}
 
     def rollback(self, length: int) -> None:
         """Keep at most the first ``length`` cached positions (the accepted prefix)."""
