@@ -34,6 +34,7 @@ from entspec.metrics import (
     token_table,
 )
 from entspec.records import GenerationResult, RoundRecord, append_jsonl, make_row, read_jsonl
+from tiny import context_free_gpt2
 
 
 def rnd(drafted, accepted, emitted, entropies, stop, draft_t, verify_t, round_t, accept_probs=None):
@@ -404,26 +405,7 @@ def test_acceptance_from_distributions():
 
 
 # --------------------------------------------------------------------------- theory against the engine
-
-def context_free_gpt2(logits: torch.Tensor):
-    """A tiny GPT-2 whose next-token logits are ``logits`` at every position, whatever the context.
-
-    Every transformer weight is zero (embeddings, attention, MLP, layer-norm weights and biases), so the
-    final hidden state is the ln_f bias h; lm_head weight W makes W h = logits (h = e_0, W[:, 0] = logits).
-    """
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    vocab = logits.numel()
-    config = GPT2Config(vocab_size=vocab, n_positions=8192, n_embd=8, n_layer=1, n_head=2,
-                        tie_word_embeddings=False)
-    model = GPT2LMHeadModel(config).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.zero_()
-        model.transformer.ln_f.bias[0] = 1.0
-        model.lm_head.weight[:, 0] = logits
-    return model
-
+# context_free_gpt2 (tests/tiny.py): every transformer weight zero, so p (or q) is the same at every position.
 
 @pytest.fixture
 def one_thread():
