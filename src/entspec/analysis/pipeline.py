@@ -1,0 +1,206 @@
+"""``AnalysisPipeline``: an experiment folder in, tables, figures and a report out.
+
+>>> out = AnalysisPipeline("runs/exp1").run_full_analysis()   # writes runs/exp1/plots/
+>>> print(out.summary_markdown)
+
+Steps: 1. load rows and build the per-generation table; 2. per-method tables with bootstrap CIs;
+3. paired tests of the entropy configurations; 4. entropy vs acceptance; 5. clustering; 6. figures;
+7. report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from entspec.analysis.clustering import Clustering, cluster_items, configuration_features, prompt_features
+from entspec.analysis.load import ENTROPY_STRATEGIES, THRESHOLD_PARAMETER, load_experiment, processed_frame
+from entspec.analysis.plots import plot_comparison, plot_entropy, plot_performance
+from entspec.analysis.report import best_row, build_report, summary_markdown
+from entspec.analysis.stats import method_table, paired_tests
+from entspec.metrics import entropy_acceptance, per_position_acceptance
+
+__all__ = ["AnalysisPipeline", "AnalysisResult"]
+
+FIGURES = {"entropy": "entropy_analysis.png", "performance": "performance_analysis.png",
+           "comparison": "comparison_analysis.png"}
+REFERENCE_LABELS = ("best fixed k", "HF assisted (default)")
+
+
+@dataclass
+class AnalysisResult:
+    """Paths of everything written, the compact summary, and the tables behind them.
+
+    Also readable as a dict: ``result["summary_markdown"]``, ``result["report"]``.
+    """
+
+    output_dir: Path
+    processed_data: Path
+    report: Path
+    figures: dict[str, Path]
+    tables: dict[str, Path]
+    summary_markdown: str
+    baseline: str | None
+    references: dict[str, str | None]
+    frame: pd.DataFrame = field(repr=False)
+    method_table: pd.DataFrame = field(repr=False)
+    paired_tests: pd.DataFrame = field(repr=False)
+    clusterings: list[Clustering] = field(repr=False, default_factory=list)
+    seconds: float = 0.0
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Paths (as str), the summary and the references: JSON-friendly."""
+        return {"output_dir": str(self.output_dir), "processed_data": str(self.processed_data),
+                "report": str(self.report), "figures": {k: str(v) for k, v in self.figures.items()},
+                "tables": {k: str(v) for k, v in self.tables.items()}, "summary_markdown": self.summary_markdown,
+                "baseline": self.baseline, "references": dict(self.references)}
+
+
+class AnalysisPipeline:
+    """Analyse one experiment folder (``configs/``, ``results/results.jsonl``) into ``output_dir``.
+
+    Args:
+        experiment_dir: the folder the ExperimentRunner wrote.
+        output_dir: where to write (default ``experiment_dir/plots``).
+        baseline: method_kind (or method) the speedups are relative to; default "hf_generate" when present,
+            else "autoregressive".
+        hf_default: the HF assisted method with transformers' default settings; default the hf_assisted
+            method whose id contains "default", else the only hf_assisted method.
+        confidence, n_resamples, seed: bootstrap intervals (prompts are resampled).
+        alpha: family-wise level of the Holm-corrected paired tests.
+        entropy_bins: number of quantile bins of the acceptance-by-entropy curve.
+    """
+
+    def __init__(self, experiment_dir: str | Path, output_dir: str | Path | None = None, *,
+                 baseline: str | None = None, hf_default: str | None = None, confidence: float = 0.95,
+                 n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05, entropy_bins: int = 8) -> None:
+        self.experiment_dir = Path(experiment_dir)
+        self.output_dir = Path(output_dir) if output_dir is not None else self.experiment_dir / "plots"
+        self.baseline = baseline
+        self.hf_default = hf_default
+        self.confidence = confidence
+        self.n_resamples = n_resamples
+        self.seed = seed
+        self.alpha = alpha
+        self.entropy_bins = entropy_bins
+
+    def run_full_analysis(self) -> AnalysisResult:
+        start = time.perf_counter()
+        out = self.output_dir
+        # 1. Rows -> one row per generation (raises AnalysisError on a missing/empty folder)
+        experiment = load_experiment(self.experiment_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        frame = processed_frame(experiment, self.baseline)
+        baseline = frame.attrs["baseline"]
+        paths = {"processed_data": out / "processed_data.csv"}
+        frame.to_csv(paths["processed_data"], index=False)
+
+        # 2. Per-method tables (all prompts and per category) with bootstrap CIs
+        table = method_table(frame, confidence=self.confidence, n_resamples=self.n_resamples, seed=self.seed)
+        paths["summary_by_category"] = out / "summary_by_category.csv"
+        table.to_csv(paths["summary_by_category"], index=False)
+
+        # 3. Paired tests: each entropy configuration vs the best fixed k and HF assisted (defaults)
+        references = self._references(table)
+        entropy_methods = sorted(frame.loc[(frame["method_kind"] == "entspec")
+                                           & frame["strategy"].isin(ENTROPY_STRATEGIES), "method"].unique())
+        tests = paired_tests(frame, entropy_methods, {k: v for k, v in references.items() if v is not None},
+                             alpha=self.alpha)
+        paths["paired_tests"] = out / "paired_tests.csv"
+        tests.to_csv(paths["paired_tests"], index=False)
+
+        # 4. Entropy vs acceptance, on every traced speculative generation
+        spec_rows = [r for r in experiment.rows if r["method_kind"] == "entspec" and r["result"].rounds]
+        ea = entropy_acceptance([r["result"] for r in spec_rows], bins=self.entropy_bins, confidence=self.confidence)
+        paths["entropy_stats"] = out / "entropy_stats.csv"
+        ea.stats.to_csv(paths["entropy_stats"])
+        by_method: dict[str, list] = {}
+        for r in spec_rows:
+            by_method.setdefault(r["method"], []).append(r["result"])
+        positions = {m: per_position_acceptance(results) for m, results in sorted(by_method.items())}
+        draft_lengths = {m: np.array([rnd.drafted for res in results for rnd in res.rounds])
+                         for m, results in by_method.items()}
+
+        # 5. Clustering of configurations and of prompts
+        clusterings = [cluster_items(configuration_features(frame), "configurations", seed=self.seed),
+                       cluster_items(prompt_features(frame), "prompts", seed=self.seed)]
+        paths["clusters"] = out / "clusters.csv"
+        pd.concat([c.table() for c in clusterings], ignore_index=True).to_csv(paths["clusters"], index=False)
+
+        # 6. Figures
+        overall = table[table["category"] == "all"]
+        ref_speedups = {label: float(overall.loc[overall["method"] == method, "speedup"].iloc[0])
+                        if method is not None else float("nan") for label, method in references.items()}
+        figures = {
+            "entropy": plot_entropy(ea, positions, out / FIGURES["entropy"]),
+            "performance": plot_performance(table, draft_lengths, out / FIGURES["performance"], baseline),
+            "comparison": plot_comparison(overall, self._sweeps(frame), ref_speedups, out / FIGURES["comparison"],
+                                          baseline),
+        }
+
+        # 7. Report and the compact summary
+        summary = summary_markdown(table, baseline)
+        name = experiment.config.get("experiment_name") or experiment.config.get("name") or self.experiment_dir.name
+        title = f"entspec analysis: {name}"
+        report = build_report(
+            title=title, experiment_dir=str(self.experiment_dir), config=experiment.config,
+            manifest=experiment.manifest, frame=frame, table=table, baseline=baseline, tests=tests,
+            references=references, entropy_stats=ea.stats, n_tokens=len(ea.tokens), clusterings=clusterings,
+            figures={name: path.name for name, path in figures.items()}, entropy_strategies=ENTROPY_STRATEGIES,
+            alpha=self.alpha, confidence=self.confidence, n_resamples=self.n_resamples)
+        paths["report"] = out / "final_report.md"
+        paths["report"].write_text(report, encoding="utf-8")
+        return AnalysisResult(
+            output_dir=out, processed_data=paths["processed_data"], report=paths["report"], figures=figures,
+            tables={k: v for k, v in paths.items() if k not in ("processed_data", "report")},
+            summary_markdown=summary, baseline=baseline, references=references, frame=frame, method_table=table,
+            paired_tests=tests, clusterings=clusterings, seconds=time.perf_counter() - start)
+
+    def _references(self, table: pd.DataFrame) -> dict[str, str | None]:
+        """{"best fixed k": method or None, "HF assisted (default)": method or None}."""
+        overall = table[table["category"] == "all"]
+        fixed = best_row(table, (table["method_kind"] == "entspec") & (table["strategy"] == "fixed"))
+        hf_methods = sorted(overall.loc[overall["method_kind"] == "hf_assisted", "method"])
+        hf = self.hf_default
+        if hf is None:
+            named = [m for m in hf_methods if "default" in m]
+            hf = named[0] if named else (hf_methods[0] if len(hf_methods) == 1 else None)
+        elif hf not in set(overall["method"]):
+            hf = None
+        return dict(zip(REFERENCE_LABELS, (None if fixed is None else fixed["method"], hf)))
+
+    @staticmethod
+    def _sweeps(frame: pd.DataFrame) -> pd.DataFrame:
+        """Per entspec method: strategy, sweep parameter and value, and a line label made of the other
+        EntropyConfig fields that vary within the strategy (e.g. "entropy_type=renyi")."""
+        spec = frame[frame["method_kind"] == "entspec"]
+        if spec.empty:
+            return pd.DataFrame(columns=["strategy", "sweep_parameter", "sweep_value", "line"])
+        per_method = spec.groupby("method").first()
+        # candidate line keys: the threshold parameters and the config fields around them, not settings
+        candidates = [c for c in ("entropy_type", "max_draft_len", "min_draft_len", "theta_abs", "theta_rel",
+                                  "window_size", "theta_window", "target_acceptance", "renyi_alpha",
+                                  "entropy_topk", "combine", "temperature") if c in per_method]
+        lines = []
+        for method, row in per_method.iterrows():
+            part = per_method[per_method["strategy"] == row["strategy"]]
+            varying = [c for c in candidates if c != THRESHOLD_PARAMETER.get(row["strategy"])
+                       and part[c].astype(str).nunique() > 1]
+            lines.append(", ".join(f"{c}={_short(row[c])}" for c in varying))
+        out = per_method[["strategy", "sweep_parameter", "sweep_value"]].copy()
+        out["line"] = lines
+        return out
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

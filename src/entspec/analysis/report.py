@@ -1,0 +1,262 @@
+"""Markdown: the Spec-Bench-style tables, the summary printed by ``make demo`` and ``final_report.md``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from entspec.analysis.clustering import Clustering
+
+__all__ = ["markdown_table", "fmt_ci", "category_table", "summary_markdown", "build_report"]
+
+NA = "n/a"
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub markdown table; cells are str()-ed and pipes escaped."""
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    return f"{float(value):.{digits}f}" if _finite(value) else NA
+
+
+def fmt_ci(value: Any, low: Any, high: Any, digits: int = 3) -> str:
+    """``1.234 [1.100, 1.350]``; the value alone when the interval is undefined; ``n/a`` without a value."""
+    if not _finite(value):
+        return NA
+    if _finite(low) and _finite(high):
+        return f"{float(value):.{digits}f} [{float(low):.{digits}f}, {float(high):.{digits}f}]"
+    return fmt(value, digits)
+
+
+def fmt_p(p: Any) -> str:
+    if not _finite(p):
+        return NA
+    return f"{float(p):.2e}" if float(p) < 1e-3 else f"{float(p):.4f}"
+
+
+CATEGORY_HEADER = ("method", "kind", "prompts", "speedup [95% CI]", "mean accepted tokens [95% CI]",
+                   "acceptance rate [95% CI]", "tokens/s [95% CI]")
+
+
+def category_table(table: pd.DataFrame, category: str) -> str:
+    """Spec-Bench-style table of one category of :func:`entspec.analysis.stats.method_table`, fastest first."""
+    part = table[table["category"] == category].sort_values(["speedup", "tokens_per_s"], ascending=False,
+                                                            na_position="last")
+    rows = [(r.method, r.method_kind, r.n_prompts, fmt_ci(r.speedup, r.speedup_ci_low, r.speedup_ci_high),
+             fmt_ci(r.mean_accepted_tokens, r.mean_accepted_tokens_ci_low, r.mean_accepted_tokens_ci_high),
+             fmt_ci(r.acceptance_rate, r.acceptance_rate_ci_low, r.acceptance_rate_ci_high),
+             fmt_ci(r.tokens_per_s, r.tokens_per_s_ci_low, r.tokens_per_s_ci_high, 1))
+            for r in part.itertuples()]
+    return markdown_table(CATEGORY_HEADER, rows)
+
+
+def summary_markdown(table: pd.DataFrame, baseline: str | None) -> str:
+    """The compact table ``make demo`` prints: every method over all prompts, fastest first."""
+    part = table[table["category"] == "all"].sort_values(["speedup", "tokens_per_s"], ascending=False,
+                                                         na_position="last")
+    rows = [(r.method, fmt_ci(r.speedup, r.speedup_ci_low, r.speedup_ci_high, 2), fmt(r.tokens_per_s, 1),
+             fmt(r.mean_accepted_tokens, 2), fmt(r.acceptance_rate, 2), fmt(r.mean_draft_length, 2))
+            for r in part.itertuples()]
+    header = ("method", f"speedup vs {baseline or 'n/a'} [95% CI]", "tokens/s", "mean accepted tokens",
+              "acceptance rate", "mean draft length")
+    return markdown_table(header, rows)
+
+
+# ------------------------------------------------------------------------------------------- report
+def _setup(experiment_dir: str, config: Mapping, manifest: Mapping, frame: pd.DataFrame,
+           baseline: str | None) -> str:
+    seeds = sorted(frame["seed"].unique().tolist())
+    per_category = frame.groupby("category")["prompt_id"].nunique()
+    lines = [
+        f"- experiment folder: `{experiment_dir}`",
+        f"- generations analysed: {len(frame)} ({frame['method'].nunique()} methods x "
+        f"{frame['prompt_id'].nunique()} prompts x {len(seeds)} seed(s): {seeds})",
+        f"- categories: {', '.join(f'{c} ({n} prompts)' for c, n in per_category.items())}",
+        f"- speedup baseline: `{baseline}`" if baseline else "- speedup baseline: none (no hf_generate or "
+        "autoregressive rows); speedups are n/a",
+    ]
+    for key in ("temperature", "max_new_tokens", "top_k", "top_p", "dtype", "device"):
+        if key in frame and frame[key].notna().any():
+            values = sorted({str(v) for v in frame[key].dropna()})
+            lines.append(f"- {key}: {', '.join(values)}")
+    scalars = {k: v for k, v in config.items() if not isinstance(v, (dict, list))}
+    if scalars:
+        lines += ["", "Experiment config (`configs/experiment.yaml`, scalar fields):", "",
+                  markdown_table(("field", "value"), sorted((k, v) for k, v in scalars.items()))]
+    if manifest:
+        versions = manifest.get("versions", {})
+        rows = [(k, v) for k, v in manifest.items() if k != "versions" and not isinstance(v, (dict, list))]
+        if isinstance(versions, dict) and versions:
+            rows.append(("versions", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))))
+        lines += ["", "Manifest (`configs/manifest.json`):", "", markdown_table(("field", "value"), rows)]
+    else:
+        lines.append("- no manifest found (`configs/manifest.json`)")
+    return "\n".join(lines)
+
+
+def _best_per_category(table: pd.DataFrame, entropy_strategies: Sequence[str]) -> str:
+    """Fastest speculative configuration (entspec or HF assisted) and fastest entropy rule per category."""
+    rows = []
+    candidates = table[~table["is_baseline"] & table["method_kind"].isin(["entspec", "hf_assisted"])]
+    for category in ["all"] + sorted(c for c in table["category"].unique() if c != "all"):
+        part = candidates[(candidates["category"] == category) & candidates["speedup"].notna()]
+        if part.empty:
+            rows.append((category, NA, NA, NA, NA, NA))
+            continue
+        best = part.loc[part["speedup"].idxmax()]
+        entropy = part[part["strategy"].isin(entropy_strategies) & (part["method_kind"] == "entspec")]
+        best_e = entropy.loc[entropy["speedup"].idxmax()] if not entropy.empty else None
+        low = best["speedup_ci_low"]
+        verdict = ("faster (CI above 1)" if _finite(low) and low > 1 else
+                   "slower (CI below 1)" if _finite(best["speedup_ci_high"]) and best["speedup_ci_high"] < 1
+                   else "not distinguishable")
+        rows.append((category, best["method"], fmt_ci(best["speedup"], low, best["speedup_ci_high"]), verdict,
+                     best_e["method"] if best_e is not None else NA,
+                     fmt_ci(best_e["speedup"], best_e["speedup_ci_low"], best_e["speedup_ci_high"])
+                     if best_e is not None else NA))
+    return markdown_table(("category", "best speculative configuration", "speedup [95% CI]", "vs baseline",
+                           "best entropy configuration", "its speedup [95% CI]"), rows)
+
+
+def _tests(tests: pd.DataFrame, references: Mapping[str, str | None], alpha: float) -> str:
+    missing = [label for label, method in references.items() if method is None]
+    lines = []
+    if missing:
+        lines.append(f"No {' / '.join(missing)} in this experiment: those comparisons are skipped.")
+    if tests.empty:
+        lines.append("No paired tests (needs entropy-based configurations and a reference).")
+        return "\n\n".join(lines)
+    rows = [(r.method, f"{r.reference} (`{r.reference_method}`)", r.n_pairs, fmt(r.mean, 1), fmt(r.mean_other, 1),
+             fmt(r.ratio), fmt(r.statistic, 1), fmt_p(r.p), fmt_p(r.p_holm), "yes" if r.significant else "no")
+            for r in tests.itertuples()]
+    n_valid = int(tests["p"].notna().sum())
+    lines.append(
+        f"Two-sided Wilcoxon signed-rank test (`scipy.stats.wilcoxon`) of tokens/s, paired per prompt (seeds "
+        f"averaged), Holm correction over all {n_valid} tests with a p-value "
+        f"(`statsmodels.stats.multitest.multipletests`), alpha = {alpha}. Ratio = mean tok/s / reference mean "
+        "tok/s. With n prompts the smallest two-sided exact p is 2 / 2^n, so few prompts cannot reach significance.")
+    lines.append(markdown_table(("entropy configuration", "vs", "prompts", "tok/s", "reference tok/s", "ratio",
+                                 "W", "p", "Holm p", "significant"), rows))
+    return "\n\n".join(lines)
+
+
+def _entropy_section(stats: pd.DataFrame, n_tokens: int) -> str:
+    if stats.empty or n_tokens == 0:
+        return "No drafted tokens with a per-round trace: nothing to relate entropy to."
+    typed = [i for i in stats.index if i.startswith("entropy_")]
+    stats = stats.loc[typed] if typed else stats  # "entropy" (the configured type) mixes types across methods
+    rows = [(idx[len("entropy_"):] if idx.startswith("entropy_") else "configured", int(r["n"]),
+             int(r["n_rejected"]), fmt(r["auroc_rejection"]), fmt(r["spearman_rho"]), fmt_p(r["spearman_p"]))
+            for idx, r in stats.iterrows()]
+    text = ("Tokens pooled over every entspec configuration; a round contributes its accepted tokens and its first "
+            "rejected one (`entspec.metrics.token_table`). AUROC of entropy as a score for rejection (0.5 = no "
+            "signal); Spearman rho of entropy with acceptance (negative = higher entropy, more rejections). "
+            "Entropy-gated rules stop drafting at high entropy, so their tokens are a selected sample; fixed-k "
+            "rows are not.")
+    return text + "\n\n" + markdown_table(("entropy type", "tokens", "rejected", "AUROC", "Spearman rho", "p"), rows)
+
+
+def _clustering_section(clusterings: Sequence[Clustering]) -> str:
+    parts = []
+    for c in clusterings:
+        head = f"**{c.what.capitalize()}**"
+        if c.skipped:
+            parts.append(f"{head}: clustering skipped, {c.skipped}.")
+            continue
+        features = ", ".join(c.features.columns)
+        text = [f"{head}: {len(c.features)} items on standardized ({features}); KMeans with k = {c.k} "
+                f"(best silhouette {c.silhouette:.2f} over k = {', '.join(str(k) for k in c.silhouettes)})."]
+        text += [f"- {d}" for d in c.descriptions]
+        if c.left_out:
+            text.append(f"- not clustered (a metric is missing, e.g. no per-round trace): {', '.join(c.left_out)}")
+        parts.append("\n".join(text))
+    return "\n\n".join(parts)
+
+
+def _limitations(frame: pd.DataFrame, manifest: Mapping, baseline: str | None) -> str:
+    items = []
+    device = str(manifest.get("device", ""))
+    if not device and "device" in frame:
+        device = ", ".join(sorted({str(d) for d in frame["device"].dropna()}))
+    if "cpu" in device.lower():
+        items.append("Timings were taken on a CPU: wall-clock noise from other processes and thread scheduling "
+                     "is large relative to small models' forward times; speedups need repeated runs to trust.")
+    n_prompts = frame["prompt_id"].nunique()
+    if n_prompts < 30:
+        items.append(f"Only {n_prompts} prompts: bootstrap intervals are wide and the paired tests have little power.")
+    if frame["seed"].nunique() < 2:
+        items.append("One seed per prompt: run-to-run timing variance is not separated from prompt variance.")
+    if "temperature" in frame and (frame["temperature"].fillna(0) == 0).all():
+        items.append("Greedy decoding only: acceptance is deterministic; sampling-mode behaviour is not measured.")
+    if frame["method_kind"].isin(["hf_generate", "hf_assisted"]).any():
+        items.append("Hugging Face rows (hf_generate, hf_assisted) have no per-round trace: only call counters and "
+                     "tokens/s; their acceptance rate, draft lengths and oracle gap are n/a, and their mean "
+                     "accepted tokens is the realised new tokens per verifier call.")
+    if frame["oracle_gap"].notna().any():
+        items.append("The oracle gap uses a conservative DISCO oracle replayed on the trace (it cannot extend fully "
+                     "accepted drafts), so it under-states the headroom of the stopping rule.")
+    missing = frame[~frame["is_baseline"] & frame["baseline_tokens_per_s"].isna()]
+    if baseline is None:
+        items.append("No baseline rows: no speedups.")
+    elif len(missing):
+        items.append(f"{len(missing)} generations have no baseline run on the same prompt and seed and are left "
+                     "out of the speedups.")
+    return "\n".join(f"- {item}" for item in items) or "- none noted"
+
+
+def build_report(*, title: str, experiment_dir: str, config: Mapping, manifest: Mapping, frame: pd.DataFrame,
+                 table: pd.DataFrame, baseline: str | None, tests: pd.DataFrame, references: Mapping[str, str | None],
+                 entropy_stats: pd.DataFrame, n_tokens: int, clusterings: Sequence[Clustering],
+                 figures: Mapping[str, str], entropy_strategies: Sequence[str], alpha: float,
+                 confidence: float, n_resamples: int) -> str:
+    """The whole ``final_report.md``."""
+    categories = sorted(c for c in table["category"].unique() if c != "all")
+    level = int(round(confidence * 100))
+    method_notes = (
+        f"Each prompt is one unit: seeds are averaged within a prompt, then values are means over prompts with a "
+        f"{level}% bootstrap interval ({n_resamples} resamples of prompts, BCa; `entspec.metrics.bootstrap_ci`). "
+        "Speedup = mean tokens/s / mean baseline tokens/s over the prompts of the category (Spec-Bench), interval "
+        "from a paired bootstrap. Mean accepted tokens = tokens per verifier call (1 + accepted drafts per call; "
+        "for HF rows the realised new tokens per call). Per-generation values: `processed_data.csv`.")
+    sections = [
+        f"# {title}",
+        "## Setup\n\n" + _setup(experiment_dir, config, manifest, frame, baseline),
+        "## Summary (all prompts)\n\n" + method_notes + "\n\n" + category_table(table, "all"),
+        "## Results per category (Spec-Bench style)\n\n"
+        + "\n\n".join(f"### Category: {c}\n\n" + category_table(table, c) for c in categories),
+        "## Best configuration per category\n\n" + _best_per_category(table, entropy_strategies),
+        "## Paired tests: entropy configurations vs best fixed k and HF assisted generation\n\n"
+        + "References: " + ", ".join(f"{k} = `{v}`" if v else f"{k} = none" for k, v in references.items())
+        + "\n\n" + _tests(tests, references, alpha),
+        "## Does entropy predict rejection?\n\n" + _entropy_section(entropy_stats, n_tokens),
+        "## Performance clustering\n\n" + _clustering_section(clusterings),
+        "## Figures\n\n" + "\n\n".join(f"### {name}\n\n![{name}]({path})" for name, path in figures.items()),
+        "## Limitations\n\n" + _limitations(frame, manifest, baseline),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def best_row(table: pd.DataFrame, mask: pd.Series) -> pd.Series | None:
+    """Row of ``table`` (category "all") with the highest speedup (tokens/s when no speedup) under ``mask``."""
+    part = table[(table["category"] == "all") & mask]
+    if part.empty:
+        return None
+    column = "speedup" if part["speedup"].notna().any() else "tokens_per_s"
+    return part.loc[part[column].fillna(-np.inf).idxmax()]
