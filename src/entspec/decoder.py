@@ -82,14 +82,12 @@ class EntropyBasedSpeculativeDecoder:
         generator = torch.Generator(device=device).manual_seed(seed)
         start = time.perf_counter()
 
-        # Prefill: both caches take the prompt minus its last token, which is fed with the first draft.
+        # Prefill: both caches take the prompt and keep the logits of the first new position.
         with Stopwatch(device) as prefill:
-            self.verifier.reset()
-            if sequence.shape[1] > 1:
-                self.verifier.forward(sequence[:, :-1])
+            self.verifier.prefill(sequence)
             if self.drafter is not None:
                 self.drafter.start()
-                self.drafter.prefill(sequence[:, :-1])
+                self.drafter.prefill(sequence)
 
         new_tokens: list[int] = []
         rounds: list[RoundRecord] = []
@@ -130,9 +128,10 @@ class EntropyBasedSpeculativeDecoder:
         n = len(draft)
 
         with Stopwatch(self.verifier.device) as verify:
-            # 2. Verify: one forward over the pending token(s) and the draft -> logits for p_1..p_{n+1}.
+            # 2. Verify: one forward over the pending token (none after the prefill) and the draft
+            #    -> logits for p_1..p_{n+1}.
             pending = sequence[:, len(self.verifier):]
-            target_logits = self.verifier.forward(torch.cat([pending, draft.tokens.view(1, n)], dim=1), n + 1)
+            target_logits = self.verifier.extend(torch.cat([pending, draft.tokens.view(1, n)], dim=1), n + 1)
 
             # 3. Accept: argmax match (greedy) or Leviathan Algorithm 1 (sampling).
             if sampling.greedy:

@@ -45,14 +45,12 @@ class EntropyBasedDrafter:
         self.criterion = build_criterion(config)
 
     def start(self) -> None:
-        """New generation: empty cache, fresh rule state."""
-        self.lm.reset()
+        """New generation: fresh rule state (the cache is reset by `prefill`)."""
         self.criterion.reset()
 
-    def prefill(self, tokens: torch.Tensor) -> None:
-        """Cache ``tokens [1, T]`` (the prompt minus its last token)."""
-        if tokens.shape[1] > 0:
-            self.lm.forward(tokens)
+    def prefill(self, prompt: torch.Tensor) -> None:
+        """Cache ``prompt [1, T]``; its last logits give the first draft token."""
+        self.lm.prefill(prompt)
 
     def draft(
         self,
@@ -66,10 +64,10 @@ class EntropyBasedDrafter:
         cfg, state = self.config, DraftState()
         tokens, probs, by_type = [], [], {}
         stop_reason = "none"
-        inputs = sequence[:, len(self.lm):]  # tokens not yet in the cache (1, or 2 after a full acceptance)
+        inputs = sequence[:, len(self.lm):]  # tokens not yet in the cache (0 after prefill, 1, or 2)
         with Stopwatch(self.lm.device) as sw:
             while len(tokens) < max_tokens:
-                logits = self.lm.forward(inputs)  # [1, V]: the next-token logits
+                logits = self.lm.extend(inputs, 1)  # [1, V]: the next-token logits
                 processed = sampling.process(logits)  # temperature / top-k / top-p, -inf where masked
                 q = torch.softmax(processed, dim=-1)
                 token = logits.argmax(-1) if sampling.greedy else sample(q, generator)  # [1]

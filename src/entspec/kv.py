@@ -12,7 +12,9 @@ from transformers import DynamicCache, PreTrainedModel
 class CachedModel:
     """A causal LM with its KV cache: feed tokens, read logits, roll back with ``crop``.
 
-    The cache always holds a prefix of the committed sequence; `forward` feeds the tokens after it.
+    The cache always holds a prefix of the committed sequence; `extend` feeds the tokens after it. After
+    `prefill` the cache holds the whole prompt and the logits of the first new position are kept, so no
+    model call is spent twice on the prompt's last token (as in transformers' ``generate``).
     """
 
     def __init__(self, model: PreTrainedModel) -> None:
@@ -21,12 +23,14 @@ class CachedModel:
         # transformers 5.x renamed `past_key_values` to `cache`; take whichever this version has.
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.cache: DynamicCache | None = None
+        self.next_logits: torch.Tensor | None = None  # [1, V] for the position after the cache, if known
 
     @property
     def device(self) -> torch.device:
         return self.model.device
 
     def reset(self) -> None:
+        self.next_logits = None
         try:
             self.cache = DynamicCache(config=self.model.config)
         except TypeError:  # older transformers: no config argument
@@ -50,11 +54,29 @@ class CachedModel:
             raise ValueError(f"{type(self.model).__name__} produced NaN logits (check the dtype and the weights)")
         return logits
 
+    def prefill(self, prompt: torch.Tensor) -> None:
+        """Empty the cache, then cache ``prompt [1, T]`` and keep the logits of the position after it."""
+        self.reset()
+        self.next_logits = self.forward(prompt)
+
+    def extend(self, input_ids: torch.Tensor, num_logits: int) -> torch.Tensor:
+        """Feed ``input_ids [1, m]`` after the cache; logits ``[num_logits, V]`` of the last positions.
+
+        The first of them may be the kept prefill logits (then ``m = num_logits - 1``, possibly 0).
+        """
+        kept, self.next_logits = self.next_logits, None
+        if kept is None:
+            return self.forward(input_ids, num_logits)
+        if num_logits == 1:
+            return kept
+        return torch.cat([kept, self.forward(input_ids, num_logits - 1)])
+
     def crop(self, length: int) -> None:
         """Keep only the first ``length`` positions (drop rejected draft positions; no recomputation)."""
         extra = len(self) - length
         if extra > 0:
             self.cache.crop(-extra)  # negative: remove the last `extra` positions (4.x and 5.x alike)
+            self.next_logits = None
 
 
 def synchronize(device: torch.device) -> None:

@@ -16,11 +16,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     command = "entspec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "entspec bench"
     sections = []
     for dtype in args.dtype:
-        full = dtype in args.full
+        preset = args.preset if dtype in args.full else "reduced"
         cfg = bench_config(dtype, prompts_per_category=args.prompts_per_category,
-                           max_new_tokens=args.max_new_tokens if full else args.max_new_tokens_reduced,
-                           full=full, output_dir=str(Path(args.out) / dtype), drafter=args.drafter,
-                           verifier=args.verifier, threads=args.threads)
+                           max_new_tokens=args.max_new_tokens if dtype in args.full else args.max_new_tokens_reduced,
+                           preset=preset, output_dir=str(Path(args.out) / dtype), drafter=args.drafter,
+                           verifier=args.verifier, threads=args.threads, prompt_seed=args.prompt_seed)
         ExperimentRunner(cfg).run()
         sections.append(bench_markdown(cfg.output_dir, command))
         print(sections[-1], flush=True)
@@ -34,7 +34,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="entspec vs HF generate vs HF assisted generation, per category")
     p.add_argument("--dtype", nargs="+", default=["bfloat16", "float32"])
     p.add_argument("--full", nargs="*", default=["bfloat16"],
-                   help="dtypes that get the full method list (fixed k = 1..8, HF constant k = 2,4,6, ...)")
+                   help="dtypes that get the --preset method list; the others get a reduced one")
+    p.add_argument("--preset", choices=["full", "confirm"], default="full",
+                   help="method list for the --full dtypes: the exploration grid or the chosen settings")
+    p.add_argument("--prompt-seed", type=int, default=0, help="which prompts of the mix are drawn")
     p.add_argument("--prompts-per-category", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--max-new-tokens-reduced", type=int, default=32, help="new tokens for the reduced dtypes")

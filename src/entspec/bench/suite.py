@@ -13,9 +13,22 @@ from ..experiment import ExperimentConfig
 ENTROPY_STRATEGIES = ("absolute", "relative", "window", "combined", "adaptive")
 
 
-def bench_methods(full: bool) -> list[dict[str, Any]]:
-    """Methods besides the baselines (HF generate, entspec autoregressive, HF assisted defaults)."""
-    if full:
+def bench_methods(preset: str) -> list[dict[str, Any]]:
+    """Methods besides the baselines (HF generate, entspec autoregressive, HF assisted defaults).
+
+    ``full``: the exploration grid (fixed k = 1..8, HF constant k, entropy rules at a few thresholds);
+    ``reduced``: a few of each; ``confirm``: the settings chosen on the exploration run, to be measured again
+    on prompts that run did not see.
+    """
+    if preset == "confirm":
+        return [
+            {"strategy": "fixed", "max_draft_len": 7},
+            {"kind": "hf_assisted", "num_assistant_tokens": 6, "confidence_threshold": 0.0},
+            {"strategy": "absolute", "theta_abs": [0.5, 1.0], "max_draft_len": 20},
+            {"strategy": "adaptive", "theta_abs": 1.0, "max_draft_len": 20},
+            {"strategy": "svip", "max_draft_len": 20},
+        ]
+    if preset == "full":
         return [
             {"kind": "hf_assisted", "num_assistant_tokens": [2, 4, 6], "confidence_threshold": 0.0},
             {"strategy": "fixed", "max_draft_len": [1, 2, 3, 4, 5, 6, 7, 8]},
@@ -33,8 +46,8 @@ def bench_methods(full: bool) -> list[dict[str, Any]]:
     ]
 
 
-def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, full: bool, output_dir: str,
-                 drafter: str, verifier: str, threads: int | None = None) -> ExperimentConfig:
+def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, preset: str, output_dir: str,
+                 drafter: str, verifier: str, threads: int | None = None, prompt_seed: int = 0) -> ExperimentConfig:
     return ExperimentConfig(
         experiment_name=f"bench-{dtype}",
         drafter_model_path=drafter,
@@ -45,7 +58,8 @@ def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, 
         temperature=0.0,
         dtype=dtype,
         output_dir=output_dir,
-        methods=bench_methods(full),
+        methods=bench_methods(preset),
+        seeds=[prompt_seed],  # greedy decoding: the seed only chooses the prompts
         baselines=True,
         analyze=False,
         threads=threads,

@@ -1,0 +1,33 @@
+"""The benchmark script's plumbing on a tiny pair (the real benchmark is `entspec bench`, not a test)."""
+
+from entspec.bench.report import bench_markdown, bench_tables
+from entspec.bench.suite import bench_config, bench_methods
+from entspec.experiment import ExperimentRunner, expand_methods
+from tiny import save_tiny_pair
+
+
+def test_presets_expand_to_distinct_methods():
+    for preset in ("full", "reduced", "confirm"):
+        cfg = bench_config("float32", prompts_per_category=1, max_new_tokens=8, preset=preset, output_dir="x",
+                           drafter="d", verifier="v")
+        ids = [m.id for m in expand_methods(cfg)]
+        assert len(ids) == len(set(ids)) and {"hf_generate", "autoregressive", "hf_assisted[default]"} <= set(ids)
+    assert len(bench_methods("full")) > len(bench_methods("reduced"))
+
+
+def test_bench_report_on_a_tiny_pair(tmp_path):
+    drafter, verifier = save_tiny_pair(tmp_path / "pair")
+    cfg = bench_config("float32", prompts_per_category=1, max_new_tokens=12, preset="reduced",
+                       output_dir=str(tmp_path / "bench"), drafter=drafter, verifier=verifier)
+    cfg.max_sequence_length = 160
+    cfg.warmup_tokens = 2
+    ExperimentRunner(cfg, progress=False).run()
+    tables = bench_tables(cfg.output_dir)
+    speed = tables["speed"]
+    assert set(speed.category) == {"all", "code", "math", "chat"}
+    baseline = speed[speed.method == "hf_generate"]
+    assert (baseline.speedup == 1.0).all()
+    assert (speed.output_match_rate == 1.0).all()  # greedy, fp32: every method reproduces HF generate
+    text = bench_markdown(cfg.output_dir, "entspec bench --test")
+    assert "| method | tokens/s | speedup [95% CI]" in text and "**Targets**" in text
+    assert "entspec bench --test" in text and "ms / draft step" in text
