@@ -278,3 +278,11 @@ def test_holm_ignores_nan():
     adjusted, reject = holm([0.01, float("nan"), 0.04])
     np.testing.assert_allclose(adjusted[[0, 2]], multipletests([0.01, 0.04], method="holm")[1])
     assert np.isnan(adjusted[1]) and not reject[1]
+
+
+def test_error_bars_are_never_negative():
+    from entspec.analysis.plots import _error_bars
+
+    err = _error_bars([1.0, 0.5, float("nan")], [0.9, 0.6, 0.1], [0.9999999, 0.7, float("nan")])
+    assert (err >= 0).all() and err.shape == (2, 3)
+    assert err[0, 0] == pytest.approx(0.1) and err[1, 1] == pytest.approx(0.2) and err[0, 1] == 0.0

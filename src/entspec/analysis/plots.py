@@ -123,7 +123,7 @@ def _acceptance_by_bin(ax: plt.Axes, ea: EntropyAcceptance, columns: Sequence[st
     for column in shown:
         bins = ea.bins[column]
         rate = bins["acceptance_rate"].to_numpy(float)
-        err = np.vstack([rate - bins["ci_low"].to_numpy(float), bins["ci_high"].to_numpy(float) - rate])
+        err = _error_bars(rate, bins["ci_low"], bins["ci_high"])
         ax.errorbar(bins["entropy_mean"], rate, yerr=err, marker="o", capsize=3, label=_entropy_label(column))
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("mean entropy in the bin (nats; quantile bins)")
@@ -208,8 +208,7 @@ def _bars_with_categories(ax, table, order, categories, column, low, high, xlabe
     if not len(order) or np.all(np.isnan(values)):
         return no_data(ax, title, "no data (no baseline?)" if column == "speedup" else "no data")
     y = np.arange(len(order))
-    err = np.vstack([values - overall[low].to_numpy(float), overall[high].to_numpy(float) - values])
-    err = np.nan_to_num(np.clip(err, 0, None))
+    err = _error_bars(values, overall[low], overall[high])
     ax.barh(y, np.nan_to_num(values), xerr=err, color=BAR_COLOR, alpha=0.75, capsize=3, label="all prompts")
     palette = plt.get_cmap("Dark2")
     if len(categories) > 1:
@@ -257,8 +256,7 @@ def _oracle_gap(ax: plt.Axes, overall: pd.DataFrame, order: Sequence[str]) -> No
         return no_data(ax, title, "no data (no speculative method with a per-round trace)")
     y = np.arange(1, len(data) + 1)
     values = data["oracle_gap"].to_numpy(float)
-    err = np.nan_to_num(np.clip(np.vstack([values - data["oracle_gap_ci_low"], data["oracle_gap_ci_high"] - values]),
-                                0, None))
+    err = _error_bars(values, data["oracle_gap_ci_low"], data["oracle_gap_ci_high"])
     ax.barh(y, values, xerr=err, color="#72b7b2", capsize=3)
     for yi, v in zip(y, values):
         ax.text(0.015, yi, f"{v:.2f}", va="center", fontsize=8, color="black")
@@ -321,8 +319,7 @@ def _sweep_panel(ax, strategy, sweep, data, references):
         values = rows["speedup"].to_numpy(float)
         if np.all(np.isnan(values)):
             continue
-        err = np.nan_to_num(np.clip(np.vstack([values - rows["speedup_ci_low"], rows["speedup_ci_high"] - values]),
-                                    0, None))
+        err = _error_bars(values, rows["speedup_ci_low"], rows["speedup_ci_high"])
         ax.errorbar(part["sweep_value"], values, yerr=err, marker="o", capsize=3, color=cmap(i % 10),
                     label=line or strategy)
         plotted = True
@@ -372,3 +369,11 @@ def _acceptance_vs_length(ax: plt.Axes, overall: pd.DataFrame) -> None:
     ax.set_title(title)
     ax.legend(title="strategy", fontsize=8)
     ax.grid(alpha=0.3)
+
+
+def _error_bars(values, low, high) -> np.ndarray:
+    """``[2, n]`` distances to an interval, for matplotlib: NaN -> 0 and never negative (an estimate may sit
+    a rounding error outside its own interval, e.g. a rate of 1.0 with a Wilson upper bound of 0.9999999)."""
+    values = np.asarray(values, dtype=float)
+    err = np.vstack([values - np.asarray(low, dtype=float), np.asarray(high, dtype=float) - values])
+    return np.nan_to_num(np.clip(err, 0.0, None))
