@@ -187,7 +187,7 @@ def plot_performance(table: pd.DataFrame, draft_lengths: Mapping[str, np.ndarray
     n = max(len(order), 1)
     n_spec = max(len(draft_lengths), 1)
     height = max(7.5, 0.34 * n + 0.34 * n_spec + 3)
-    fig, axes = plt.subplots(2, 2, figsize=(15, height), layout="constrained",
+    fig, axes = plt.subplots(2, 2, figsize=(17, height), layout="constrained",
                              gridspec_kw={"height_ratios": [n + 1, n_spec + 1]})
     fig.suptitle("Performance per method" + (f" (speedup vs {baseline})" if baseline else ""), fontsize=13)
     categories = sorted(c for c in table["category"].unique() if c != "all")
@@ -196,7 +196,7 @@ def plot_performance(table: pd.DataFrame, draft_lengths: Mapping[str, np.ndarray
                           "Throughput: mean over prompts, 95% bootstrap CI")
     _bars_with_categories(axes[0, 1], table, order, categories, "speedup", "speedup_ci_low", "speedup_ci_high",
                           f"speedup vs {baseline} (x)" if baseline else "speedup (x)",
-                          "Speedup = mean tok/s / mean baseline tok/s, 95% CI", reference=1.0)
+                          "Speedup (Spec-Bench ratio of means), 95% CI", reference=1.0)
     _draft_length_heatmap(axes[1, 0], draft_lengths, order)
     _oracle_gap(axes[1, 1], overall, order)
     return _save(fig, path)
@@ -228,7 +228,7 @@ def _bars_with_categories(ax, table, order, categories, column, low, high, xlabe
 
 
 def _draft_length_heatmap(ax: plt.Axes, draft_lengths: Mapping[str, np.ndarray], order: Sequence[str]) -> None:
-    title = "Draft length distribution: share of rounds (verifier calls) per drafted length"
+    title = "Draft lengths: share of rounds per drafted length"
     methods = [m for m in reversed(order) if m in draft_lengths and len(draft_lengths[m])]
     if not methods:
         return no_data(ax, title, "no data (no speculative method with a per-round trace)")
@@ -243,13 +243,13 @@ def _draft_length_heatmap(ax: plt.Axes, draft_lengths: Mapping[str, np.ndarray],
     means = [float(np.mean(draft_lengths[m])) for m in methods]
     ax.set_yticks(np.arange(len(methods)), [f"{m}  (mean {v:.1f})" for m, v in zip(methods, means)], fontsize=9)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("drafted tokens in the round (cell labels: % of rounds)")
+    ax.set_xlabel("drafted tokens in the round" + (" (cell labels: % of rounds)" if longest <= 16 else ""))
     ax.set_title(title, fontsize=10)
     ax.figure.colorbar(image, ax=ax, label="share of rounds", fraction=0.04, pad=0.01)
 
 
 def _oracle_gap(ax: plt.Axes, overall: pd.DataFrame, order: Sequence[str]) -> None:
-    title = "Oracle-gap ratio: achieved / DISCO-oracle tokens/s (1 = oracle)"
+    title = "Oracle gap: achieved / DISCO-oracle tokens/s"
     data = overall.set_index("method").reindex(order)
     data = data[data["oracle_gap"].notna() & (data["method_kind"] != "autoregressive")]
     if data.empty:
@@ -263,7 +263,7 @@ def _oracle_gap(ax: plt.Axes, overall: pd.DataFrame, order: Sequence[str]) -> No
     ax.axvline(1.0, **REFERENCE_STYLES["baseline"])
     ax.set_xlim(0, 1.12)
     ax.set_yticks(y, data.index, fontsize=9)
-    ax.set_xlabel("oracle-gap ratio (mean over prompts, 95% CI; conservative oracle)")
+    ax.set_xlabel("oracle gap (1 = oracle; mean over prompts, 95% CI)")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
 
