@@ -16,7 +16,7 @@ SETTINGS = {
     "topk5": dict(temperature=1.0, top_k=5),
     "topp0.8": dict(temperature=1.0, top_p=0.8),
 }
-CASES = [("fixed", s) for s in SETTINGS] + [(r, s) for r in ("absolute", "adaptive") for s in ("t1.0", "t0.7")]
+CASES = [(rule, setting) for rule in ("fixed", "absolute", "adaptive") for setting in SETTINGS]
 
 
 @pytest.fixture(scope="module")
