@@ -120,6 +120,7 @@ class EntropyBasedSpeculativeDecoder:
         length = sequence.shape[1]
 
         # 1. Draft: at most budget - 1 tokens, since the verifier always adds one of its own.
+        threshold = None if self.drafter is None else self.drafter.criterion.threshold  # as used this round
         if self.drafter is not None:
             max_tokens = min(self.config.max_draft_len, budget - 1)
             draft = self.drafter.draft(sequence, max_tokens, sampling, generator, eos)
@@ -163,7 +164,7 @@ class EntropyBasedSpeculativeDecoder:
             draft_token_probs=list(draft.state.token_probs),
             accept_probs=accept_probs,
             entropies_by_type=draft.entropies_by_type,
-            threshold=None if self.drafter is None else self.drafter.criterion.threshold,
+            threshold=threshold,
         )
         return emitted, record
 

@@ -35,7 +35,7 @@ class RoundRecord:
     draft_token_probs: list[float] = field(default_factory=list)  # q(x_i): drafter prob of each drafted token
     accept_probs: list[float] = field(default_factory=list)  # min(1, p(x_i)/q(x_i)) per drafted token (greedy: 1/0)
     entropies_by_type: dict[str, list[float]] = field(default_factory=dict)  # every entropy type, per drafted token
-    threshold: float | None = None  # the rule's current threshold, for rules that have one
+    threshold: float | None = None  # the threshold the rule drafted this round with (rules that have one)
 
 
 @dataclass
