@@ -15,17 +15,21 @@ ENTROPY_TYPES = ("shannon", "renyi", "topk")
 
 
 def _log_probs(logits: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    logits = logits.to(dtype)
-    if torch.isnan(logits).any():
+    return torch.log_softmax(logits.to(dtype), dim=-1)
+
+
+def _checked(h: torch.Tensor) -> torch.Tensor:
+    """NaN logits propagate to the entropy: checking the result is one look instead of a pass over V."""
+    if torch.isnan(h).any():
         raise ValueError("entropy: logits contain NaN")
-    return torch.log_softmax(logits, dim=-1)
+    return h
 
 
 def shannon_entropy(logits: torch.Tensor) -> torch.Tensor:
     """H = -sum_x p(x) log p(x), in nats; masked (-inf) tokens contribute 0."""
     log_p = _log_probs(logits)
     p = log_p.exp()
-    return -(p * log_p.masked_fill(p == 0, 0.0)).sum(-1)
+    return _checked(-(p * log_p.masked_fill(p == 0, 0.0)).sum(-1))
 
 
 def renyi_entropy(logits: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -37,14 +41,15 @@ def renyi_entropy(logits: torch.Tensor, alpha: float) -> torch.Tensor:
     if alpha < 0:
         raise ValueError(f"renyi alpha must be >= 0, got {alpha}")
     if math.isinf(alpha):
-        return -_log_probs(logits).max(dim=-1).values
+        return _checked(-_log_probs(logits).max(dim=-1).values)
     if abs(alpha - 1.0) < 1e-6:
         return shannon_entropy(logits)
     # float64: near alpha = 1 the numerator and 1 - alpha both vanish and float32 cancels badly.
     log_p = _log_probs(logits, torch.float64)
-    if alpha == 0:  # Hartley entropy: log of the support size
+    if alpha == 0:  # Hartley entropy: log of the support size (a count: NaN would not propagate)
+        _checked(log_p)
         return torch.log((log_p > -math.inf).sum(-1).float())
-    return (torch.logsumexp(alpha * log_p, dim=-1) / (1.0 - alpha)).float()
+    return _checked((torch.logsumexp(alpha * log_p, dim=-1) / (1.0 - alpha)).float())
 
 
 def topk_entropy(logits: torch.Tensor, k: int) -> torch.Tensor:

@@ -41,15 +41,3 @@ def main_analyze(args: argparse.Namespace) -> int:
         print(f"figure ({name}): {path}")
     print(f"per-generation data: {result.processed_data}  ({result.seconds:.1f} s)")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry: ``python -m entspec.analysis.cli EXPERIMENT_DIR``."""
-    parser = argparse.ArgumentParser(prog="entspec")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["analyze", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

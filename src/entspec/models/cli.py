@@ -87,15 +87,3 @@ def main_models(args: argparse.Namespace) -> int:
     except (ChecksumError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry: ``python -m entspec.models.cli list``."""
-    parser = argparse.ArgumentParser(prog="entspec")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["models", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
