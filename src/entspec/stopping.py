@@ -66,20 +66,66 @@ class StoppingCriterion(ABC):
         return None
 
 
+@dataclass(frozen=True)
+class RuleInfo:
+    """What a registered rule says about itself; bench, analysis, tune and the CLI ask this, not a list.
+
+    Attributes:
+        name: the ``strategy`` name.
+        cls: the `StoppingCriterion` subclass.
+        reads: the `DraftState` fields the rule reads ("entropies", "token_probs", "shannon_nats"); empty for
+            rules that decide from the draft length and feedback alone (the drafter then reads nothing back).
+        threshold: the `EntropyConfig` field that is the rule's main knob (x axis of sweeps), if any.
+        sweep: candidate values per `EntropyConfig` field, the grid `entspec tune` replays.
+    """
+
+    name: str
+    cls: type["StoppingCriterion"]
+    reads: frozenset[str]
+    threshold: str | None
+    sweep: dict[str, tuple]
+
+    @property
+    def reads_entropy(self) -> bool:
+        return bool(self.reads & {"entropies", "shannon_nats"})
+
+
 STOPPING_CRITERIA: dict[str, type[StoppingCriterion]] = {}
+RULES: dict[str, RuleInfo] = {}
 
 
-def register(name: str) -> Callable[[type[StoppingCriterion]], type[StoppingCriterion]]:
-    """Class decorator adding a rule to `STOPPING_CRITERIA` under ``name``."""
+def register(
+    name: str,
+    *,
+    reads: tuple[str, ...] = ("entropies",),
+    threshold: str | None = None,
+    sweep: dict[str, tuple] | None = None,
+) -> Callable[[type[StoppingCriterion]], type[StoppingCriterion]]:
+    """Class decorator adding a rule under ``name``, with its self-description (`RuleInfo`)."""
+    unknown = set(reads) - set(DraftState.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"register({name!r}): reads names unknown DraftState fields {sorted(unknown)}")
 
     def add(cls: type[StoppingCriterion]) -> type[StoppingCriterion]:
         if name in STOPPING_CRITERIA:
             raise ValueError(f"stopping criterion {name!r} is registered twice")
         cls.name = name
         STOPPING_CRITERIA[name] = cls
+        RULES[name] = RuleInfo(name, cls, frozenset(reads), threshold, dict(sweep or {}))
         return cls
 
     return add
+
+
+def entropy_rules() -> tuple[str, ...]:
+    """Names of the registered rules that read the drafter's entropy."""
+    return tuple(name for name, info in RULES.items() if info.reads_entropy)
+
+
+def threshold_parameter(strategy: str) -> str | None:
+    """The field a threshold sweep of ``strategy`` moves (None for unknown or knob-less rules)."""
+    info = RULES.get(strategy)
+    return info.threshold if info else None
 
 
 def build_criterion(config: EntropyConfig) -> StoppingCriterion:
@@ -89,7 +135,8 @@ def build_criterion(config: EntropyConfig) -> StoppingCriterion:
 # --- entropy rules ---------------------------------------------------------------------------------------
 
 
-@register("absolute")
+@register("absolute", threshold="theta_abs",
+          sweep={"theta_abs": (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0), "max_draft_len": (8, 12, 20)})
 class AbsoluteEntropy(StoppingCriterion):
     """Stop when H_t > theta_abs."""
 
@@ -101,7 +148,8 @@ class AbsoluteEntropy(StoppingCriterion):
         return self.config.theta_abs
 
 
-@register("relative")
+@register("relative", threshold="theta_rel",
+          sweep={"theta_rel": (0.5, 1.0, 1.5, 2.0, 3.0, 5.0), "theta_abs": (1.0, 2.0), "max_draft_len": (8, 12, 20)})
 class RelativeEntropy(StoppingCriterion):
     """Stop when H_t > theta_rel x reference entropy.
 
@@ -128,7 +176,8 @@ class RelativeEntropy(StoppingCriterion):
         return self.config.theta_rel * self.reference
 
 
-@register("window")
+@register("window", threshold="theta_window",
+          sweep={"theta_window": (0.25, 0.5, 1.0, 1.5, 2.0, 3.0), "window_size": (2, 3), "max_draft_len": (8, 12, 20)})
 class WindowEntropy(StoppingCriterion):
     """Stop when the mean entropy of the last `window_size` drafted tokens exceeds `theta_window`.
 
@@ -145,7 +194,8 @@ class WindowEntropy(StoppingCriterion):
         return self.config.theta_abs if w is None else w
 
 
-@register("combined")
+@register("combined", reads=("entropies", "token_probs", "shannon_nats"), threshold="theta_abs",
+          sweep={"theta_abs": (0.5, 1.0, 2.0, 3.0), "max_draft_len": (8, 12, 20)})
 class CombinedCriterion(StoppingCriterion):
     """Several rules joined by ``combine`` = "any" (stop when one says stop) or "all".
 
@@ -179,7 +229,9 @@ def _as_dicts(criteria: list) -> list[dict]:
     return out
 
 
-@register("adaptive")
+@register("adaptive", threshold="theta_abs",
+          sweep={"theta_abs": (0.5, 1.0, 2.0), "target_acceptance": (0.6, 0.7, 0.8, 0.9), "adapt_rate": (0.25, 0.5, 1.0),
+                 "max_draft_len": (8, 12, 20)})
 class AdaptiveEntropy(StoppingCriterion):
     """Absolute rule whose threshold follows verification feedback toward `target_acceptance`.
 
@@ -209,7 +261,7 @@ class AdaptiveEntropy(StoppingCriterion):
 # --- the rules of the field, for comparison (../shared/references.md) ------------------------------------
 
 
-@register("fixed")
+@register("fixed", reads=(), threshold="max_draft_len", sweep={"max_draft_len": tuple(range(1, 13))})
 class FixedLength(StoppingCriterion):
     """Plain speculative decoding: always draft `max_draft_len` tokens."""
 
@@ -217,7 +269,8 @@ class FixedLength(StoppingCriterion):
         return False
 
 
-@register("confidence")
+@register("confidence", reads=("token_probs",), threshold="confidence_threshold",
+          sweep={"confidence_threshold": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), "max_draft_len": (8, 12, 20)})
 class ConfidenceCriterion(StoppingCriterion):
     """Hugging Face `ConfidenceCriteria`: stop when the drafted token's probability < threshold (static)."""
 
@@ -229,7 +282,8 @@ class ConfidenceCriterion(StoppingCriterion):
         return self.config.confidence_threshold
 
 
-@register("heuristic")
+@register("heuristic", reads=(), threshold="heuristic_initial",
+          sweep={"heuristic_initial": (1, 3, 5, 8), "max_draft_len": (8, 12, 20)})
 class HeuristicSchedule(StoppingCriterion):
     """Hugging Face's "heuristic" schedule: draft k tokens; k += 2 after a fully accepted round, else k -= 1.
 
@@ -253,7 +307,8 @@ class HeuristicSchedule(StoppingCriterion):
         return float(self.k)
 
 
-@register("svip")
+@register("svip", reads=("shannon_nats",), threshold="svip_threshold",
+          sweep={"svip_threshold": (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6), "max_draft_len": (8, 12, 20, 40)})
 class SVIP(StoppingCriterion):
     """SVIP (arXiv 2411.18462): stop when sqrt(svip_gamma * H) > svip_threshold, H Shannon entropy in nats."""
 
@@ -265,7 +320,9 @@ class SVIP(StoppingCriterion):
         return self.config.svip_threshold**2 / self.config.svip_gamma  # the same rule as an entropy bound
 
 
-@register("adaedl")
+@register("adaedl", reads=("shannon_nats",), threshold="adaedl_lambda",
+          sweep={"adaedl_lambda": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7), "target_acceptance": (0.7, 0.8, 0.9),
+                 "max_draft_len": (8, 12, 20)})
 class AdaEDL(StoppingCriterion):
     """AdaEDL-style (arXiv 2410.18351): stop when the acceptance lower bound 1 - sqrt(gamma * H) < lambda.
 

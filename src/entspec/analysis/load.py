@@ -25,6 +25,7 @@ import yaml
 
 from entspec.metrics import load_rows, oracle_bound, summarize
 from entspec.records import GenerationResult
+from entspec.stopping import threshold_parameter
 
 __all__ = [
     "AnalysisError",
@@ -33,29 +34,12 @@ __all__ = [
     "processed_frame",
     "choose_baseline",
     "sweep_parameter",
-    "ENTROPY_STRATEGIES",
-    "THRESHOLD_PARAMETER",
 ]
 
 RESULTS_FILE = Path("results") / "results.jsonl"
 CONFIG_FILE = Path("configs") / "experiment.yaml"
 MANIFEST_FILE = Path("configs") / "manifest.json"
 
-# Stopping rules that read the drafter's entropy; "fixed", "confidence" and "heuristic" do not.
-ENTROPY_STRATEGIES = ("absolute", "relative", "window", "combined", "adaptive", "svip", "adaedl")
-# The parameter a threshold sweep of each strategy moves (the x axis of the sweep plots).
-THRESHOLD_PARAMETER = {
-    "absolute": "theta_abs",
-    "adaptive": "theta_abs",  # its starting threshold
-    "window": "theta_window",  # theta_abs when theta_window is None
-    "combined": "theta_abs",
-    "relative": "theta_rel",
-    "confidence": "confidence_threshold",
-    "fixed": "max_draft_len",
-    "heuristic": "heuristic_initial",
-    "svip": "svip_threshold",
-    "adaedl": "adaedl_lambda",
-}
 # Keys at the top level of a row (the runner's contract); the config columns never shadow them.
 KEY_COLUMNS = ("method", "method_kind", "strategy", "prompt_id", "category", "seed", "unit_key")
 
@@ -140,7 +124,7 @@ def baseline_mask(frame: pd.DataFrame, baseline: str | None) -> pd.Series:
 
 def sweep_parameter(strategy: str, config: dict[str, Any] | pd.Series) -> tuple[str | None, float]:
     """(name, value) of the parameter a sweep of ``strategy`` moves; (None, NaN) for non-entspec methods."""
-    name = THRESHOLD_PARAMETER.get(strategy)
+    name = threshold_parameter(strategy)
     if name is None:
         return None, float("nan")
     value = config.get(name)

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from entspec.analysis.clustering import Clustering, cluster_items, configuration_features, prompt_features
-from entspec.analysis.load import ENTROPY_STRATEGIES, THRESHOLD_PARAMETER, load_experiment, processed_frame
+from entspec.analysis.load import load_experiment, processed_frame
+from entspec.stopping import entropy_rules, threshold_parameter
 from entspec.analysis.plots import plot_comparison, plot_entropy, plot_performance
 from entspec.analysis.report import best_row, build_report, summary_markdown
 from entspec.analysis.stats import method_table, paired_tests
@@ -111,7 +112,7 @@ class AnalysisPipeline:
         # 3. Paired tests: each entropy configuration vs the best fixed k and HF assisted (defaults)
         references = self._references(table)
         entropy_methods = sorted(frame.loc[(frame["method_kind"] == "entspec")
-                                           & frame["strategy"].isin(ENTROPY_STRATEGIES), "method"].unique())
+                                           & frame["strategy"].isin(entropy_rules()), "method"].unique())
         tests = paired_tests(frame, entropy_methods, {k: v for k, v in references.items() if v is not None},
                              alpha=self.alpha)
         paths["paired_tests"] = out / "paired_tests.csv"
@@ -154,7 +155,7 @@ class AnalysisPipeline:
             title=title, experiment_dir=str(self.experiment_dir), config=experiment.config,
             manifest=experiment.manifest, frame=frame, table=table, baseline=baseline, tests=tests,
             references=references, entropy_stats=ea.stats, n_tokens=len(ea.tokens), clusterings=clusterings,
-            figures={name: path.name for name, path in figures.items()}, entropy_strategies=ENTROPY_STRATEGIES,
+            figures={name: path.name for name, path in figures.items()}, entropy_strategies=entropy_rules(),
             alpha=self.alpha, confidence=self.confidence, n_resamples=self.n_resamples)
         paths["report"] = out / "final_report.md"
         paths["report"].write_text(report, encoding="utf-8")
@@ -192,7 +193,7 @@ class AnalysisPipeline:
         lines = []
         for method, row in per_method.iterrows():
             part = per_method[per_method["strategy"] == row["strategy"]]
-            varying = [c for c in candidates if c != THRESHOLD_PARAMETER.get(row["strategy"])
+            varying = [c for c in candidates if c != threshold_parameter(row["strategy"])
                        and part[c].astype(str).nunique() > 1]
             lines.append(", ".join(f"{c}={_short(row[c])}" for c in varying))
         out = per_method[["strategy", "sweep_parameter", "sweep_value"]].copy()

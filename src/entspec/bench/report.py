@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import ComparativeEvaluator, load_rows, summarize
-from .suite import ENTROPY_STRATEGIES
+from ..stopping import entropy_rules
 
 BASELINE = "hf_generate"
 
@@ -95,7 +95,7 @@ def targets(speed: pd.DataFrame) -> list[str]:
     for category in speed.category.unique():
         ar = cat.loc[("autoregressive", category), "speedup"]
         hfa = cat.loc[("hf_assisted[default]", category), "speedup"]
-        entropy = speed[(speed.category == category) & speed.strategy.isin(ENTROPY_STRATEGIES)]
+        entropy = speed[(speed.category == category) & speed.strategy.isin(entropy_rules())]
         best = entropy.loc[entropy.speedup.idxmax()] if len(entropy) else None
         line = f"- {category}: entspec autoregressive / HF generate = {_fmt(ar, 3)} (target ≥ 0.97: " \
                f"{'met' if ar >= 0.97 else 'missed'})"

@@ -10,7 +10,6 @@ from typing import Any
 
 from ..experiment import ExperimentConfig
 
-ENTROPY_STRATEGIES = ("absolute", "relative", "window", "combined", "adaptive")
 
 
 def bench_methods(preset: str) -> list[dict[str, Any]]:
