@@ -1,0 +1,171 @@
+"""The cost model replay and the oracle price rounds with, measured on the machine by the engine itself.
+
+Time of one round that drafts n tokens (n = 0: plain decoding)::
+
+    round(n) = n * draft_step_s + verify_s(n + 1) + overhead_round_s
+
+``verify_s(m)``, the verifier's forward over m tokens, grows with m (it is nearly flat on a memory-bound
+machine, but not quite); it is measured at a few m and interpolated linearly (extrapolated with the last
+slope). The first round after the prefill reuses the prefill's last logits, so its verifier forward covers
+only the n drafted tokens (none when n = 0). Prefill is linear in the prompt length, per model.
+
+:func:`calibrate` measures all of it with the engine's own stopwatches: it decodes with ``fixed`` k for a few
+k and reads the per-round ``draft_time_s``, ``verify_time_s`` and ``round_time_s`` of the trace, so the costs
+include exactly the work the engine does per step (entropies, sampling, acceptance).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass
+class CostModel:
+    draft_step_s: float  # one drafter step (forward + the engine's per-token work)
+    verify_tokens: list[int]  # m at which verify_s was measured (ascending)
+    verify_s: list[float]  # verifier call over m tokens, incl. the acceptance step
+    overhead_round_s: float  # per-round framework time outside the two stopwatches
+    prefill_s_per_token: dict[str, float] = field(default_factory=lambda: {"drafter": 0.0, "verifier": 0.0})
+    prefill_s_fixed: dict[str, float] = field(default_factory=lambda: {"drafter": 0.0, "verifier": 0.0})
+    device: str = ""
+    dtype: str = ""
+    threads: int = 0
+    measured_at: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.verify_tokens) != len(self.verify_s) or not self.verify_tokens:
+            raise ValueError("cost model: verify_tokens and verify_s must be non-empty and of equal length")
+        self._m = np.asarray(self.verify_tokens, dtype=float)
+        self._v = np.asarray(self.verify_s, dtype=float)
+
+    def verify(self, m: int) -> float:
+        """Verifier call over ``m`` tokens (0 for m = 0: the kept prefill logits)."""
+        if m <= 0:
+            return 0.0
+        if len(self._m) == 1:
+            return float(self._v[0])
+        if m > self._m[-1]:  # extrapolate with the last measured slope
+            slope = (self._v[-1] - self._v[-2]) / (self._m[-1] - self._m[-2])
+            return float(self._v[-1] + slope * (m - self._m[-1]))
+        return float(np.interp(m, self._m, self._v))
+
+    def round_time(self, drafted: int, first: bool = False) -> float:
+        """Seconds of one round that drafts ``drafted`` tokens (``first``: right after the prefill)."""
+        verified = drafted if first else drafted + 1
+        return drafted * self.draft_step_s + self.verify(verified) + self.overhead_round_s
+
+    def prefill(self, prompt_len: int, with_drafter: bool = True) -> float:
+        models = ("drafter", "verifier") if with_drafter else ("verifier",)
+        return sum(self.prefill_s_fixed[m] + self.prefill_s_per_token[m] * prompt_len for m in models)
+
+    @property
+    def cost_ratio(self) -> float:
+        """c = draft step / one-token verifier call."""
+        return self.draft_step_s / self.verify(1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CostModel":
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as err:
+            raise ValueError(f"{path}: not a readable cost model ({err})") from None
+
+
+def calibrate(
+    drafter: torch.nn.Module,
+    verifier: torch.nn.Module,
+    input_ids: torch.Tensor,
+    *,
+    draft_lengths: tuple[int, ...] = (1, 2, 4, 8, 12, 16),
+    rounds: int = 4,
+) -> CostModel:
+    """Measure the cost model with the engine on ``input_ids [1, P]`` (greedy; ``rounds`` rounds per length).
+
+    Every k in ``draft_lengths`` decodes ``rounds`` rounds with ``fixed`` k (k + 1 verified tokens per round);
+    autoregressive decoding gives the 1-token verifier call. Medians over rounds (the first is skipped).
+    """
+    from ..config import EntropyConfig
+    from ..decoder import EntropyBasedSpeculativeDecoder
+
+    dtype = next(verifier.parameters()).dtype
+    device = next(verifier.parameters()).device
+    common = dict(temperature=0.0, ignore_eos=True)
+    plain = EntropyBasedSpeculativeDecoder.autoregressive(verifier)
+    plain.generate(input_ids, max_new_tokens=3, **common)  # warm-up
+    verify = {1: [], }
+    overhead, draft_steps = [], []
+    res = plain.generate(input_ids, max_new_tokens=rounds + 2, **common)
+    for r in res.rounds[1:]:
+        verify[1].append(r.verify_time_s)
+        overhead.append(r.round_time_s - r.verify_time_s)
+    for k in draft_lengths:
+        dec = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=k))
+        res = dec.generate(input_ids, max_new_tokens=(k + 1) * (rounds + 1) + 1, **common)
+        for r in res.rounds[1:]:
+            if r.drafted != k:
+                continue
+            verify.setdefault(k + 1, []).append(r.verify_time_s)
+            draft_steps.append(r.draft_time_s / k)
+            overhead.append(r.round_time_s - r.draft_time_s - r.verify_time_s)
+    prefill_fixed, prefill_per_token = _prefill_costs(drafter, verifier, input_ids)
+    ms = sorted(verify)
+    return CostModel(
+        draft_step_s=float(np.median(draft_steps)),
+        verify_tokens=ms,
+        verify_s=[float(np.median(verify[m])) for m in ms],
+        overhead_round_s=float(np.median(overhead)),
+        prefill_s_per_token=prefill_per_token,
+        prefill_s_fixed=prefill_fixed,
+        device=_device_name(device),
+        dtype=str(dtype).replace("torch.", ""),
+        threads=torch.get_num_threads(),
+        measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
+
+
+def _prefill_costs(drafter, verifier, input_ids) -> tuple[dict[str, float], dict[str, float]]:
+    """Per model: prefill time = fixed + per_token * P, fitted on the prompt and its first half."""
+    from ..kv import CachedModel, Stopwatch
+
+    fixed, per_token = {}, {}
+    lengths = sorted({max(1, input_ids.shape[1] // 2), input_ids.shape[1]})
+    for name, model in (("drafter", drafter), ("verifier", verifier)):
+        lm = CachedModel(model)
+        times = []
+        for n in lengths:
+            samples = []
+            for _ in range(3):
+                with Stopwatch(lm.device) as sw:
+                    lm.prefill(input_ids[:, :n].to(lm.device))
+                samples.append(sw.seconds)
+            times.append(float(np.median(samples[1:])))
+        if len(lengths) == 1:
+            fixed[name], per_token[name] = 0.0, times[0] / lengths[0]
+        else:
+            slope = max(0.0, (times[1] - times[0]) / (lengths[1] - lengths[0]))
+            fixed[name], per_token[name] = max(0.0, times[1] - slope * lengths[1]), slope
+    return fixed, per_token
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

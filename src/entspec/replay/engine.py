@@ -1,0 +1,252 @@
+"""Replay a stopping rule on a greedy trace: the rounds the engine would produce, with no model call.
+
+`replay` runs the *registered* `StoppingCriterion` (adaptive ones included: they get the same
+`RoundFeedback`) through the same round logic as :class:`entspec.decoder.EntropyBasedSpeculativeDecoder`:
+
+1. a round at output position s may draft ``min(max_draft_len, budget - 1)`` tokens;
+2. drafted token i is the drafter's greedy token after the committed prefix while every earlier token of
+   the round was right, and the drafter's own continuation after its first wrong token afterwards;
+3. drafting stops at EOS, when the rule says so (after ``min_draft_len`` tokens), or at the limit;
+4. the verifier accepts the leading correct tokens and adds its own: the round emits ``accepted + 1``
+   tokens (fewer at the end of the output);
+5. the rule hears ``(drafted, accepted, entropies)``.
+
+Time comes from a :class:`~entspec.replay.cost.CostModel`. `true_oracle` is the fastest schedule any
+stopping rule could reach on the same trace (a shortest path over output positions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import EntropyConfig
+from ..entropy import ENTROPY_TYPES
+from ..records import GenerationResult, RoundRecord
+from ..stopping import DraftState, RoundFeedback, build_criterion
+from .cost import CostModel
+from .trace import Trace, nats_to_unit
+
+_SHANNON = ENTROPY_TYPES.index("shannon")
+
+
+@dataclass
+class ReplayResult:
+    """The rounds a rule produces on one trace (one entry per verifier call) and their modelled time."""
+
+    drafted: list[int]
+    accepted: list[int]
+    emitted: list[int]
+    stop_reasons: list[str]
+    entropies: list[list[float]]
+    thresholds: list[float | None]
+    prefill_s: float
+    round_s: list[float]
+
+    @property
+    def new_tokens(self) -> int:
+        return sum(self.emitted)
+
+    @property
+    def verifier_calls(self) -> int:
+        return len(self.drafted)
+
+    @property
+    def drafter_steps(self) -> int:
+        return sum(self.drafted)
+
+    @property
+    def time_s(self) -> float:
+        return self.prefill_s + sum(self.round_s)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.time_s if self.time_s > 0 else float("nan")
+
+    def rounds(self) -> list[tuple[int, int, int]]:
+        """``(drafted, accepted, emitted)`` per round: what the replay test compares with the engine."""
+        return list(zip(self.drafted, self.accepted, self.emitted))
+
+    def to_generation_result(self, trace: Trace, cost: CostModel) -> GenerationResult:
+        """The replay as a `GenerationResult` with modelled times, for the metrics in :mod:`entspec.metrics`."""
+        records = []
+        for i, (d, a, e) in enumerate(self.rounds()):
+            draft_s = d * cost.draft_step_s
+            verify_s = cost.verify(d if i == 0 else d + 1)
+            records.append(RoundRecord(drafted=d, accepted=a, emitted=e, entropies=self.entropies[i],
+                                       stop_reason=self.stop_reasons[i], draft_time_s=draft_s,
+                                       verify_time_s=verify_s, round_time_s=self.round_s[i],
+                                       accept_probs=[1.0] * a + [0.0] * (d - a), threshold=self.thresholds[i]))
+        return GenerationResult(new_tokens=trace.output[: self.new_tokens].tolist(), rounds=records,
+                                prompt_len=trace.meta.prompt_len, wall_time_s=self.time_s,
+                                prefill_time_s=self.prefill_s,
+                                time_to_first_token_s=self.prefill_s + (self.round_s[0] if self.round_s else 0.0),
+                                finish_reason="eos" if _ends_with_eos(trace) else "length", method="replay")
+
+
+@dataclass
+class _Columns:
+    """A trace as plain Python lists (indexing lists is several times faster than numpy scalars)."""
+
+    output: list[int]
+    draft_token: list[int]
+    token_prob: list[float]
+    entropy: list[list[float]]
+    cont_row: dict[int, int]
+    cont_token: list[list[int]]
+    cont_prob: list[list[float]]
+    cont_entropy: list[list[list[float]]]
+    eos: frozenset[int]
+    steps: int  # continuation length (cap - 1)
+
+
+def _columns(trace: Trace) -> _Columns:
+    cached = getattr(trace, "_columns", None)  # built once per trace, not a dataclass field (not saved)
+    if cached is None:
+        cached = _Columns(
+            output=trace.output.tolist(), draft_token=trace.draft_token.tolist(), token_prob=trace.token_prob.tolist(),
+            entropy=trace.entropy.tolist(), cont_row={int(t): i for i, t in enumerate(trace.cont_pos)},
+            cont_token=trace.cont_token.tolist(), cont_prob=trace.cont_prob.tolist(),
+            cont_entropy=trace.cont_entropy.tolist(), eos=frozenset(trace.meta.eos_token_ids),
+            steps=int(trace.cont_token.shape[1]) if trace.cont_token.ndim == 2 else 0)
+        trace._columns = cached
+    return cached
+
+
+def check_replayable(trace: Trace, config: EntropyConfig) -> None:
+    """Refuse settings the trace cannot answer, with one line naming the field."""
+    if config.max_draft_len > trace.meta.cap:
+        raise ValueError(f"max_draft_len: {config.max_draft_len} exceeds the trace's cap {trace.meta.cap} "
+                         f"({trace.meta.prompt_id}); record traces with a larger --cap")
+    if config.entropy_type == "renyi" and config.renyi_alpha != trace.meta.renyi_alpha:
+        raise ValueError(f"renyi_alpha: the trace holds Rényi entropies of order {trace.meta.renyi_alpha}")
+    if config.entropy_type == "topk" and config.entropy_topk != trace.meta.entropy_topk:
+        raise ValueError(f"entropy_topk: the trace holds top-{trace.meta.entropy_topk} entropies")
+
+
+def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens: int | None = None) -> ReplayResult:
+    """The rounds ``config``'s rule produces on ``trace`` (module docstring), timed by ``cost``."""
+    check_replayable(trace, config)
+    col = _columns(trace)
+    rule = build_criterion(config)
+    rule.reset()
+    scale = nats_to_unit(config.entropy_unit)
+    kind = ENTROPY_TYPES.index(config.entropy_type)
+    budget_total = trace.meta.max_new_tokens if max_new_tokens is None else max_new_tokens
+    n_out = min(len(col.output), budget_total)
+    out = ReplayResult([], [], [], [], [], [], cost.prefill(trace.meta.prompt_len), [])
+    pos = 0
+    while pos < n_out:
+        budget = budget_total - pos
+        limit = min(config.max_draft_len, budget - 1)
+        out.thresholds.append(rule.threshold)
+        state = DraftState()
+        drafted = accepted = 0
+        wrong = -1  # continuation row once the round has drafted a wrong token
+        stop = "max_new_tokens" if limit < 1 else "none"
+        while drafted < limit:
+            if wrong < 0:
+                t = pos + drafted
+                token, prob, h = col.draft_token[t], col.token_prob[t], col.entropy[t]
+                if token == col.output[t]:
+                    accepted += 1
+                else:
+                    wrong, k = col.cont_row[t], 0
+            else:
+                if k >= col.steps:
+                    raise ValueError(f"max_draft_len: the trace's continuations hold {col.steps} tokens")
+                token, prob, h = col.cont_token[wrong][k], col.cont_prob[wrong][k], col.cont_entropy[wrong][k]
+                k += 1
+            drafted += 1
+            state.entropies.append(h[kind] * scale)
+            state.token_probs.append(prob)
+            state.shannon_nats.append(h[_SHANNON])
+            if token in col.eos:
+                stop = "eos"
+            elif drafted >= config.min_draft_len and rule.should_stop(state):
+                stop = "criterion"
+            elif drafted >= limit:
+                stop = "max_draft_len" if limit == config.max_draft_len else "max_new_tokens"
+            else:
+                continue
+            break
+        emitted = min(accepted + 1, n_out - pos)
+        rule.update(RoundFeedback(drafted, accepted, list(state.entropies)))
+        out.drafted.append(drafted)
+        out.accepted.append(accepted)
+        out.emitted.append(emitted)
+        out.stop_reasons.append(stop)
+        out.entropies.append(state.entropies)
+        out.round_s.append(cost.round_time(drafted, first=pos == 0))
+        pos += emitted
+    return out
+
+
+def _ends_with_eos(trace: Trace) -> bool:
+    return len(trace) > 0 and int(trace.output[-1]) in trace.meta.eos_token_ids
+
+
+# ------------------------------------------------------------------------------------------ the oracle
+
+
+@dataclass
+class OracleResult:
+    """The fastest schedule for a trace: draft lengths chosen knowing where the drafter will be wrong."""
+
+    drafted: list[int]
+    time_s: float
+    new_tokens: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.time_s if self.time_s > 0 else float("nan")
+
+    @property
+    def verifier_calls(self) -> int:
+        return len(self.drafted)
+
+
+def true_oracle(trace: Trace, cost: CostModel, cap: int | None = None,
+                max_new_tokens: int | None = None) -> OracleResult:
+    """Minimum time to emit the trace's output (../shared/references.md, "The true oracle").
+
+    A round at position t that drafts j tokens emits ``min(j, a_t) + 1`` tokens (a_t: the drafter's
+    agreement run from t) and costs ``cost.round_time(j)``; drafting past a_t never helps, so
+    j <= min(a_t, cap, budget - 1). ``best[t] = min_j round_time(j) + best[t + j + 1]``, solved backwards.
+    """
+    budget_total = trace.meta.max_new_tokens if max_new_tokens is None else max_new_tokens
+    n_out = min(len(trace), budget_total)
+    runs = trace.agreement_run.tolist()
+    best = [0.0] * (n_out + 1)
+    choice = [0] * (n_out + 1)
+    for t in range(n_out - 1, -1, -1):
+        top = min(runs[t], budget_total - t - 1, n_out - t - 1)
+        if cap is not None:
+            top = min(top, cap)
+        first = t == 0
+        best[t], choice[t] = min((cost.round_time(j, first) + best[t + j + 1], j) for j in range(max(top, 0) + 1))
+    drafted, t = [], 0
+    while t < n_out:
+        drafted.append(choice[t])
+        t += choice[t] + 1
+    return OracleResult(drafted, cost.prefill(trace.meta.prompt_len) + best[0], n_out)
+
+
+def plain_decoding(trace: Trace, cost: CostModel, max_new_tokens: int | None = None) -> OracleResult:
+    """The verifier alone (one token per call) under the same cost model: the speedup baseline."""
+    budget_total = trace.meta.max_new_tokens if max_new_tokens is None else max_new_tokens
+    n_out = min(len(trace), budget_total)
+    rounds = [cost.round_time(0, first=i == 0) for i in range(n_out)]
+    return OracleResult([0] * n_out, cost.prefill(trace.meta.prompt_len, with_drafter=False) + sum(rounds), n_out)
+
+
+def predicted_speedups(traces: list[Trace], config: EntropyConfig, cost: CostModel) -> dict[str, float]:
+    """Ratio-of-means figures of one rule over a set of traces: speedup vs plain decoding, share of the oracle."""
+    tokens = sum(min(len(t), t.meta.max_new_tokens) for t in traces)
+    rule = sum(replay(t, config, cost).time_s for t in traces)
+    plain = sum(plain_decoding(t, cost).time_s for t in traces)
+    oracle_cap = sum(true_oracle(t, cost, cap=config.max_draft_len).time_s for t in traces)
+    oracle = sum(true_oracle(t, cost).time_s for t in traces)
+    return {"tokens_per_s": tokens / rule, "speedup": plain / rule, "of_oracle_at_cap": oracle_cap / rule,
+            "of_oracle": oracle / rule, "oracle_speedup": plain / oracle}

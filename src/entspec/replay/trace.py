@@ -1,0 +1,242 @@
+"""Greedy traces: everything a stopping rule could see along the verifier's output, recorded once.
+
+A trace of one prompt holds the verifier's greedy output ``y_0..y_{N-1}`` and, at every output position t,
+the drafter's statistics conditioned on the committed prefix ``prompt + y_<t``: its greedy token ``d_t``,
+that token's probability, the top-1 probability and every entropy type (nats). Where the drafter is wrong
+(``d_t != y_t``) a round that keeps drafting continues from *its own* token, so the trace also holds the
+drafter's greedy continuation after ``d_t`` (``cap - 1`` tokens, with the same statistics). With these,
+any stopping rule can be replayed exactly (:mod:`entspec.replay.engine`) without running a model.
+
+Recording costs one verifier decode (or none, if the output is given: any lossless greedy run gives it),
+one teacher-forced drafter forward over the whole output, and ``cap - 1`` batched drafter steps for all
+continuations at once (each row attends to its own prefix through the attention mask).
+
+Files: one compressed ``.npz`` per prompt (columnar numpy arrays; the metadata as one JSON string).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..entropy import ENTROPY_TYPES, EntropyComputer
+
+TRACE_VERSION = 1
+
+
+@dataclass
+class TraceMeta:
+    """What a trace was recorded with; replay refuses settings the trace cannot answer."""
+
+    prompt_id: str
+    category: str
+    prompt_len: int
+    max_new_tokens: int  # the budget the output was generated with (N <= max_new_tokens)
+    eos_token_ids: list[int]
+    cap: int  # the longest draft the continuations support
+    renyi_alpha: float
+    entropy_topk: int
+    dtype: str = ""
+    version: int = TRACE_VERSION
+
+
+@dataclass
+class Trace:
+    """One prompt's greedy trace. Arrays over output positions have length N; continuations ``[M, cap - 1]``."""
+
+    meta: TraceMeta
+    output: np.ndarray  # [N] int64: the verifier's greedy tokens y_t
+    draft_token: np.ndarray  # [N] int64: the drafter's greedy token d_t after prompt + y_<t
+    token_prob: np.ndarray  # [N] float32: q_t(d_t)
+    top1_prob: np.ndarray  # [N] float32: max_v q_t(v) (= token_prob when greedy)
+    entropy: np.ndarray  # [N, len(ENTROPY_TYPES)] float32, nats, in ENTROPY_TYPES order
+    cont_pos: np.ndarray  # [M] int64: positions t with d_t != y_t (ascending)
+    cont_token: np.ndarray  # [M, cap - 1] int64: the drafter's greedy tokens after prompt + y_<t + d_t
+    cont_prob: np.ndarray  # [M, cap - 1] float32
+    cont_entropy: np.ndarray  # [M, cap - 1, len(ENTROPY_TYPES)] float32, nats
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.output.shape[0])
+
+    @property
+    def match(self) -> np.ndarray:
+        """``[N] bool``: the drafter's greedy token equals the verifier's."""
+        return self.draft_token == self.output
+
+    @cached_property
+    def agreement_run(self) -> np.ndarray:
+        """``a_t``: consecutive positions from t at which the drafter agrees with the verifier ``[N]``."""
+        runs = np.zeros(len(self) + 1, dtype=np.int64)
+        match = self.match
+        for t in range(len(self) - 1, -1, -1):
+            runs[t] = runs[t + 1] + 1 if match[t] else 0
+        return runs[:-1]
+
+    # ----------------------------------------------------------------- files
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {name: getattr(self, name) for name in _ARRAYS}
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, meta=np.array(json.dumps({**asdict(self.meta), "extra": self.extra})), **arrays)
+        tmp.replace(path)  # atomic: a killed recorder leaves the previous file or none
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Trace":
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                arrays = {name: data[name] for name in _ARRAYS}
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: not a readable entspec trace ({err})") from None
+        extra = meta.pop("extra", {})
+        if meta.get("version") != TRACE_VERSION:
+            raise ValueError(f"{path}: trace version {meta.get('version')} (this entspec reads {TRACE_VERSION})")
+        return cls(TraceMeta(**meta), extra=extra, **arrays)
+
+
+_ARRAYS = ("output", "draft_token", "token_prob", "top1_prob", "entropy", "cont_pos", "cont_token", "cont_prob",
+           "cont_entropy")
+
+
+def trace_path(folder: str | Path, index: int, prompt_id: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in prompt_id)
+    return Path(folder) / f"{index:04d}-{safe}.npz"
+
+
+def load_traces(folder: str | Path) -> list[Trace]:
+    """Every trace in ``folder`` (sorted by file name, i.e. by prompt index)."""
+    paths = sorted(Path(folder).glob("*.npz"))
+    if not paths:
+        raise FileNotFoundError(f"{folder}: no traces (*.npz); record them with `entspec trace`")
+    return [Trace.load(p) for p in paths]
+
+
+# --------------------------------------------------------------------------------------------- recording
+
+
+@torch.inference_mode()
+def record_trace(
+    drafter: torch.nn.Module,
+    verifier: torch.nn.Module,
+    input_ids: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    cap: int = 20,
+    output: list[int] | None = None,
+    prompt_id: str = "prompt",
+    category: str = "",
+    eos_token_id: int | list[int] | None = None,
+    renyi_alpha: float = 2.0,
+    entropy_topk: int = 10,
+) -> Trace:
+    """Record the greedy trace of ``input_ids [1, P]`` (module docstring).
+
+    Args:
+        output: the verifier's greedy tokens, if already known (e.g. from a lossless greedy run);
+            otherwise they are generated with the engine's autoregressive mode.
+        cap: the longest draft length replay will be asked about (continuations hold ``cap - 1`` tokens).
+    """
+    from ..decoder import EntropyBasedSpeculativeDecoder
+
+    if cap < 1:
+        raise ValueError(f"cap must be >= 1, got {cap}")
+    plain = EntropyBasedSpeculativeDecoder.autoregressive(verifier)
+    eos = sorted(plain._eos_ids(eos_token_id))
+    if output is None:
+        output = plain.generate(input_ids, max_new_tokens=max_new_tokens, temperature=0.0,
+                                eos_token_id=eos or None, ignore_eos=not eos).new_tokens
+    if not output:
+        raise ValueError(f"{prompt_id}: empty output (max_new_tokens={max_new_tokens})")
+    device = next(drafter.parameters()).device
+    prompt = input_ids.to(device)
+    full = torch.cat([prompt, prompt.new_tensor([output])], dim=1)  # [1, P + N]
+    n_out, n_prompt = len(output), prompt.shape[1]
+    entropy = EntropyComputer(renyi_alpha=renyi_alpha, topk=entropy_topk)
+
+    # 1. Teacher-forced drafter: one forward over prompt + output gives q_t for every output position.
+    cache = _new_cache(drafter)
+    logits = drafter(input_ids=full, use_cache=True, logits_to_keep=n_out + 1,
+                     **{_cache_kwarg(drafter): cache}).logits[0, :n_out].float()  # [N, V]
+    draft_token, token_prob, entropies = _stats(logits, entropy)
+    output_arr = np.asarray(output, dtype=np.int64)
+
+    # 2. Continuations after every wrong token, all rows in one batch over the shared cache.
+    wrong = np.flatnonzero(draft_token != output_arr)
+    cont_token, cont_prob, cont_entropy = _continuations(drafter, cache, n_prompt, wrong, draft_token, cap - 1,
+                                                         entropy)
+    meta = TraceMeta(prompt_id=str(prompt_id), category=str(category), prompt_len=int(n_prompt),
+                     max_new_tokens=int(max_new_tokens), eos_token_ids=[int(e) for e in eos], cap=int(cap),
+                     renyi_alpha=float(renyi_alpha), entropy_topk=int(entropy_topk),
+                     dtype=str(next(drafter.parameters()).dtype).replace("torch.", ""))
+    return Trace(meta, output_arr, draft_token, token_prob, token_prob.copy(), entropies, wrong.astype(np.int64),
+                 cont_token, cont_prob, cont_entropy)
+
+
+def _new_cache(model: torch.nn.Module):
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:  # older transformers
+        return DynamicCache()
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """transformers 5.x renamed the forward keyword ``past_key_values`` to ``cache``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _stats(logits: torch.Tensor, entropy: EntropyComputer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy token, its probability and every entropy type (nats) of ``logits [..., V]``."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    top1, token = probs.max(dim=-1)
+    h = torch.stack([entropy.compute(logits, t) for t in ENTROPY_TYPES], dim=-1)
+    return token.cpu().numpy().astype(np.int64), top1.cpu().numpy().astype(np.float32), h.cpu().numpy().astype(np.float32)
+
+
+def _continuations(drafter, cache, n_prompt: int, wrong: np.ndarray, draft_token: np.ndarray, steps: int,
+                   entropy: EntropyComputer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy continuations of ``prompt + y_<t + d_t`` for every t in ``wrong``: ``steps`` tokens each.
+
+    The cache holds prompt + the whole output (length P + N). Row m may only see its first P + t_m cached
+    positions, so the attention mask hides the rest, and its new tokens get positions P + t_m, P + t_m + 1, ...
+    """
+    m = len(wrong)
+    types = len(ENTROPY_TYPES)
+    tokens = np.zeros((m, steps), dtype=np.int64)
+    probs = np.zeros((m, steps), dtype=np.float32)
+    ents = np.zeros((m, steps, types), dtype=np.float32)
+    if m == 0 or steps == 0:
+        return tokens, probs, ents
+    device = next(drafter.parameters()).device
+    cached = cache.get_seq_length()
+    cache.batch_repeat_interleave(m)
+    visible = torch.arange(cached, device=device)[None] < torch.as_tensor(n_prompt + wrong, device=device)[:, None]
+    mask = visible.long()  # [M, P + N]
+    inputs = torch.as_tensor(draft_token[wrong], device=device)[:, None]  # [M, 1]: the wrong token
+    positions = torch.as_tensor(n_prompt + wrong, device=device)[:, None]
+    for k in range(steps):
+        mask = torch.cat([mask, mask.new_ones(m, 1)], dim=1)
+        logits = drafter(input_ids=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=1, **{_cache_kwarg(drafter): cache}).logits[:, -1].float()  # [M, V]
+        tok, prob, h = _stats(logits, entropy)
+        tokens[:, k], probs[:, k], ents[:, k] = tok, prob, h
+        inputs = torch.as_tensor(tok, device=device)[:, None]
+        positions = positions + 1
+    return tokens, probs, ents
+
+
+def nats_to_unit(unit: str) -> float:
+    """Factor from nats to ``unit``."""
+    return 1.0 if unit == "nats" else 1.0 / math.log(2)

@@ -1,0 +1,153 @@
+"""Trace replay reproduces the engine round for round; the true oracle is a lower bound on every rule's time."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
+from entspec.replay.cost import CostModel
+from entspec.replay.engine import plain_decoding, replay, true_oracle
+from entspec.replay.trace import Trace, load_traces, record_trace, trace_path
+from entspec.stopping import RULES
+from tiny import perturbed, tiny_llama
+
+NEW_TOKENS, CAP = 24, 8
+COST = CostModel(draft_step_s=0.4, verify_tokens=[1, 9], verify_s=[1.0, 1.2], overhead_round_s=0.01)
+
+
+def settings(name: str) -> list[dict]:
+    """Two settings of every registered rule: its sweep's first and last threshold value, two caps."""
+    info = RULES[name]
+    knob = info.threshold
+    values = info.sweep.get(knob, (None,))
+    out = []
+    for value, cap in ((values[0], 4), (values[-1], CAP)):
+        cfg = {"strategy": name, "max_draft_len": cap, "theta_abs": 1.0}
+        if knob and knob != "max_draft_len" and value is not None:
+            cfg[knob] = value
+        out.append(cfg)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pair_and_traces():
+    torch.set_num_threads(1)
+    verifier = tiny_llama(seed=0)
+    verifier.generation_config.eos_token_id = 22  # some outputs end early: the EOS paths are replayed too
+    drafter = perturbed(verifier, noise=0.05)
+    gen = torch.Generator().manual_seed(3)
+    cases = []
+    for i in range(8):
+        prompt = torch.randint(6, verifier.config.vocab_size, (1, 2 + i), generator=gen)
+        trace = record_trace(drafter, verifier, prompt, max_new_tokens=NEW_TOKENS, cap=CAP, prompt_id=f"p{i}")
+        cases.append((prompt, trace))
+    return drafter, verifier, cases
+
+
+def test_trace_matches_engine_statistics(pair_and_traces):
+    drafter, verifier, cases = pair_and_traces
+    for prompt, trace in cases:
+        plain = EntropyBasedSpeculativeDecoder.autoregressive(verifier).generate(prompt, NEW_TOKENS)
+        assert trace.output.tolist() == plain.new_tokens
+        # a fixed-length run's first drafted token is the drafter's greedy token at position 0
+        res = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=1)
+                                             ).generate(prompt, NEW_TOKENS)
+        assert res.rounds[0].draft_token_probs[0] == pytest.approx(float(trace.token_prob[0]), rel=1e-4)
+        assert res.rounds[0].entropies[0] == pytest.approx(float(trace.entropy[0, 0]), rel=1e-4, abs=1e-5)
+    assert sum(len(t.cont_pos) for _, t in cases) > 0, "the drafter must be wrong somewhere for this test to bite"
+    assert any(len(t) < NEW_TOKENS for _, t in cases), "some output must end at EOS for this test to bite"
+
+
+def test_continuations_equal_sequential_greedy(pair_and_traces):
+    drafter, _, cases = pair_and_traces
+    prompt, trace = next((p, t) for p, t in cases if len(t.cont_pos) > 0)
+    for row, t in enumerate(trace.cont_pos.tolist()[:3]):
+        prefix = torch.cat([prompt, torch.tensor([trace.output[:t].tolist() + [int(trace.draft_token[t])]])], dim=1)
+        ref = drafter.generate(prefix, attention_mask=torch.ones_like(prefix), max_new_tokens=CAP - 1,
+                               do_sample=False, eos_token_id=None)
+        assert trace.cont_token[row].tolist() == ref[0, prefix.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_replay_reproduces_engine_rounds(name, pair_and_traces):
+    drafter, verifier, cases = pair_and_traces
+    for cfg_dict in settings(name):
+        cfg = EntropyConfig(**cfg_dict)
+        for prompt, trace in cases:
+            engine = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg).generate(prompt, NEW_TOKENS)
+            replayed = replay(trace, cfg, COST)
+            expected = [(r.drafted, r.accepted, r.emitted) for r in engine.rounds]
+            assert replayed.rounds() == expected, (cfg_dict, trace.meta.prompt_id)
+            assert replayed.stop_reasons == [r.stop_reason for r in engine.rounds]
+            assert replayed.thresholds == [r.threshold if r.threshold is None else pytest.approx(r.threshold, rel=1e-5)
+                                           for r in engine.rounds]
+
+
+def test_true_oracle_bounds_every_rule(pair_and_traces):
+    _, _, cases = pair_and_traces
+    for _, trace in cases:
+        oracle = true_oracle(trace, COST)
+        oracle_cap4 = true_oracle(trace, COST, cap=4)
+        assert oracle.time_s <= oracle_cap4.time_s + 1e-12
+        assert oracle_cap4.time_s <= plain_decoding(trace, COST).time_s + COST.prefill(trace.meta.prompt_len)
+        for name in RULES:
+            for cfg_dict in settings(name):
+                cfg = EntropyConfig(**{**cfg_dict, "max_draft_len": 4})
+                assert oracle_cap4.time_s <= replay(trace, cfg, COST).time_s + 1e-9
+
+
+def test_true_oracle_beats_brute_force_on_small_case():
+    """On a hand-made agreement pattern the DP equals an exhaustive search over draft lengths."""
+    match = np.array([1, 1, 1, 0, 1, 1, 0, 0, 1, 1], dtype=bool)
+    n = len(match)
+    trace = _fake_trace(match)
+    best = float("inf")
+    runs = trace.agreement_run.tolist()
+    for lengths in itertools.product(range(4), repeat=n):
+        t, time, i = 0, COST.prefill(0), 0
+        ok = True
+        while t < n:
+            j = lengths[i]
+            if j > min(runs[t], n - t - 1):
+                ok = False
+                break
+            time += COST.round_time(j, first=t == 0)
+            t += j + 1
+            i += 1
+        if ok:
+            best = min(best, time)
+    assert true_oracle(trace, COST, cap=3).time_s == pytest.approx(best)
+
+
+def _fake_trace(match: np.ndarray) -> Trace:
+    from entspec.replay.trace import TraceMeta
+
+    n = len(match)
+    output = np.arange(10, 10 + n)
+    draft = np.where(match, output, 1)
+    meta = TraceMeta("fake", "", 0, n, [], 4, 2.0, 10)
+    wrong = np.flatnonzero(~match)
+    return Trace(meta, output, draft, np.ones(n, np.float32), np.ones(n, np.float32), np.zeros((n, 3), np.float32),
+                 wrong, np.ones((len(wrong), 3), np.int64), np.ones((len(wrong), 3), np.float32),
+                 np.zeros((len(wrong), 3, 3), np.float32))
+
+
+def test_trace_files_round_trip(tmp_path, pair_and_traces):
+    _, _, cases = pair_and_traces
+    for i, (_, trace) in enumerate(cases[:2]):
+        trace.save(trace_path(tmp_path, i, trace.meta.prompt_id))
+    loaded = load_traces(tmp_path)
+    assert [t.meta.prompt_id for t in loaded] == ["p0", "p1"]
+    for a, (_, b) in zip(loaded, cases):
+        assert np.array_equal(a.cont_token, b.cont_token) and np.allclose(a.entropy, b.entropy)
+    (tmp_path / "0000-p0.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="0000-p0.npz: not a readable entspec trace"):
+        load_traces(tmp_path)
+
+
+def test_replay_refuses_a_cap_beyond_the_trace(pair_and_traces):
+    _, _, cases = pair_and_traces
+    with pytest.raises(ValueError, match="max_draft_len: 9 exceeds the trace's cap 8"):
+        replay(cases[0][1], EntropyConfig(strategy="fixed", max_draft_len=9), COST)
