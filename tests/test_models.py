@@ -255,7 +255,7 @@ def test_bad_specs_raise_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError, match="offline registry models: qwen2.5-coder-0.5b-instruct"):
-        load_tokenizer("no-such-org/no-such-model-entspec")
+        load_tokenizer("hub:no-such-org/no-such-model-entspec")  # an explicit Hub id goes to the (offline) Hub
     with pytest.raises(ValueError, match="not a pair name"):
         load_model_pair("qwen2.5-coder-0.5b-instruct")
 

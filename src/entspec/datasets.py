@@ -654,6 +654,7 @@ def load_prompts(name_or_path: str | Path, *, split: str = "test", num_samples: 
         raise DatasetError("tokenizer and max_prompt_tokens must be given together")
     words = max(prefix_words, max_prompt_tokens or 0)
     prompts = _load_all(name_or_path, split, words)
+    _check_prompts(prompts, name_or_path)
     if categories is not None:
         prompts = _filter_categories(prompts, categories, name_or_path)
     prompts = sample_prompts(prompts, num_samples, seed=seed)
@@ -676,6 +677,21 @@ def _load_all(name_or_path: str | Path, split: str, prefix_words: int) -> list[P
         return load_local(name)
     raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(_REGISTRY)}; "
                        f"or a path to a {'/'.join(LOCAL_SUFFIXES)} file")
+
+
+def _check_prompts(prompts: list[Prompt], source: Any) -> None:
+    """There are prompts, ids are unique (they key the results rows), none is empty; errors name the prompt."""
+    if not prompts:
+        raise DatasetError(f"{source}: no prompts")
+    first: dict[str, int] = {}
+    for i, p in enumerate(prompts, start=1):
+        if p.id in first:
+            raise DatasetError(f"{source}: prompt id {p.id!r} occurs twice (prompts {first[p.id]} and {i}); "
+                               "ids must be unique")
+        first[p.id] = i
+        empty = not p.text.strip() if p.text is not None else not any(str(m["content"]).strip() for m in p.messages)
+        if empty:
+            raise DatasetError(f"{source}: prompt {p.id!r} (prompt {i}) is empty")
 
 
 def _filter_categories(prompts: list[Prompt], categories: Iterable[str], source: Any) -> list[Prompt]:

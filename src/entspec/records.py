@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,17 +82,46 @@ def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file; a torn last line (the process was killed mid-write) is skipped."""
-    with Path(path).open(encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
+class DamagedRowError(ValueError):
+    """A JSONL line other than a torn last line is not a JSON object; the message names the file and line."""
+
+
+def read_jsonl(path: str | Path, *, skip_damaged: bool = False,
+               damaged: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL file, in order.
+
+    Only a torn *last* line (no trailing newline: its writer was killed mid-write) is skipped silently.
+    Any other line that is not a JSON object raises :class:`DamagedRowError` naming the file and line, or,
+    with ``skip_damaged=True``, is skipped, its line number appended to ``damaged`` and logged.
+    """
+    path = Path(path)
+    skipped: list[int] = []
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue  # only the unterminated final line of a killed writer can be torn
+            row = _parse_row(raw)
+            if row is not None:
+                yield row
+            elif raw.endswith(b"\n"):  # a whole line that is not a row: damage, never a torn write
+                if not skip_damaged:
+                    raise DamagedRowError(f"{path} line {lineno}: damaged row (not a JSON object); fix or "
+                                          "delete that line, or skip damaged rows explicitly (--skip-damaged)")
+                skipped.append(lineno)
+    if skipped:
+        log.warning("%s: skipped %d damaged row(s) at line(s) %s", path, len(skipped),
+                    ", ".join(map(str, skipped)))
+        if damaged is not None:
+            damaged.extend(skipped)
+
+
+def _parse_row(raw: bytes) -> dict[str, Any] | None:
+    """The JSON object on one line, or None when the line is not one."""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return row if isinstance(row, dict) else None
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:

@@ -78,9 +78,15 @@ class ExperimentConfig:
         check(self.temperature >= 0, "temperature", "must be >= 0")
         check(self.top_k is None or self.top_k >= 1, "top_k", "must be >= 1 or null")
         check(self.top_p is None or 0 < self.top_p <= 1, "top_p", "must be in (0, 1] or null")
-        check(self.dtype in ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"), "dtype",
-              "must be auto, float32, bfloat16 or float16")
+        check(self.dtype in DTYPE_NAMES, "dtype", "must be auto, float32, bfloat16 or float16")
+        self.dtype = canonical_dtype(self.dtype)  # bf16 and bfloat16 are one setting, saved under one name
         check(len(self.seeds) >= 1, "seeds", "must list at least one seed")
+        check(all(s >= 0 for s in self.seeds), "seeds", "must be >= 0")
+        check(len(set(self.seeds)) == len(self.seeds), "seeds", "must not repeat a seed (a seed is part of a unit key)")
+        check(self.categories is None or len(set(self.categories)) == len(self.categories), "categories",
+              "must not repeat a category")
+        check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "device",
+              "must be auto, cpu, cuda, cuda:N or mps")
         check(self.warmup_tokens >= 0, "warmup_tokens", "must be >= 0")
         check(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
         check(bool(self.experiment_name.strip()), "experiment_name", "must not be empty")
@@ -120,7 +126,10 @@ class ExperimentConfig:
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
                 raise ConfigError(f"--set {item!r}: expected key=value")
-            data[key.strip()] = yaml.safe_load(value)
+            try:
+                data[key.strip()] = yaml.safe_load(value)
+            except yaml.YAMLError as err:
+                raise ConfigError(f"--set {key.strip()}: not valid YAML ({str(err).splitlines()[0]})") from None
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +141,16 @@ class ExperimentConfig:
     def generation_settings(self) -> dict[str, Any]:
         return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_k": self.top_k,
                 "top_p": self.top_p, "dtype": self.dtype, "device": self.device}
+
+
+# dtype spellings -> the one name saved and compared
+DTYPE_NAMES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+               "float16": "float16", "fp16": "float16", "half": "float16"}
+
+
+def canonical_dtype(name: Any) -> Any:
+    """``bf16`` -> ``bfloat16``, ``fp32`` -> ``float32``, ...; anything else unchanged."""
+    return DTYPE_NAMES.get(name, name) if isinstance(name, str) else name
 
 
 def _check_keys(name: str, value: dict, required: set[str], allowed: set[str]) -> None:

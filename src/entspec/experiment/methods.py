@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,8 @@ from ..config import ConfigError, EntropyConfig
 from ..decoder import EntropyBasedSpeculativeDecoder
 from ..hf_baselines import hf_generate
 from ..records import GenerationResult
+from ..stopping import build_criterion
+from .config import _check_type
 
 if TYPE_CHECKING:
     from .config import ExperimentConfig
@@ -123,9 +126,12 @@ def _make(kind: str, params: dict[str, Any], where: str) -> MethodSpec:
         unknown = sorted(set(params) - set(_DEFAULTS))
         if unknown:
             raise ConfigError(f"{where}.{unknown[0]}: unknown EntropyConfig field")
+        hints = typing.get_type_hints(EntropyConfig)
+        for name, value in params.items():  # wrong types get the field's name, not an operator's complaint
+            _check_type(f"{where}.{name}", value, hints[name])
         try:
-            EntropyConfig(**params)
-        except (ConfigError, TypeError) as err:
+            build_criterion(EntropyConfig(**params))  # builds combined's inner rules: unknown ones fail here
+        except (ConfigError, TypeError, ValueError) as err:
             raise ConfigError(f"{where}.{err}") from None
     elif kind == "hf_assisted":
         unknown = sorted(set(params) - HF_ASSISTED_PARAMS)

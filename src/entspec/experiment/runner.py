@@ -8,7 +8,9 @@ Layout of ``output_dir``::
 
 Each finished unit appends one JSONL row and fsyncs it before the next unit starts; a rerun skips the
 units whose key is already in the file. Killed at any moment (SIGKILL included), a rerun loses at most the
-unit that was in flight and never writes a row twice. Methods run interleaved per prompt (their order
+unit that was in flight and never writes a row twice. One run at a time holds the folder (``.lock``, with the
+holder's PID); the saved config is written atomically and a resume is refused when it cannot be read. Methods
+run interleaved per prompt (their order
 rotated from prompt to prompt) so that machine noise spreads evenly over them.
 """
 
@@ -25,9 +27,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+import yaml
+
+from ..atomic import atomic_write_text
 from ..config import ConfigError
 from ..records import append_jsonl, make_row, read_jsonl
-from .config import ExperimentConfig
+from .config import ExperimentConfig, canonical_dtype
+from .lock import FolderLock
 from .manifest import manifest
 from .methods import MethodSpec, expand_methods
 
@@ -83,16 +89,32 @@ class ExperimentRunner:
         return summary
 
     def run(self) -> Path:
-        """Run every unit not yet in ``results.jsonl``; return the results path."""
-        self._prepare_output_dir()
-        done = self._finished_keys()
-        self._load()
-        units = self.units()
-        todo = [u for u in units if u.key not in done]
-        log.info("%s: %d units, %d already done, %d to run", self.config.experiment_name, len(units),
-                 len(units) - len(todo), len(todo))
-        if todo:
-            self._warm_up()
+        """Run every unit not yet in ``results.jsonl``; return the results path.
+
+        Everything that can be checked without the models is checked first (device, the folder's lock and
+        saved config, the results file, the prompts, unique unit keys); a rerun with nothing left to do
+        never loads the models.
+        """
+        from ..models import resolve_device
+
+        resolve_device(self.config.device)
+        with FolderLock(self.output_dir):
+            self._prepare_output_dir()
+            done = self._finished_keys()
+            self.prompts = self._load_prompts()
+            units = self.units()
+            _check_unique_keys(units)
+            todo = [u for u in units if u.key not in done]
+            log.info("%s: %d units, %d already done, %d to run", self.config.experiment_name, len(units),
+                     len(units) - len(todo), len(todo))
+            if todo:
+                self._load()
+                self._warm_up()
+                self._run_units(units, todo)
+            self._write_progress(len(units), len(units), None)
+        return self.results_path
+
+    def _run_units(self, units: list[Unit], todo: list[Unit]) -> None:
         settings = self.config.generation_settings()
         bar = tqdm(total=len(units), initial=len(units) - len(todo), desc=self.config.experiment_name,
                    unit="gen", disable=not self.progress, dynamic_ncols=True)
@@ -108,8 +130,6 @@ class ExperimentRunner:
             append_jsonl(self.results_path, row)  # flushed and fsynced: this unit is now safe
             bar.update(1)
         bar.close()
-        self._write_progress(len(units), len(units), None)
-        return self.results_path
 
     def units(self) -> list[Unit]:
         """All units, methods interleaved per prompt and seed, their order rotated from prompt to prompt."""
@@ -127,44 +147,77 @@ class ExperimentRunner:
         for sub in ("configs", "results", "plots", "checkpoints"):
             (self.output_dir / sub).mkdir(parents=True, exist_ok=True)
         saved = self.output_dir / "configs" / "experiment.yaml"
-        if saved.exists() and self.results_path.exists():
-            previous = ExperimentConfig.from_yaml(saved).to_dict()
-            for name in IDENTITY_FIELDS:
-                if previous[name] != getattr(self.config, name):
-                    raise ConfigError(f"{name}: {self.output_dir} holds results made with {name}="
-                                      f"{previous[name]!r}; use another output_dir to change it")
-        saved.write_text(self.config.to_yaml())
+        if self.results_path.exists() and self.results_path.stat().st_size > 0:
+            self._check_identity(saved)
+        atomic_write_text(saved, self.config.to_yaml())
         _repair_torn_tail(self.results_path)
+
+    def _check_identity(self, saved: Path) -> None:
+        """Resuming into a folder is allowed only with the identity fields its results were made with."""
+        previous = _read_saved_config(saved, self.results_path)
+        for name in IDENTITY_FIELDS:
+            old, new = previous[name], getattr(self.config, name)
+            if name == "dtype":
+                old, new = canonical_dtype(old), canonical_dtype(new)
+            if old != new:
+                raise ConfigError(f"{name}: {self.output_dir} holds results made with {name}="
+                                  f"{previous[name]!r}; use another output_dir to change it")
 
     def _finished_keys(self) -> set[str]:
         if not self.results_path.exists():
             return set()
-        return {row["unit_key"] for row in read_jsonl(self.results_path)}
+        return {row.get("unit_key") for row in read_jsonl(self.results_path)}
+
+    def _load_prompts(self) -> list:
+        from ..datasets import load_prompts
+
+        cfg = self.config
+        return load_prompts(cfg.dataset_name, split=cfg.dataset_split, num_samples=cfg.num_samples,
+                            seed=cfg.seeds[0], categories=cfg.categories)
 
     def _load(self) -> None:
-        from ..datasets import load_prompts
-        from ..models import encode_prompt, load_model_pair
+        """Tokenizer and context check first (cheap), then the models, then the manifest."""
+        from ..models import encode_prompt, load_model_pair, load_tokenizer
+        from ..models.context import check_fits
 
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.pair = load_model_pair(cfg.drafter_model_path, cfg.verifier_model_path, dtype=cfg.dtype,
-                                    device=cfg.device, progress=self.progress)
+        context = self._context_length()
+        tokenizer = load_tokenizer(cfg.verifier_model_path, progress=self.progress)
         budget = cfg.max_sequence_length - cfg.max_new_tokens
-        self.prompts = load_prompts(cfg.dataset_name, split=cfg.dataset_split, num_samples=cfg.num_samples,
-                                    seed=cfg.seeds[0], categories=cfg.categories)
         self.encoded = []
         for prompt in self.prompts:
-            ids = encode_prompt(self.pair.tokenizer, prompt.messages or prompt.text)
+            ids = encode_prompt(tokenizer, prompt.messages or prompt.text)
             if ids.shape[1] > budget:
                 log.warning("%s: %d prompt tokens, keeping the last %d (max_sequence_length)",
                             prompt.id, ids.shape[1], budget)
                 ids = ids[:, -budget:]
+            check_fits(prompt.id, ids.shape[1], cfg.max_new_tokens, context)
             self.encoded.append(ids)
-        manifest_path = self.output_dir / "configs" / "manifest.json"
+        self.pair = load_model_pair(cfg.drafter_model_path, cfg.verifier_model_path, dtype=cfg.dtype,
+                                    device=cfg.device, progress=self.progress)
         info = manifest(self.pair.device, experiment_name=cfg.experiment_name, methods=[m.id for m in self.methods],
                         prompts=[p.id for p in self.prompts], dtype=str(self.pair.dtype).replace("torch.", ""))
-        manifest_path.write_text(json.dumps(info, indent=2))
+        atomic_write_text(self.output_dir / "configs" / "manifest.json", json.dumps(info, indent=2))
+
+    def _context_length(self) -> int | None:
+        """The smaller context of the two models (from their configs, before any weights are loaded)."""
+        from transformers import AutoConfig
+
+        from ..models.context import context_length
+        from ..models.loading import resolve_model_dir
+
+        cfg = self.config
+        lengths = []
+        for spec in (cfg.drafter_model_path, cfg.verifier_model_path):
+            n = context_length(AutoConfig.from_pretrained(resolve_model_dir(spec, progress=self.progress)))
+            if n is not None and cfg.max_sequence_length > n:
+                raise ConfigError(f"max_sequence_length: {spec} has a context of {n} positions "
+                                  f"(got {cfg.max_sequence_length})")
+            lengths.append(n)
+        known = [n for n in lengths if n is not None]
+        return min(known) if known else None
 
     def _warm_up(self) -> None:
         """One short untimed generation per method: allocator, kernels and caches settle before timing."""
@@ -179,6 +232,32 @@ class ExperimentRunner:
         tmp.write_text(json.dumps({"done": done, "total": total, "in_flight": in_flight,
                                    "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}))
         os.replace(tmp, self.progress_path)
+
+
+def _check_unique_keys(units: list[Unit]) -> None:
+    """Two units with one key would share one results row: the second would never run after a resume."""
+    seen: set[str] = set()
+    for unit in units:
+        if unit.key in seen:
+            raise ConfigError(f"unit key {unit.key!r} occurs twice (method id, prompt id and seed must "
+                              "identify a unit); make the prompt ids, seeds or methods distinct")
+        seen.add(unit.key)
+
+
+def _read_saved_config(saved: Path, results: Path) -> dict[str, Any]:
+    """The saved config's identity fields; a missing, torn or partial file is refused, never defaulted."""
+    why = "missing"
+    if saved.is_file():
+        try:
+            data = yaml.safe_load(saved.read_text(encoding="utf-8"))
+            missing = [n for n in IDENTITY_FIELDS if not isinstance(data, dict) or n not in data]
+            why = f"no field {missing[0]}" if missing else ""
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            why = f"not valid YAML: {str(err).splitlines()[0]}"
+        if not why:
+            return data
+    raise ConfigError(f"{saved}: unreadable ({why}); it says what the rows of {results} were made with: "
+                      "restore it, or use another output_dir")
 
 
 def _repair_torn_tail(path: Path) -> None:

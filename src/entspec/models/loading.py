@@ -29,6 +29,9 @@ class TokenizerMismatchError(ValueError):
     """Drafter and verifier tokenizers (or vocab sizes) are not compatible."""
 
 
+HUB_PREFIX = "hub:"  # `hub:org/name` asks for a Hugging Face Hub id explicitly
+
+
 class ModelNotFoundError(OSError):
     """A model spec is neither a registry name, a local folder/.gguf, nor loadable from the Hub."""
 
@@ -53,10 +56,25 @@ class ModelPair:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> cuda if available else cpu; anything else through ``torch.device``."""
+    """``"auto"`` -> cuda if available else cpu; else cpu, cuda, cuda:N or mps, checked to exist here.
+
+    An unknown or absent device is a one-line ``ValueError`` ("device: ..."), before anything is loaded.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device: unknown device {str(device)!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (dev.index or 0) >= count:
+            raise ValueError(f"device: {dev} is not available (this machine has {count} CUDA device(s))")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device: {dev} is not available on this machine")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device: {dev.type!r} is not supported (use auto, cpu, cuda, cuda:N or mps)")
+    return dev
 
 
 def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device = "auto") -> torch.dtype:
@@ -64,7 +82,8 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device 
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        return torch.bfloat16 if resolve_device(device).type == "cuda" else torch.float32
+        kind = resolve_device(device).type if str(device) == "auto" else torch.device(device).type
+        return torch.bfloat16 if kind == "cuda" else torch.float32
     try:
         return _DTYPES[dtype]
     except KeyError:
@@ -72,7 +91,10 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device 
 
 
 def resolve_model_dir(spec: str | Path, *, progress: bool = True) -> str:
-    """A path or Hub id that ``from_pretrained`` understands, fetching/converting registry and .gguf specs."""
+    """A path or Hub id that ``from_pretrained`` understands, fetching/converting registry and .gguf specs.
+
+    A Hub id must be asked for explicitly (``hub:org/name``), so a typo never becomes a network call.
+    """
     if str(spec) in MODELS:
         return str(fetch_model(str(spec), progress=progress))
     path = Path(spec).expanduser()
@@ -82,9 +104,12 @@ def resolve_model_dir(spec: str | Path, *, progress: bool = True) -> str:
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path}: folder has no config.json (not a transformers model folder)")
         return str(path)
+    if str(spec).startswith(HUB_PREFIX):
+        return str(spec)[len(HUB_PREFIX):]  # an explicit Hugging Face Hub id: the only case that goes online
     if path.suffix == ".gguf" or str(spec).startswith((".", "/", "~")):
         raise ModelNotFoundError(f"{spec}: no such file or folder")
-    return str(spec)  # a Hugging Face Hub id
+    raise ModelNotFoundError(f"{spec}: not a registry model, folder or .gguf file (registry: {', '.join(MODELS)}); "
+                             f"for a Hugging Face Hub id write {HUB_PREFIX}{spec}")
 
 
 def _hub_error(spec: str, err: Exception) -> ModelNotFoundError:
@@ -95,21 +120,30 @@ def _hub_error(spec: str, err: Exception) -> ModelNotFoundError:
 
 def load_tokenizer(spec: str | Path, *, trust_remote_code: bool = False, progress: bool = True):
     """The tokenizer of ``spec`` (same spec forms as :func:`load_model`)."""
+    return _tokenizer_from(resolve_model_dir(spec, progress=progress), str(spec), trust_remote_code)
+
+
+def _tokenizer_from(source: str, spec: str, trust_remote_code: bool):
+    """The tokenizer of an already resolved ``source`` (a folder or a Hub id)."""
     from transformers import AutoTokenizer
 
-    source = resolve_model_dir(spec, progress=progress)
     try:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except OSError as e:
-        raise _hub_error(str(spec), e) from e
+        raise _hub_error(spec, e) from e
 
 
 def _load_weights(source: str, spec: str, dtype: torch.dtype, device: torch.device, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM
 
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=True,
                                                      trust_remote_code=trust_remote_code)
+    except SafetensorError as e:  # a truncated or damaged weights file
+        raise ModelNotFoundError(f"{source}: unreadable safetensors weights ({str(e).splitlines()[0]}); "
+                                 "the file is damaged or truncated") from None
     except OSError as e:
         raise _hub_error(spec, e) from e
     return model.to(device).eval()
@@ -125,7 +159,7 @@ def load_model(spec: str | Path, dtype: str | torch.dtype = "auto", device: str 
     dev = resolve_device(device)
     source = resolve_model_dir(spec, progress=progress)
     model = _load_weights(source, str(spec), resolve_dtype(dtype, dev), dev, trust_remote_code)
-    return model, load_tokenizer(source, trust_remote_code=trust_remote_code)
+    return model, _tokenizer_from(source, str(spec), trust_remote_code)
 
 
 # ---------------------------------------------------------------------------------------- tokenizer check
@@ -201,7 +235,7 @@ def load_model_pair(drafter: str | Path, verifier: str | Path | None = None, dty
     torch_dtype = resolve_dtype(dtype, dev)
     src_d, src_v = (resolve_model_dir(s, progress=progress) for s in (drafter, verifier))
     # Tokenizers first: a mismatch is reported before seconds of weight loading.
-    tok_d, tokenizer = (load_tokenizer(s, trust_remote_code=trust_remote_code) for s in (src_d, src_v))
+    tok_d, tokenizer = (_tokenizer_from(s, str(n), trust_remote_code) for s, n in ((src_d, drafter), (src_v, verifier)))
     check_tokenizers(tok_d, tokenizer)
     draft_model = _load_weights(src_d, str(drafter), torch_dtype, dev, trust_remote_code)
     verify_model = _load_weights(src_v, str(verifier), torch_dtype, dev, trust_remote_code)
