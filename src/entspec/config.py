@@ -56,6 +56,16 @@ class EntropyConfig:
     # adaedl: stop when 1 - sqrt(adaedl_gamma * H) < lambda; lambda adapted online toward target_acceptance
     adaedl_gamma: float = 0.2
     adaedl_lambda: float = 0.3
+    # goodput: draft one more token while its expected tokens per second of cost beat the rate so far.
+    # Acceptance probability of a drafted token = sigmoid(calib_intercept + calib_slope * H) (fitted on traces
+    # by `entspec tune`, then updated online by SGD on the verifier's verdicts at rate calib_lr); costs in units
+    # of a one-token verifier call (from the cost model): a drafter step, and each extra verified token.
+    goodput_margin: float = 1.0  # continue while gain > margin * rate * cost (1.0: the marginal-value rule)
+    goodput_cost_ratio: float = 0.45
+    goodput_verify_slope: float = 0.02
+    calib_intercept: float = 2.5
+    calib_slope: float = -1.5
+    calib_lr: float = 0.05
     record_all_entropies: bool = True  # trace every entropy type per drafted token (for analysis)
 
     def __post_init__(self) -> None:
@@ -72,10 +82,15 @@ class EntropyConfig:
         check(self.entropy_type in ENTROPY_TYPES, "entropy_type", f"must be one of {list(ENTROPY_TYPES)}")
         check(self.entropy_unit in ("nats", "bits"), "entropy_unit", "must be 'nats' or 'bits'")
         for name in ("theta_abs", "theta_rel", "theta_min", "theta_max", "svip_gamma", "svip_threshold",
-                     "adaedl_gamma", "adapt_rate", "renyi_alpha"):
+                     "adaedl_gamma", "adapt_rate", "renyi_alpha", "goodput_margin", "goodput_cost_ratio",
+                     "goodput_verify_slope", "calib_lr"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and not isinstance(value, bool), name, "must be a number")
             check(not math.isnan(value) and value >= 0, name, "must be >= 0")
+        for name in ("calib_intercept", "calib_slope"):
+            value = getattr(self, name)
+            check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), name,
+                  "must be a finite number")
         check(self.theta_window is None or self.theta_window >= 0, "theta_window", "must be >= 0")
         for name in ("max_draft_len", "min_draft_len", "window_size", "entropy_topk", "heuristic_initial"):
             value = getattr(self, name)

@@ -346,3 +346,53 @@ class AdaEDL(StoppingCriterion):
     @property
     def threshold(self) -> float:
         return self.lam
+
+
+# --- cost-aware ------------------------------------------------------------------------------------------
+
+
+@register("goodput", threshold="goodput_margin",
+          sweep={"goodput_margin": (0.4, 0.55, 0.7, 0.85, 1.0, 1.2, 1.5), "max_draft_len": (12, 20)})
+class Goodput(StoppingCriterion):
+    """Draft one more token while it is expected to add tokens faster than the generation is producing them.
+
+    Acceptance of a drafted token with entropy H is predicted as beta(H) = sigmoid(a + b H) (a calibration
+    fitted on traces; a and b then follow the verifier's verdicts by online logistic-regression SGD). After j
+    drafted tokens the whole draft survives with probability P_j = prod_i beta(H_i); one more token adds
+    P_j * beta(H_j) expected tokens (the next token's entropy is not known yet; the last one stands in) and
+    costs c + s (drafter step plus the extra verified token, in one-token verifier calls). Stop unless
+    P_j * beta(H_j) > margin * R * (c + s), with R the generation's rate so far in tokens per verifier-call
+    time (prior: plain decoding, 1). With margin 1 this is the marginal-value rule that maximises long-run
+    tokens per second (docs/replay.md).
+    """
+
+    def reset(self) -> None:
+        c = self.config
+        self.a, self.b = c.calib_intercept, c.calib_slope
+        self.tokens, self.time = 1.0, 1.0  # one pseudo-round of plain decoding: R starts at 1
+        self.step = c.goodput_cost_ratio + c.goodput_verify_slope
+
+    def accept_prob(self, entropy: float) -> float:
+        z = self.a + self.b * entropy
+        return 1.0 / (1.0 + math.exp(-z)) if z > -30 else 0.0
+
+    def should_stop(self, state: DraftState) -> bool:
+        survival = 1.0
+        for h in state.entropies:
+            beta = self.accept_prob(h)
+            survival *= beta
+        return survival * beta <= self.threshold * self.step
+
+    def update(self, feedback: RoundFeedback) -> None:
+        self.tokens += feedback.accepted + 1
+        self.time += 1.0 + feedback.drafted * self.step
+        lr = self.config.calib_lr
+        for i, h in enumerate(feedback.entropies[: feedback.accepted + 1]):  # verdicts up to the first rejection
+            err = (i < feedback.accepted) - self.accept_prob(h)
+            self.a += lr * err
+            self.b += lr * err * h
+
+    @property
+    def threshold(self) -> float:
+        """The bar a drafted token's expected gain per unit cost must clear: margin x current rate."""
+        return self.config.goodput_margin * self.tokens / self.time
