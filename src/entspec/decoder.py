@@ -25,7 +25,7 @@ from .config import EntropyConfig
 from .drafter import Draft, EntropyBasedDrafter
 from .kv import CachedModel, Stopwatch
 from .records import GenerationResult, RoundRecord
-from .sampling import SamplingParams, greedy_accept, speculative_accept
+from .sampling import SamplingParams, greedy_verdict, speculative_accept
 
 
 class EntropyBasedSpeculativeDecoder:
@@ -40,7 +40,7 @@ class EntropyBasedSpeculativeDecoder:
     def __init__(self, drafter: PreTrainedModel | None, verifier: PreTrainedModel,
                  config: EntropyConfig | None = None) -> None:
         self.config = config or EntropyConfig()
-        self.verifier = CachedModel(verifier)
+        self.verifier = CachedModel(verifier, check_nan=False)  # NaN is checked in the round's one read
         self.drafter = None if drafter is None else EntropyBasedDrafter(drafter, self.config)
         if drafter is not None:
             v_d, v_v = drafter.config.vocab_size, verifier.config.vocab_size
@@ -134,18 +134,27 @@ class EntropyBasedSpeculativeDecoder:
             pending = sequence[:, len(self.verifier):]
             target_logits = self.verifier.extend(torch.cat([pending, draft.tokens.view(1, n)], dim=1), n + 1)
 
-            # 3. Accept: argmax match (greedy) or Leviathan Algorithm 1 (sampling).
+            # 3. Accept: argmax match (greedy) or Leviathan Algorithm 1 (sampling), on the device.
             if sampling.greedy:
-                accepted, next_token, accept_probs = greedy_accept(draft.tokens, target_logits)
+                num_accepted, token, ratios = greedy_verdict(draft.tokens, target_logits)
             else:
                 target_probs = torch.softmax(sampling.process(target_logits), dim=-1)
                 num_accepted, token, ratios = speculative_accept(
                     draft.tokens[None], draft.probs[None], target_probs[None], generator)
-                accepted, next_token, accept_probs = int(num_accepted), int(token), ratios[0].tolist()
+                num_accepted, token, ratios = num_accepted[0], token[0], ratios[0]
+            # One device -> host read per round: [accepted, next token, NaN?, accept probs (n), draft tokens (n)].
+            head = torch.stack([num_accepted, token, torch.isnan(target_logits).any()]).double()
+            parts = [head, ratios.double()] + ([] if draft.token_ids is not None else [draft.tokens.double()])
+            verdict = torch.cat(parts).tolist()
+            if verdict[2]:
+                raise ValueError(f"{type(self.verifier.model).__name__} produced NaN logits "
+                                 "(check the dtype and the weights)")
+            accepted, next_token, accept_probs = int(verdict[0]), int(verdict[1]), verdict[3:3 + n]
+            draft_ids = draft.token_ids if draft.token_ids is not None else [int(t) for t in verdict[3 + n:]]
 
         # 4. Roll back: the verifier keeps the accepted prefix; its own token is fed next round.
         self.verifier.crop(length + accepted)
-        emitted = draft.tokens[:accepted].tolist() + [next_token]
+        emitted = draft_ids[:accepted] + [next_token]
         emitted = _cut(emitted, budget, eos)
         if self.drafter is not None:
             self.drafter.rollback(length + accepted)
@@ -197,7 +206,8 @@ class EntropyBasedSpeculativeDecoder:
 def _empty_draft(sequence: torch.Tensor, vocab: int) -> Draft:
     from .stopping import DraftState
 
-    return Draft(sequence.new_zeros(0), torch.zeros(0, vocab, device=sequence.device), DraftState(), "none")
+    return Draft(sequence.new_zeros(0), torch.zeros(0, vocab, device=sequence.device), DraftState(), "none",
+                 token_ids=[])
 
 
 def _cut(tokens: list[int], budget: int, eos: set[int]) -> list[int]:

@@ -1,7 +1,15 @@
-"""`EntropyBasedDrafter`: proposes tokens with its own KV cache until its stopping rule says stop."""
+"""`EntropyBasedDrafter`: proposes tokens with its own KV cache until its stopping rule says stop.
+
+The draft loop is the hot path: per drafted token it reads from the device at most once (one small tensor
+holding the token id, its draft probability and the entropies the rule reads, `RULES[strategy].reads`), and
+not at all for rules that read nothing (fixed, heuristic). Everything else the trace records (the other
+entropy types, the statistics a rule did not read) is computed once per round, batched over the kept draft
+distributions, and read back together with a NaN check in one more read.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -11,7 +19,9 @@ from .config import EntropyConfig
 from .entropy import ENTROPY_TYPES, EntropyComputer, shannon_entropy
 from .kv import CachedModel, Stopwatch
 from .sampling import SamplingParams, sample
-from .stopping import DraftState, RoundFeedback, build_criterion
+from .stopping import RULES, DraftState, RoundFeedback, build_criterion
+
+_ALL_READS = frozenset(DraftState.__dataclass_fields__)
 
 
 @dataclass
@@ -24,6 +34,7 @@ class Draft:
     stop_reason: str  # "criterion", "max_draft_len", "max_new_tokens", "eos" or "none" (nothing drafted)
     seconds: float = 0.0
     entropies_by_type: dict[str, list[float]] = field(default_factory=dict)
+    token_ids: list[int] | None = None  # the tokens as Python ints, when the drafter has read them
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -38,11 +49,15 @@ class EntropyBasedDrafter:
     """
 
     def __init__(self, model: PreTrainedModel, config: EntropyConfig) -> None:
-        self.lm = CachedModel(model)
+        self.lm = CachedModel(model, check_nan=False)  # NaN is checked once per round, in `draft`
         self.config = config
         self.entropy = EntropyComputer(config.entropy_type, config.renyi_alpha, config.entropy_topk,
                                        config.entropy_unit)
         self.criterion = build_criterion(config)
+        info = RULES.get(config.strategy)
+        self.reads = _ALL_READS if info is None else info.reads  # the DraftState fields the rule reads
+        # Shannon in nats is the configured entropy itself when that is Shannon in nats (SVIP, AdaEDL).
+        self._shannon_is_configured = config.entropy_type == "shannon" and config.entropy_unit == "nats"
 
     def start(self) -> None:
         """New generation: fresh rule state (the cache is reset by `prefill`)."""
@@ -62,27 +77,50 @@ class EntropyBasedDrafter:
     ) -> Draft:
         """Draft up to ``max_tokens`` tokens continuing ``sequence [1, L]`` (the committed tokens)."""
         cfg, state = self.config, DraftState()
-        tokens, probs, by_type = [], [], {}
+        need_entropy = "entropies" in self.reads
+        need_shannon = "shannon_nats" in self.reads and not (need_entropy and self._shannon_is_configured)
+        # Read back per token when the rule reads something, or to see an EOS as it is sampled (a greedy draft
+        # can instead be cut at its first EOS after the loop: no random draw is spent past it).
+        read_each = bool(self.reads) or (bool(eos_token_ids) and not sampling.greedy)
+        tokens, processed_rows, probs = [], [], []
+        token_ids: list[int] = []
         stop_reason = "none"
         inputs = sequence[:, len(self.lm):]  # tokens not yet in the cache (0 after prefill, 1, or 2)
         with Stopwatch(self.lm.device) as sw:
             while len(tokens) < max_tokens:
-                logits = self.lm.extend(inputs, 1)  # [1, V]: the next-token logits
+                # 1. One drafter step: next-token logits, processed distribution q, the drafted token x ~ q.
+                logits = self.lm.extend(inputs, 1)  # [1, V]
                 processed = sampling.process(logits)  # temperature / top-k / top-p, -inf where masked
                 q = torch.softmax(processed, dim=-1)
                 token = logits.argmax(-1) if sampling.greedy else sample(q, generator)  # [1]
                 tokens.append(token)
+                processed_rows.append(processed)
                 probs.append(q)
-                state.token_probs.append(float(q[0, token]))
-                entropies = self._entropies(processed)
-                state.entropies.append(entropies[cfg.entropy_type])
-                state.shannon_nats.append(entropies["shannon_nats"])
-                if cfg.record_all_entropies:
-                    for name in ENTROPY_TYPES:
-                        by_type.setdefault(name, []).append(entropies[name])
                 inputs = token.view(1, 1)
 
-                if int(token) in eos_token_ids:
+                # 2. What the rule reads, in one device -> host read: [x, q(x), H_configured?, H_shannon_nats?].
+                if read_each:
+                    stats = [token.to(q.dtype), q.gather(-1, token.view(1, 1)).view(1)]
+                    if need_entropy:
+                        stats.append(self.entropy(processed, check=False))  # NaN shows in q(x) just below
+                    if need_shannon:
+                        stats.append(shannon_entropy(processed, check=False))
+                    values = torch.cat(stats).tolist()
+                    token_ids.append(int(values[0]))
+                    state.token_probs.append(values[1])
+                    h = values[2] if need_entropy else math.nan
+                    state.entropies.append(h)
+                    state.shannon_nats.append(values[-1] if need_shannon else
+                                              h if self._shannon_is_configured else math.nan)
+                    if math.isnan(values[1]):  # NaN logits make the whole row of q NaN
+                        _raise_nan(self.lm)
+                else:  # a rule that reads nothing sees the draft length only; the values are filled in below
+                    state.token_probs.append(math.nan)
+                    state.entropies.append(math.nan)
+                    state.shannon_nats.append(math.nan)
+
+                # 3. Stop at EOS, when the rule says so (after min_draft_len), or at the cap.
+                if read_each and token_ids[-1] in eos_token_ids:
                     stop_reason = "eos"
                 elif len(tokens) >= cfg.min_draft_len and self.criterion.should_stop(state):
                     stop_reason = "criterion"
@@ -93,24 +131,67 @@ class EntropyBasedDrafter:
                 break
             if max_tokens < 1:
                 stop_reason = "max_new_tokens"
+            # 4. Once per round: the trace's statistics and the NaN check in one read; a greedy draft that did
+            #    not read its tokens is cut after its first EOS (no random draw was spent past it).
+            by_type = self._finish_round(state, tokens, processed_rows, probs, token_ids, read_each)
+            if not read_each and eos_token_ids:
+                cut = next((i + 1 for i, t in enumerate(token_ids) if t in eos_token_ids), None)
+                if cut is not None:
+                    stop_reason = "eos"
+                    del tokens[cut:], probs[cut:], token_ids[cut:]
+                    for values in (state.entropies, state.token_probs, state.shannon_nats, *by_type.values()):
+                        del values[cut:]
         if tokens:
             token_tensor, prob_tensor = torch.cat(tokens), torch.cat(probs)
         else:
             vocab = self.lm.model.config.vocab_size
             token_tensor = sequence.new_zeros(0)
             prob_tensor = torch.zeros(0, vocab, device=sequence.device)
-        return Draft(token_tensor, prob_tensor, state, stop_reason, sw.seconds, by_type)
+        return Draft(token_tensor, prob_tensor, state, stop_reason, sw.seconds, by_type,
+                     token_ids if len(token_ids) == len(tokens) else None)
 
-    def _entropies(self, processed: torch.Tensor) -> dict[str, float]:
-        """The configured entropy (and, for the trace, every type) plus Shannon in nats for SVIP / AdaEDL."""
-        if self.config.record_all_entropies:
-            values = {name: float(h) for name, h in self.entropy.all_types(processed).items()}
-        else:
-            values = {self.config.entropy_type: float(self.entropy(processed))}
-        shannon = values.get("shannon")
-        if shannon is None or self.entropy.unit != "nats":
-            shannon = float(shannon_entropy(processed))
-        return {**values, "shannon_nats": shannon}
+    def _finish_round(self, state: DraftState, tokens: list[torch.Tensor], processed_rows: list[torch.Tensor],
+                      probs: list[torch.Tensor], token_ids: list[int], read_each: bool) -> dict[str, list[float]]:
+        """Fill what the loop did not read, batched over the round's ``n`` drafted tokens; one read in all.
+
+        Returns every entropy type per drafted token when `record_all_entropies` is set (else ``{}``). The
+        configured type is the list the rule saw, so trace and decisions agree exactly.
+        """
+        n = len(tokens)
+        if n == 0:
+            return {}
+        cfg = self.config
+        processed = torch.cat(processed_rows)  # [n, V]
+        token_tensor = torch.cat(tokens)  # [n]
+        rows: dict[str, torch.Tensor] = {}  # name -> [n], read together below
+        if not read_each:
+            rows["tokens"] = token_tensor.to(processed.dtype)
+            rows["token_probs"] = torch.cat(probs).gather(-1, token_tensor.view(n, 1)).view(n)
+        if not (read_each and "entropies" in self.reads):
+            rows["entropies"] = self.entropy(processed, check=False)
+        shannon_read = read_each and "shannon_nats" in self.reads
+        if not shannon_read and not self._shannon_is_configured:
+            rows["shannon_nats"] = shannon_entropy(processed, check=False)
+        other_types = [t for t in ENTROPY_TYPES if t != cfg.entropy_type] if cfg.record_all_entropies else []
+        for name in other_types:
+            rows[name] = self.entropy.compute(processed, name, check=False)
+        if not rows:
+            return {cfg.entropy_type: list(state.entropies)} if cfg.record_all_entropies else {}
+        values = dict(zip(rows, torch.stack(list(rows.values())).tolist()))
+        if "tokens" in values:
+            token_ids[:] = [int(t) for t in values["tokens"]]
+            state.token_probs[:] = values["token_probs"]
+            if any(math.isnan(p) for p in state.token_probs):  # NaN logits make the whole row of q NaN
+                _raise_nan(self.lm)
+        if "entropies" in values:
+            state.entropies[:] = values["entropies"]
+        if "shannon_nats" in values:
+            state.shannon_nats[:] = values["shannon_nats"]
+        elif self._shannon_is_configured:
+            state.shannon_nats[:] = state.entropies
+        if not cfg.record_all_entropies:
+            return {}
+        return {name: list(state.entropies) if name == cfg.entropy_type else values[name] for name in ENTROPY_TYPES}
 
     def rollback(self, length: int) -> None:
         """Keep at most the first ``length`` cached positions (the accepted prefix)."""
@@ -118,3 +199,7 @@ class EntropyBasedDrafter:
 
     def update(self, draft: Draft, accepted: int) -> None:
         self.criterion.update(RoundFeedback(len(draft), accepted, list(draft.state.entropies)))
+
+
+def _raise_nan(lm: CachedModel) -> None:
+    raise ValueError(f"{type(lm.model).__name__} produced NaN logits (check the dtype and the weights)")

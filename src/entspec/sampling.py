@@ -9,6 +9,7 @@ exactly the distribution each draft token was sampled from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
@@ -34,6 +35,10 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    @cached_property
+    def _warpers(self) -> LogitsProcessorList:
+        return self.warpers()
+
     def warpers(self) -> LogitsProcessorList:
         """Temperature, then top-k, then top-p: the order of ``GenerationMixin`` sampling."""
         warpers = LogitsProcessorList()
@@ -52,12 +57,19 @@ class SamplingParams:
         entropies and the trace) is then the temperature-1 distribution with top-k / top-p applied.
         """
         # NaN is rejected once, where logits leave the model (`CachedModel.forward`), not again per use.
-        return self.warpers()(None, logits.float())
+        # The warpers are built once per SamplingParams (the decoder makes one per generation), not per step.
+        return self._warpers(None, logits.float())
 
 
 def sample(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One token per row of ``probs [N, V]`` -> ``[N]``."""
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    try:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    except RuntimeError:
+        # NaN logits are checked once per round after the fact; a draw from NaN fails first, so say why here.
+        if torch.isnan(probs).any():
+            raise ValueError("sampling: probabilities contain NaN (NaN logits: check the dtype and the weights)") from None
+        raise
 
 
 def speculative_accept(
@@ -108,8 +120,15 @@ def greedy_accept(draft_tokens: torch.Tensor, target_logits: torch.Tensor) -> tu
     Returns:
         ``(num_accepted, next_token, accept_probs)`` with accept_probs 1.0 / 0.0 per draft position.
     """
+    num_accepted, next_token, accept_probs = greedy_verdict(draft_tokens, target_logits)
+    return int(num_accepted), int(next_token), accept_probs.tolist()
+
+
+def greedy_verdict(draft_tokens: torch.Tensor, target_logits: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`greedy_accept` left on the device (no host read): ``num_accepted []``, ``next_token []``, ``accept_probs [n]``."""
     n = draft_tokens.shape[0]
     target_tokens = target_logits.argmax(dim=-1)  # [n + 1]
     matches = draft_tokens == target_tokens[:n]
-    num_accepted = int(matches.long().cumprod(dim=0).sum())
-    return num_accepted, int(target_tokens[num_accepted]), matches.float().tolist()
+    num_accepted = matches.long().cumprod(dim=0).sum()
+    return num_accepted, target_tokens[num_accepted], matches.float()
