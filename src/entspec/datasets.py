@@ -701,3 +701,8 @@ def _filter_categories(prompts: list[Prompt], categories: Iterable[str], source:
     if unknown := wanted - present:
         raise DatasetError(f"{source}: no categories {sorted(unknown)} (has: {', '.join(sorted(present))})")
     return [p for p in prompts if p.category in wanted or p.subcategory in wanted]
+
+
+# The six Spec-Bench task types and their `spec6` mix register themselves (entspec.spec6 needs the names
+# above, so it is imported last).
+from entspec import spec6 as _spec6  # noqa: E402,F401

