@@ -214,9 +214,10 @@ def test_cli_analyze(experiment, tmp_path, capsys):
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert "absolute[theta_abs=0.5]" in printed and (tmp_path / "out" / "final_report.md").is_file()
-    args = parser.parse_args(["analyze", str(tmp_path / "nope")])
-    assert args.func(args) == 1
-    assert str(tmp_path / "nope") in capsys.readouterr().err
+    from entspec.cli import main
+
+    assert main(["analyze", str(tmp_path / "nope")]) == 2  # one convention for every subcommand
+    assert capsys.readouterr().err.startswith(f"entspec analyze: error: experiment folder not found: {tmp_path / 'nope'}")
 
 
 def test_baseline_parameter(experiment):

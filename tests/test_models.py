@@ -159,13 +159,16 @@ def test_corrupted_cached_file_raises(cache, fake_entry, fake_convert):
     path = fetch_model("fake-model", find_links=links, progress=False)
     weights = path / "model.safetensors"
     data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # middle of a 3 MiB file: only the full hash sees it
+    recorded = weights.stat().st_mtime_ns
+    data[len(data) // 2] ^= 0xFF  # middle of a 3 MiB file, same size: its new mtime sends it to the full hash
     weights.write_bytes(bytes(data))
-    fetch_model("fake-model", progress=False)  # quick check (size + first/last MiB) passes
+    with pytest.raises(ChecksumError, match="model.safetensors: sha256 mismatch"):
+        fetch_model("fake-model", progress=False)
     with pytest.raises(ChecksumError, match="model.safetensors: sha256 mismatch"):
         fetch_model("fake-model", progress=False, verify=True)
-    data[10] ^= 0xFF  # in the first MiB: the default quick check sees it
+    data[10] ^= 0xFF  # in the first MiB, mtime forged back: the quick check still sees it
     weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(recorded, recorded))
     with pytest.raises(ChecksumError, match="model.safetensors: quick_sha256 mismatch"):
         fetch_model("fake-model", progress=False)
     weights.write_bytes(bytes(data[:-1]))
@@ -340,3 +343,18 @@ def test_corrupted_real_cache_entry(smollm2_dir, cache):
         f.write(b"\0\1\2\3\4")
     with pytest.raises(ChecksumError, match="smollm2-135m-instruct/model.safetensors: quick_sha256 mismatch"):
         fetch_model("smollm2-135m-instruct", progress=False)
+
+
+def test_touched_but_intact_cache_file_is_hashed_once_then_quick_again(cache, fake_entry, fake_convert, monkeypatch):
+    entry, links, _ = fake_entry
+    path = fetch_model("fake-model", find_links=links, progress=False)
+    weights = path / "model.safetensors"
+    os.utime(weights, ns=(1, 1))  # mtime moved, content intact
+    hashed = []
+    real = fetch_mod.sha256_file
+    monkeypatch.setattr(fetch_mod, "sha256_file", lambda p, **kw: hashed.append(Path(p).name) or real(p, **kw))
+    fetch_model("fake-model", progress=False)
+    assert hashed == ["model.safetensors"]  # full hash once, new mtime recorded
+    fetch_model("fake-model", progress=False)
+    assert hashed == ["model.safetensors"]
+    assert fetch_mod.read_marker(path)["files"]["model.safetensors"]["mtime_ns"] == 1

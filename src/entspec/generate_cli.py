@@ -10,12 +10,15 @@ from .decoder import EntropyBasedSpeculativeDecoder
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .models import encode_prompt, load_model_pair
+    from .models.context import check_fits, context_length
 
     pair = load_model_pair(args.drafter, args.verifier, dtype=args.dtype, device=args.device)
     config = EntropyConfig(strategy=args.strategy, entropy_type=args.entropy_type, theta_abs=args.theta_abs,
                            theta_rel=args.theta_rel, max_draft_len=args.max_draft_len)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
     input_ids = encode_prompt(pair.tokenizer, prompt)
+    contexts = [n for n in (context_length(pair.drafter), context_length(pair.verifier)) if n is not None]
+    check_fits("PROMPT", input_ids.shape[1], args.max_new_tokens, min(contexts, default=None))
     decoder = (EntropyBasedSpeculativeDecoder.autoregressive(pair.verifier) if args.autoregressive
                else EntropyBasedSpeculativeDecoder(pair.drafter, pair.verifier, config))
     result = decoder.generate(input_ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature,

@@ -7,9 +7,7 @@ subparsers object; the parsed args carry ``func=main_analyze``.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from entspec.analysis.load import AnalysisError
 from entspec.analysis.pipeline import AnalysisPipeline
 
 
@@ -22,19 +20,32 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="method_kind or method of the speedup baseline "
                              "(default: hf_generate, else autoregressive)")
     parser.add_argument("--hf-default", default=None, help="method id of HF assisted generation with its defaults")
-    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples per interval")
+    parser.add_argument("--resamples", type=_positive_int, default=2000, help="bootstrap resamples per interval")
+    parser.add_argument("--skip-damaged", action="store_true",
+                        help="skip (and count) damaged rows of results.jsonl instead of refusing the folder")
     parser.set_defaults(func=main_analyze)
     return parser
 
 
-def main_analyze(args: argparse.Namespace) -> int:
-    """Run the analysis and print the summary table and the paths; exit code 1 on an unusable folder."""
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse reports the flag: "argument --resamples: ...")."""
     try:
-        result = AnalysisPipeline(args.experiment_dir, args.out, baseline=args.baseline, hf_default=args.hf_default,
-                                  n_resamples=args.resamples).run_full_analysis()
-    except AnalysisError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (got {text!r})") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (got {value})")
+    return value
+
+
+def main_analyze(args: argparse.Namespace) -> int:
+    """Run the analysis and print the summary table and the paths.
+
+    An unusable folder raises :class:`AnalysisError` (a ValueError): ``entspec`` prints it as one
+    ``entspec analyze: error: ...`` line and exits 2, like every other subcommand.
+    """
+    result = AnalysisPipeline(args.experiment_dir, args.out, baseline=args.baseline, hf_default=args.hf_default,
+                              n_resamples=args.resamples, skip_damaged=args.skip_damaged).run_full_analysis()
     print(result.summary_markdown)
     print(f"\nreport: {result.report}")
     for name, path in result.figures.items():

@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 
 from entspec.metrics import load_rows, oracle_bound, summarize
-from entspec.records import GenerationResult
+from entspec.records import GenerationResult, read_jsonl
 from entspec.stopping import threshold_parameter
 
 __all__ = [
@@ -56,13 +56,20 @@ class Experiment:
     rows: list[dict[str, Any]]
     config: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
+    damaged_lines: list[int] = field(default_factory=list)  # results.jsonl lines skipped with skip_damaged
 
     def results(self, method: str | None = None) -> list[GenerationResult]:
         return [r["result"] for r in self.rows if method is None or r.get("method") == method]
 
 
-def load_experiment(experiment_dir: str | Path) -> Experiment:
-    """Read an experiment folder; :class:`AnalysisError` when the folder, its results or its rows are missing."""
+def load_experiment(experiment_dir: str | Path, *, skip_damaged: bool = False) -> Experiment:
+    """Read an experiment folder; :class:`AnalysisError` when the folder, its results or its rows are missing
+    or its config or manifest is unreadable.
+
+    A damaged row of ``results.jsonl`` (anything but a torn last line) raises
+    :class:`entspec.records.DamagedRowError` naming the line, unless ``skip_damaged`` (then it is skipped,
+    counted in ``Experiment.damaged_lines`` and logged).
+    """
     path = Path(experiment_dir)
     if not path.is_dir():
         raise AnalysisError(f"experiment folder not found: {path}")
@@ -70,7 +77,8 @@ def load_experiment(experiment_dir: str | Path) -> Experiment:
     if not results.is_file():
         raise AnalysisError(f"no results file in the experiment folder: {results}")
     try:
-        rows = load_rows(results)
+        damaged: list[int] = []
+        rows = load_rows(list(read_jsonl(results, skip_damaged=skip_damaged, damaged=damaged)))
     except (TypeError, KeyError) as e:  # a row without "result" or with a foreign schema
         raise AnalysisError(f"malformed row in {results}: {e}") from e
     if not rows:
@@ -82,21 +90,28 @@ def load_experiment(experiment_dir: str | Path) -> Experiment:
         row.setdefault("prompt_id", "prompt")
         row.setdefault("category", "all")
         row.setdefault("seed", 0)
-    return Experiment(path, rows, _read_yaml(path / CONFIG_FILE), _read_json(path / MANIFEST_FILE))
+    return Experiment(path, rows, _read_yaml(path / CONFIG_FILE), _read_json(path / MANIFEST_FILE), damaged)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}
+    return _read_mapping(path, yaml.safe_load, (yaml.YAMLError,), "YAML")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    return _read_mapping(path, json.loads, (json.JSONDecodeError,), "JSON")
+
+
+def _read_mapping(path: Path, parse: Any, errors: tuple, kind: str) -> dict[str, Any]:
+    """The mapping in ``path`` ({} when the file is absent); damage is an AnalysisError naming the file."""
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}
+    try:
+        data = parse(path.read_text(encoding="utf-8"))
+    except (*errors, UnicodeDecodeError) as err:
+        raise AnalysisError(f"{path}: not valid {kind} ({str(err).splitlines()[0]}); restore or delete it") from None
+    if data is not None and not isinstance(data, dict):
+        raise AnalysisError(f"{path}: expected a mapping, got {type(data).__name__}; restore or delete it")
+    return data or {}
 
 
 def choose_baseline(frame: pd.DataFrame, baseline: str | None = None) -> str | None:

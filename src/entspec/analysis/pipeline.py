@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 
 from entspec.analysis.clustering import Clustering, cluster_items, configuration_features, prompt_features
-from entspec.analysis.load import load_experiment, processed_frame
+from entspec.analysis.load import AnalysisError, load_experiment, processed_frame
 from entspec.stopping import entropy_rules, threshold_parameter
 from entspec.analysis.plots import plot_comparison, plot_entropy, plot_performance
-from entspec.analysis.report import best_row, build_report, summary_markdown
+from entspec.analysis.report import best_row, build_report, level_label, summary_markdown
+from entspec.atomic import atomic_path, atomic_write_text
 from entspec.analysis.stats import method_table, paired_tests
 from entspec.metrics import entropy_acceptance, per_position_acceptance
 
@@ -78,11 +79,17 @@ class AnalysisPipeline:
         confidence, n_resamples, seed: bootstrap intervals (prompts are resampled).
         alpha: family-wise level of the Holm-corrected paired tests.
         entropy_bins: number of quantile bins of the acceptance-by-entropy curve.
+        skip_damaged: skip (and count) damaged rows of ``results.jsonl`` instead of refusing the folder.
+
+    Every file is written atomically: a killed analysis leaves each output as it was before, or complete.
     """
 
     def __init__(self, experiment_dir: str | Path, output_dir: str | Path | None = None, *,
                  baseline: str | None = None, hf_default: str | None = None, confidence: float = 0.95,
-                 n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05, entropy_bins: int = 8) -> None:
+                 n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05, entropy_bins: int = 8,
+                 skip_damaged: bool = False) -> None:
+        _check_settings(confidence=confidence, alpha=alpha, n_resamples=n_resamples, entropy_bins=entropy_bins,
+                        seed=seed)
         self.experiment_dir = Path(experiment_dir)
         self.output_dir = Path(output_dir) if output_dir is not None else self.experiment_dir / "plots"
         self.baseline = baseline
@@ -92,22 +99,23 @@ class AnalysisPipeline:
         self.seed = seed
         self.alpha = alpha
         self.entropy_bins = entropy_bins
+        self.skip_damaged = skip_damaged
 
     def run_full_analysis(self) -> AnalysisResult:
         start = time.perf_counter()
         out = self.output_dir
         # 1. Rows -> one row per generation (raises AnalysisError on a missing/empty folder)
-        experiment = load_experiment(self.experiment_dir)
+        experiment = load_experiment(self.experiment_dir, skip_damaged=self.skip_damaged)
         out.mkdir(parents=True, exist_ok=True)
         frame = processed_frame(experiment, self.baseline)
         baseline = frame.attrs["baseline"]
         paths = {"processed_data": out / "processed_data.csv"}
-        frame.to_csv(paths["processed_data"], index=False)
+        _write_csv(frame, paths["processed_data"], index=False)
 
         # 2. Per-method tables (all prompts and per category) with bootstrap CIs
         table = method_table(frame, confidence=self.confidence, n_resamples=self.n_resamples, seed=self.seed)
         paths["summary_by_category"] = out / "summary_by_category.csv"
-        table.to_csv(paths["summary_by_category"], index=False)
+        _write_csv(table, paths["summary_by_category"], index=False)
 
         # 3. Paired tests: each entropy configuration vs the best fixed k and HF assisted (defaults)
         references = self._references(table)
@@ -116,13 +124,13 @@ class AnalysisPipeline:
         tests = paired_tests(frame, entropy_methods, {k: v for k, v in references.items() if v is not None},
                              alpha=self.alpha)
         paths["paired_tests"] = out / "paired_tests.csv"
-        tests.to_csv(paths["paired_tests"], index=False)
+        _write_csv(tests, paths["paired_tests"], index=False)
 
         # 4. Entropy vs acceptance, on every traced speculative generation
         spec_rows = [r for r in experiment.rows if r["method_kind"] == "entspec" and r["result"].rounds]
         ea = entropy_acceptance([r["result"] for r in spec_rows], bins=self.entropy_bins, confidence=self.confidence)
         paths["entropy_stats"] = out / "entropy_stats.csv"
-        ea.stats.to_csv(paths["entropy_stats"])
+        _write_csv(ea.stats, paths["entropy_stats"])
         by_method: dict[str, list] = {}
         for r in spec_rows:
             by_method.setdefault(r["method"], []).append(r["result"])
@@ -134,21 +142,22 @@ class AnalysisPipeline:
         clusterings = [cluster_items(configuration_features(frame), "configurations", seed=self.seed),
                        cluster_items(prompt_features(frame), "prompts", seed=self.seed)]
         paths["clusters"] = out / "clusters.csv"
-        pd.concat([c.table() for c in clusterings], ignore_index=True).to_csv(paths["clusters"], index=False)
+        _write_csv(pd.concat([c.table() for c in clusterings], ignore_index=True), paths["clusters"], index=False)
 
         # 6. Figures
         overall = table[table["category"] == "all"]
         ref_speedups = {label: float(overall.loc[overall["method"] == method, "speedup"].iloc[0])
                         if method is not None else float("nan") for label, method in references.items()}
+        level = level_label(self.confidence)
         figures = {
-            "entropy": plot_entropy(ea, positions, out / FIGURES["entropy"]),
-            "performance": plot_performance(table, draft_lengths, out / FIGURES["performance"], baseline),
+            "entropy": plot_entropy(ea, positions, out / FIGURES["entropy"], level=level),
+            "performance": plot_performance(table, draft_lengths, out / FIGURES["performance"], baseline, level),
             "comparison": plot_comparison(overall, self._sweeps(frame), ref_speedups, out / FIGURES["comparison"],
-                                          baseline),
+                                          baseline, level),
         }
 
         # 7. Report and the compact summary
-        summary = summary_markdown(table, baseline)
+        summary = summary_markdown(table, baseline, self.confidence)
         name = experiment.config.get("experiment_name") or experiment.config.get("name") or self.experiment_dir.name
         title = f"entspec analysis: {name}"
         report = build_report(
@@ -158,7 +167,7 @@ class AnalysisPipeline:
             figures={name: path.name for name, path in figures.items()}, entropy_strategies=entropy_rules(),
             alpha=self.alpha, confidence=self.confidence, n_resamples=self.n_resamples)
         paths["report"] = out / "final_report.md"
-        paths["report"].write_text(report, encoding="utf-8")
+        atomic_write_text(paths["report"], report)
         return AnalysisResult(
             output_dir=out, processed_data=paths["processed_data"], report=paths["report"], figures=figures,
             tables={k: v for k, v in paths.items() if k not in ("processed_data", "report")},
@@ -199,6 +208,29 @@ class AnalysisPipeline:
         out = per_method[["strategy", "sweep_parameter", "sweep_value"]].copy()
         out["line"] = lines
         return out
+
+
+def _check_settings(*, confidence: Any, alpha: Any, n_resamples: Any, entropy_bins: Any, seed: Any) -> None:
+    """One-line AnalysisError naming the first bad setting (before anything is read or written)."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    checks = [(number(confidence) and 0 < confidence < 1, "confidence", confidence, "must be in (0, 1)"),
+              (number(alpha) and 0 < alpha < 1, "alpha", alpha, "must be in (0, 1)"),
+              (integer(n_resamples) and n_resamples >= 1, "n_resamples", n_resamples, "must be an integer >= 1"),
+              (integer(entropy_bins) and entropy_bins >= 1, "entropy_bins", entropy_bins, "must be an integer >= 1"),
+              (integer(seed) and seed >= 0, "seed", seed, "must be an integer >= 0")]
+    for ok, name, value, why in checks:
+        if not ok:
+            raise AnalysisError(f"{name}: {why} (got {value!r})")
+
+
+def _write_csv(frame: pd.DataFrame, path: Path, **kwargs: Any) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, **kwargs)
 
 
 def _short(value: Any) -> str:

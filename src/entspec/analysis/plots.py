@@ -1,7 +1,7 @@
 """The three figures of an analysis. Every panel without data says so instead of failing.
 
 * :func:`plot_entropy` -> ``entropy_analysis.png``: entropy of accepted vs rejected drafted tokens, acceptance
-  by entropy bin (Wilson 95% intervals), AUROC of entropy as a rejection score, acceptance by draft position.
+  by entropy bin (Wilson intervals), AUROC of entropy as a rejection score, acceptance by draft position.
 * :func:`plot_performance` -> ``performance_analysis.png``: tokens/s and speedup per method (bootstrap CIs,
   one dot per category), draft-length distributions, oracle-gap ratio.
 * :func:`plot_comparison` -> ``comparison_analysis.png``: speedup vs threshold for each strategy with the best
@@ -21,6 +21,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from entspec.atomic import atomic_path  # noqa: E402
 from entspec.metrics import EntropyAcceptance  # noqa: E402
 
 __all__ = ["plot_entropy", "plot_performance", "plot_comparison", "DPI"]
@@ -49,9 +50,12 @@ def _entropy_label(column: str) -> str:
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    """Write the figure atomically (a killed analysis leaves the previous figure or none, never half of one)."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -62,13 +66,14 @@ def _strategy_colors(strategies: Sequence[str]) -> dict[str, tuple]:
 
 # --------------------------------------------------------------------------------------------- entropy
 def plot_entropy(ea: EntropyAcceptance, positions: Mapping[str, Sequence[float]], path: Path,
-                 columns: Sequence[str] | None = None) -> Path:
+                 columns: Sequence[str] | None = None, level: str = "95%") -> Path:
     """Four panels on the pooled token table of the speculative (traced) generations.
 
     Args:
         ea: :func:`entspec.metrics.entropy_acceptance` of those generations.
         positions: method -> per-position acceptance rate (:func:`entspec.metrics.per_position_acceptance`).
         columns: entropy columns to show (default: every ``entropy_<type>``, else ``entropy``).
+        level: the intervals' confidence level, as labelled ("95%").
     """
     tokens = ea.tokens
     if columns is None:
@@ -78,7 +83,7 @@ def plot_entropy(ea: EntropyAcceptance, positions: Mapping[str, Sequence[float]]
     fig, axes = plt.subplots(2, 2, figsize=(13, 9), layout="constrained")
     fig.suptitle(f"Drafter entropy vs the verifier's verdict ({len(tokens)} drafted tokens judged)", fontsize=13)
     _entropy_violins(axes[0, 0], tokens, columns)
-    _acceptance_by_bin(axes[0, 1], ea, columns)
+    _acceptance_by_bin(axes[0, 1], ea, columns, level)
     _auroc_bars(axes[1, 0], ea, columns)
     _position_acceptance(axes[1, 1], positions)
     return _save(fig, path)
@@ -115,8 +120,8 @@ def _entropy_violins(ax: plt.Axes, tokens: pd.DataFrame, columns: Sequence[str])
     ax.grid(axis="y", alpha=0.3)
 
 
-def _acceptance_by_bin(ax: plt.Axes, ea: EntropyAcceptance, columns: Sequence[str]) -> None:
-    title = "Acceptance rate by entropy bin (95% Wilson CI)"
+def _acceptance_by_bin(ax: plt.Axes, ea: EntropyAcceptance, columns: Sequence[str], level: str) -> None:
+    title = f"Acceptance rate by entropy bin ({level} Wilson CI)"
     shown = [c for c in columns if c in ea.bins and not ea.bins[c].empty]
     if not shown:
         return no_data(ax, title)
@@ -173,8 +178,8 @@ def _position_acceptance(ax: plt.Axes, positions: Mapping[str, Sequence[float]])
 
 # ----------------------------------------------------------------------------------------- performance
 def plot_performance(table: pd.DataFrame, draft_lengths: Mapping[str, np.ndarray], path: Path,
-                     baseline: str | None = None) -> Path:
-    """Tokens/s and speedup per method (bars: all prompts with 95% CI; dots: per category), draft lengths
+                     baseline: str | None = None, level: str = "95%") -> Path:
+    """Tokens/s and speedup per method (bars: all prompts with a ``level`` CI; dots: per category), draft lengths
     per round (heat map of shares) and oracle-gap ratio (mean per prompt with CI).
 
     Args:
@@ -193,12 +198,12 @@ def plot_performance(table: pd.DataFrame, draft_lengths: Mapping[str, np.ndarray
     categories = sorted(c for c in table["category"].unique() if c != "all")
     _bars_with_categories(axes[0, 0], table, order, categories, "tokens_per_s", "tokens_per_s_ci_low",
                           "tokens_per_s_ci_high", "tokens per second (prefill included)",
-                          "Throughput: mean over prompts, 95% bootstrap CI")
+                          f"Throughput: mean over prompts, {level} bootstrap CI")
     _bars_with_categories(axes[0, 1], table, order, categories, "speedup", "speedup_ci_low", "speedup_ci_high",
                           f"speedup vs {baseline} (x)" if baseline else "speedup (x)",
-                          "Speedup (Spec-Bench ratio of means), 95% CI", reference=1.0)
+                          f"Speedup (Spec-Bench ratio of means), {level} CI", reference=1.0)
     _draft_length_heatmap(axes[1, 0], draft_lengths, order)
-    _oracle_gap(axes[1, 1], overall, order)
+    _oracle_gap(axes[1, 1], overall, order, level)
     return _save(fig, path)
 
 
@@ -248,7 +253,7 @@ def _draft_length_heatmap(ax: plt.Axes, draft_lengths: Mapping[str, np.ndarray],
     ax.figure.colorbar(image, ax=ax, label="share of rounds", fraction=0.04, pad=0.01)
 
 
-def _oracle_gap(ax: plt.Axes, overall: pd.DataFrame, order: Sequence[str]) -> None:
+def _oracle_gap(ax: plt.Axes, overall: pd.DataFrame, order: Sequence[str], level: str) -> None:
     title = "Oracle gap: achieved / DISCO-oracle tokens/s"
     data = overall.set_index("method").reindex(order)
     data = data[data["oracle_gap"].notna() & (data["method_kind"] != "autoregressive")]
@@ -263,14 +268,14 @@ def _oracle_gap(ax: plt.Axes, overall: pd.DataFrame, order: Sequence[str]) -> No
     ax.axvline(1.0, **REFERENCE_STYLES["baseline"])
     ax.set_xlim(0, 1.12)
     ax.set_yticks(y, data.index, fontsize=9)
-    ax.set_xlabel("oracle gap (1 = oracle; mean over prompts, 95% CI)")
+    ax.set_xlabel(f"oracle gap (1 = oracle; mean over prompts, {level} CI)")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
 
 
 # ------------------------------------------------------------------------------------------ comparison
 def plot_comparison(overall: pd.DataFrame, sweeps: pd.DataFrame, references: Mapping[str, float], path: Path,
-                    baseline: str | None = None) -> Path:
+                    baseline: str | None = None, level: str = "95%") -> Path:
     """One panel per entspec strategy (speedup vs its threshold parameter, one line per setting of the other
     parameters that vary), then a scatter of acceptance rate vs mean draft length.
 
@@ -292,7 +297,7 @@ def plot_comparison(overall: pd.DataFrame, sweeps: pd.DataFrame, references: Map
     if not strategies:
         no_data(flat[0], "Speedup vs threshold", "no data (no entspec strategy in this experiment)")
     for ax, strategy in zip(flat, strategies):
-        _sweep_panel(ax, strategy, sweeps[sweeps["strategy"] == strategy], data, references)
+        _sweep_panel(ax, strategy, sweeps[sweeps["strategy"] == strategy], data, references, level)
     handles = [plt.Line2D([], [], **REFERENCE_STYLES["baseline"], label="baseline (1x)")]
     handles += [plt.Line2D([], [], **REFERENCE_STYLES[label], label=f"{label}: {value:.2f}x")
                 for label, value in references.items() if value is not None and np.isfinite(value)]
@@ -307,7 +312,7 @@ def plot_comparison(overall: pd.DataFrame, sweeps: pd.DataFrame, references: Map
     return _save(fig, path)
 
 
-def _sweep_panel(ax, strategy, sweep, data, references):
+def _sweep_panel(ax, strategy, sweep, data, references, level):
     parameter = sweep["sweep_parameter"].dropna().iloc[0] if sweep["sweep_parameter"].notna().any() else "threshold"
     title = f"{strategy}: speedup vs {parameter}"
     sweep = sweep[sweep["sweep_value"].notna()]
@@ -337,7 +342,7 @@ def _sweep_panel(ax, strategy, sweep, data, references):
         ax.set_xticks(xs, [_short_number(x) for x in xs])
         if xs.size == 1:
             ax.set_xlim(xs[0] - 1, xs[0] + 1) if integer else ax.set_xlim(xs[0] * 0.5, xs[0] * 1.5 + 0.1)
-    ax.set_ylabel("speedup (x), 95% CI")
+    ax.set_ylabel(f"speedup (x), {level} CI")
     ax.set_title(title)
     if sweep["line"].nunique() > 1:
         ax.legend(fontsize=7, loc="best")

@@ -51,11 +51,18 @@ def fmt_p(p: Any) -> str:
     return f"{float(p):.2e}" if float(p) < 1e-3 else f"{float(p):.4f}"
 
 
-CATEGORY_HEADER = ("method", "kind", "prompts", "speedup [95% CI]", "mean accepted tokens [95% CI]",
-                   "acceptance rate [95% CI]", "tokens/s [95% CI]")
+def level_label(confidence: float) -> str:
+    """0.95 -> "95%", 0.975 -> "97.5%": the label of every interval column."""
+    return f"{confidence * 100:.4g}%"
 
 
-def category_table(table: pd.DataFrame, category: str) -> str:
+def category_header(confidence: float = 0.95) -> tuple[str, ...]:
+    ci = f"[{level_label(confidence)} CI]"
+    return ("method", "kind", "prompts", f"speedup {ci}", f"mean accepted tokens {ci}", f"acceptance rate {ci}",
+            f"tokens/s {ci}")
+
+
+def category_table(table: pd.DataFrame, category: str, confidence: float = 0.95) -> str:
     """Spec-Bench-style table of one category of :func:`entspec.analysis.stats.method_table`, fastest first."""
     part = table[table["category"] == category].sort_values(["speedup", "tokens_per_s"], ascending=False,
                                                             na_position="last")
@@ -64,17 +71,17 @@ def category_table(table: pd.DataFrame, category: str) -> str:
              fmt_ci(r.acceptance_rate, r.acceptance_rate_ci_low, r.acceptance_rate_ci_high),
              fmt_ci(r.tokens_per_s, r.tokens_per_s_ci_low, r.tokens_per_s_ci_high, 1))
             for r in part.itertuples()]
-    return markdown_table(CATEGORY_HEADER, rows)
+    return markdown_table(category_header(confidence), rows)
 
 
-def summary_markdown(table: pd.DataFrame, baseline: str | None) -> str:
+def summary_markdown(table: pd.DataFrame, baseline: str | None, confidence: float = 0.95) -> str:
     """The compact table ``make demo`` prints: every method over all prompts, fastest first."""
     part = table[table["category"] == "all"].sort_values(["speedup", "tokens_per_s"], ascending=False,
                                                          na_position="last")
     rows = [(r.method, fmt_ci(r.speedup, r.speedup_ci_low, r.speedup_ci_high, 2), fmt(r.tokens_per_s, 1),
              fmt(r.mean_accepted_tokens, 2), fmt(r.acceptance_rate, 2), fmt(r.mean_draft_length, 2))
             for r in part.itertuples()]
-    header = ("method", f"speedup vs {baseline or 'n/a'} [95% CI]", "tokens/s", "mean accepted tokens",
+    header = ("method", f"speedup vs {baseline or 'n/a'} [{level_label(confidence)} CI]", "tokens/s", "mean accepted tokens",
               "acceptance rate", "mean draft length")
     return markdown_table(header, rows)
 
@@ -111,7 +118,7 @@ def _setup(experiment_dir: str, config: Mapping, manifest: Mapping, frame: pd.Da
     return "\n".join(lines)
 
 
-def _best_per_category(table: pd.DataFrame, entropy_strategies: Sequence[str]) -> str:
+def _best_per_category(table: pd.DataFrame, entropy_strategies: Sequence[str], confidence: float) -> str:
     """Fastest speculative configuration (entspec or HF assisted) and fastest entropy rule per category."""
     rows = []
     candidates = table[~table["is_baseline"] & table["method_kind"].isin(["entspec", "hf_assisted"])]
@@ -131,8 +138,9 @@ def _best_per_category(table: pd.DataFrame, entropy_strategies: Sequence[str]) -
                      best_e["method"] if best_e is not None else NA,
                      fmt_ci(best_e["speedup"], best_e["speedup_ci_low"], best_e["speedup_ci_high"])
                      if best_e is not None else NA))
-    return markdown_table(("category", "best speculative configuration", "speedup [95% CI]", "vs baseline",
-                           "best entropy configuration", "its speedup [95% CI]"), rows)
+    ci = f"[{level_label(confidence)} CI]"
+    return markdown_table(("category", "best speculative configuration", f"speedup {ci}", "vs baseline",
+                           "best entropy configuration", f"its speedup {ci}"), rows)
 
 
 def _tests(tests: pd.DataFrame, references: Mapping[str, str | None], alpha: float) -> str:
@@ -228,20 +236,20 @@ def build_report(*, title: str, experiment_dir: str, config: Mapping, manifest: 
                  confidence: float, n_resamples: int) -> str:
     """The whole ``final_report.md``."""
     categories = sorted(c for c in table["category"].unique() if c != "all")
-    level = int(round(confidence * 100))
+    level = level_label(confidence)
     method_notes = (
         f"Each prompt is one unit: seeds are averaged within a prompt, then values are means over prompts with a "
-        f"{level}% bootstrap interval ({n_resamples} resamples of prompts, BCa; `entspec.metrics.bootstrap_ci`). "
+        f"{level} bootstrap interval ({n_resamples} resamples of prompts, BCa; `entspec.metrics.bootstrap_ci`). "
         "Speedup = mean tokens/s / mean baseline tokens/s over the prompts of the category (Spec-Bench), interval "
         "from a paired bootstrap. Mean accepted tokens = tokens per verifier call (1 + accepted drafts per call; "
         "for HF rows the realised new tokens per call). Per-generation values: `processed_data.csv`.")
     sections = [
         f"# {title}",
         "## Setup\n\n" + _setup(experiment_dir, config, manifest, frame, baseline),
-        "## Summary (all prompts)\n\n" + method_notes + "\n\n" + category_table(table, "all"),
+        "## Summary (all prompts)\n\n" + method_notes + "\n\n" + category_table(table, "all", confidence),
         "## Results per category (Spec-Bench style)\n\n"
-        + "\n\n".join(f"### Category: {c}\n\n" + category_table(table, c) for c in categories),
-        "## Best configuration per category\n\n" + _best_per_category(table, entropy_strategies),
+        + "\n\n".join(f"### Category: {c}\n\n" + category_table(table, c, confidence) for c in categories),
+        "## Best configuration per category\n\n" + _best_per_category(table, entropy_strategies, confidence),
         "## Paired tests: entropy configurations vs best fixed k and HF assisted generation\n\n"
         + "References: " + ", ".join(f"{k} = `{v}`" if v else f"{k} = none" for k, v in references.items())
         + "\n\n" + _tests(tests, references, alpha),

