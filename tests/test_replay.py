@@ -151,3 +151,30 @@ def test_replay_refuses_a_cap_beyond_the_trace(pair_and_traces):
     _, _, cases = pair_and_traces
     with pytest.raises(ValueError, match="max_draft_len: 9 exceeds the trace's cap 8"):
         replay(cases[0][1], EntropyConfig(strategy="fixed", max_draft_len=9), COST)
+
+
+def test_trace_and_tune_commands_on_a_tiny_experiment(tmp_path):
+    """`entspec trace` then `entspec tune`: traces, cost model, every rule swept, a runnable tuned.yaml."""
+    import yaml
+
+    from entspec.cli import main
+    from entspec.experiment import ExperimentConfig
+    from tiny import save_tiny_pair
+
+    drafter, verifier = save_tiny_pair(tmp_path / "pair")
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(dict(
+        drafter_model_path=drafter, verifier_model_path=verifier, dataset_name="mix", num_samples=6,
+        max_new_tokens=16, max_sequence_length=200, output_dir=str(tmp_path / "exp"), experiment_name="t",
+        threads=1)))
+    assert main(["trace", str(config), "--cap", "12"]) == 0
+    traces = sorted((tmp_path / "exp" / "traces").glob("*.npz"))
+    assert len(traces) == 6 and (tmp_path / "exp" / "traces" / "cost_model.json").is_file()
+    assert main(["trace", str(config), "--cap", "12"]) == 0  # resumable: nothing left to do
+    assert main(["tune", str(tmp_path / "exp")]) == 0
+    best = __import__("pandas").read_csv(tmp_path / "exp" / "tune" / "best.csv")
+    assert set(best.strategy) == set(RULES)
+    assert (best.of_oracle.dropna() <= 1 + 1e-9).all() and (best.of_oracle_at_cap.dropna() <= 1 + 1e-9).all()
+    tuned = yaml.safe_load((tmp_path / "exp" / "tune" / "tuned.yaml").read_text())
+    assert tuned["methods"][0]["strategy"] == "fixed" and len(tuned["methods"]) == 5
+    ExperimentConfig(**tuned)  # a valid experiment, ready for `entspec run`

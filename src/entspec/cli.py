@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover
         pass
     generate_cli.register(sub)
+    from .replay import cli as replay_cli
+
+    replay_cli.register(sub)
     models_cli.register(sub)
     return parser
 

@@ -44,6 +44,7 @@ class CostModel:
             raise ValueError("cost model: verify_tokens and verify_s must be non-empty and of equal length")
         self._m = np.asarray(self.verify_tokens, dtype=float)
         self._v = np.asarray(self.verify_s, dtype=float)
+        self._rounds: dict[tuple[int, bool], float] = {}  # round_time is on replay's hot path
 
     def verify(self, m: int) -> float:
         """Verifier call over ``m`` tokens (0 for m = 0: the kept prefill logits)."""
@@ -58,8 +59,11 @@ class CostModel:
 
     def round_time(self, drafted: int, first: bool = False) -> float:
         """Seconds of one round that drafts ``drafted`` tokens (``first``: right after the prefill)."""
-        verified = drafted if first else drafted + 1
-        return drafted * self.draft_step_s + self.verify(verified) + self.overhead_round_s
+        key = (drafted, first)
+        if key not in self._rounds:
+            verified = drafted if first else drafted + 1
+            self._rounds[key] = drafted * self.draft_step_s + self.verify(verified) + self.overhead_round_s
+        return self._rounds[key]
 
     def prefill(self, prompt_len: int, with_drafter: bool = True) -> float:
         models = ("drafter", "verifier") if with_drafter else ("verifier",)
@@ -71,7 +75,7 @@ class CostModel:
         return self.draft_step_s / self.verify(1)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -1,0 +1,64 @@
+"""Real generations next to their replay: predicted speed, exactness of the replay, share of the true oracle.
+
+When an experiment folder holds ``traces/`` (from `entspec trace` on the same config), every greedy entspec
+row is replayed on its prompt's trace with the row's own `EntropyConfig`:
+
+* ``predicted_tokens_per_s``: the cost model's prediction of the row's speed (compare with ``tokens_per_s``);
+* ``replay_exact``: the replay's per-round (drafted, accepted, emitted) equal the row's;
+* ``true_oracle_share``: true-oracle time at the row's cap / replayed time of the row (1 = no stopping rule
+  could be faster on this prompt); ``true_oracle_share_uncapped`` without a cap.
+
+Both times come from the same cost model, so the share isolates the stopping rule from timing noise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import EntropyConfig
+from .engine import replay, true_oracle
+from .record import COST_FILE, load_cost_model
+from .trace import load_traces
+
+COLUMNS = ("predicted_tokens_per_s", "replay_exact", "true_oracle_share", "true_oracle_share_uncapped")
+
+
+def trace_columns(experiment_dir: str | Path, rows: list[dict[str, Any]]) -> dict[str, list] | None:
+    """The :data:`COLUMNS` for ``rows`` (NaN where a row cannot be replayed), or None without traces."""
+    folder = Path(experiment_dir) / "traces"
+    if not (folder / COST_FILE).is_file() or not any(folder.glob("*.npz")):
+        return None
+    cost = load_cost_model(folder)
+    traces = {t.meta.prompt_id: t for t in load_traces(folder)}
+    out: dict[str, list] = {c: [] for c in COLUMNS}
+    for row in rows:
+        values = _row_values(row, traces, cost)
+        for c in COLUMNS:
+            out[c].append(values.get(c, np.nan))
+    return out
+
+
+def _row_values(row: dict[str, Any], traces: dict, cost) -> dict[str, Any]:
+    trace = traces.get(row.get("prompt_id"))
+    config = row.get("config", {})
+    if trace is None or row.get("method_kind") != "entspec" or config.get("temperature", 0) != 0:
+        return {}
+    result = row["result"]
+    if len(result.new_tokens) > len(trace) or config.get("max_new_tokens", trace.meta.max_new_tokens) \
+            != trace.meta.max_new_tokens:
+        return {}
+    fields = set(EntropyConfig.__dataclass_fields__)
+    cfg = EntropyConfig(**{k: v for k, v in config.items() if k in fields})
+    if cfg.max_draft_len > trace.meta.cap:
+        return {}
+    replayed = replay(trace, cfg, cost)
+    engine = [(r.drafted, r.accepted, r.emitted) for r in result.rounds]
+    return {
+        "predicted_tokens_per_s": replayed.tokens_per_s,
+        "replay_exact": float(replayed.rounds() == engine),
+        "true_oracle_share": true_oracle(trace, cost, cap=cfg.max_draft_len).time_s / replayed.time_s,
+        "true_oracle_share_uncapped": true_oracle(trace, cost).time_s / replayed.time_s,
+    }
