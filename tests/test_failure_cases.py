@@ -116,12 +116,15 @@ def test_damaged_middle_row_refused_by_run_and_analyze_skipped_only_on_request(t
     results.write_text("\n".join([lines[0], lines[1][: len(lines[1]) // 2], *lines[2:]]) + "\n")
     code, err = run_cli(capsys, "run", str(write_config(tiny_pair, copy)))
     assert (code, err) == (2, f"entspec run: error: {results} line 2: damaged row (not a JSON object); fix or "
-                              "delete that line, or skip damaged rows explicitly (--skip-damaged)")
+                              "delete that line (a rerun then runs its unit again)")
     assert len(results_lines(copy)) == 4  # nothing appended, nothing repaired away
     code, err = run_cli(capsys, "analyze", str(copy / "exp"), "--resamples", "20")
-    assert code == 2 and err.startswith(f"entspec analyze: error: {results} line 2: damaged row")
+    assert (code, err) == (2, f"entspec analyze: error: {results} line 2: damaged row (not a JSON object); fix "
+                              "or delete that line, or skip damaged rows explicitly (--skip-damaged)")
     assert main(["analyze", str(copy / "exp"), "--resamples", "20", "--skip-damaged"]) == 0
     assert len(open(copy / "exp" / "plots" / "processed_data.csv").read().splitlines()) == 1 + 3
+    assert "1 damaged row(s) of results.jsonl skipped on request** (lines 2)" in (
+        copy / "exp" / "plots" / "final_report.md").read_text()
 
 
 # ------------------------------------------------------------------------ 2, 3. keys must be unique

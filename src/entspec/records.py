@@ -106,7 +106,7 @@ def read_jsonl(path: str | Path, *, skip_damaged: bool = False,
             elif raw.endswith(b"\n"):  # a whole line that is not a row: damage, never a torn write
                 if not skip_damaged:
                     raise DamagedRowError(f"{path} line {lineno}: damaged row (not a JSON object); fix or "
-                                          "delete that line, or skip damaged rows explicitly (--skip-damaged)")
+                                          "delete that line")
                 skipped.append(lineno)
     if skipped:
         log.warning("%s: skipped %d damaged row(s) at line(s) %s", path, len(skipped),

@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 
 from entspec.metrics import load_rows, oracle_bound, summarize
-from entspec.records import GenerationResult, read_jsonl
+from entspec.records import DamagedRowError, GenerationResult, read_jsonl
 from entspec.stopping import threshold_parameter
 
 __all__ = [
@@ -79,6 +79,8 @@ def load_experiment(experiment_dir: str | Path, *, skip_damaged: bool = False) -
     try:
         damaged: list[int] = []
         rows = load_rows(list(read_jsonl(results, skip_damaged=skip_damaged, damaged=damaged)))
+    except DamagedRowError as e:
+        raise AnalysisError(f"{e}, or skip damaged rows explicitly (--skip-damaged)") from None
     except (TypeError, KeyError) as e:  # a row without "result" or with a foreign schema
         raise AnalysisError(f"malformed row in {results}: {e}") from e
     if not rows:

@@ -165,7 +165,8 @@ class AnalysisPipeline:
             manifest=experiment.manifest, frame=frame, table=table, baseline=baseline, tests=tests,
             references=references, entropy_stats=ea.stats, n_tokens=len(ea.tokens), clusterings=clusterings,
             figures={name: path.name for name, path in figures.items()}, entropy_strategies=entropy_rules(),
-            alpha=self.alpha, confidence=self.confidence, n_resamples=self.n_resamples)
+            alpha=self.alpha, confidence=self.confidence, n_resamples=self.n_resamples,
+            damaged_lines=experiment.damaged_lines)
         paths["report"] = out / "final_report.md"
         atomic_write_text(paths["report"], report)
         return AnalysisResult(

@@ -88,7 +88,7 @@ def summary_markdown(table: pd.DataFrame, baseline: str | None, confidence: floa
 
 # ------------------------------------------------------------------------------------------- report
 def _setup(experiment_dir: str, config: Mapping, manifest: Mapping, frame: pd.DataFrame,
-           baseline: str | None) -> str:
+           baseline: str | None, damaged_lines: Sequence[int] = ()) -> str:
     seeds = sorted(frame["seed"].unique().tolist())
     per_category = frame.groupby("category")["prompt_id"].nunique()
     lines = [
@@ -99,6 +99,9 @@ def _setup(experiment_dir: str, config: Mapping, manifest: Mapping, frame: pd.Da
         f"- speedup baseline: `{baseline}`" if baseline else "- speedup baseline: none (no hf_generate or "
         "autoregressive rows); speedups are n/a",
     ]
+    if damaged_lines:
+        lines.append(f"- **{len(damaged_lines)} damaged row(s) of results.jsonl skipped on request** (lines "
+                     f"{', '.join(map(str, damaged_lines))}): their units are missing from every table")
     for key in ("temperature", "max_new_tokens", "top_k", "top_p", "dtype", "device"):
         if key in frame and frame[key].notna().any():
             values = sorted({str(v) for v in frame[key].dropna()})
@@ -233,7 +236,7 @@ def build_report(*, title: str, experiment_dir: str, config: Mapping, manifest: 
                  table: pd.DataFrame, baseline: str | None, tests: pd.DataFrame, references: Mapping[str, str | None],
                  entropy_stats: pd.DataFrame, n_tokens: int, clusterings: Sequence[Clustering],
                  figures: Mapping[str, str], entropy_strategies: Sequence[str], alpha: float,
-                 confidence: float, n_resamples: int) -> str:
+                 confidence: float, n_resamples: int, damaged_lines: Sequence[int] = ()) -> str:
     """The whole ``final_report.md``."""
     categories = sorted(c for c in table["category"].unique() if c != "all")
     level = level_label(confidence)
@@ -245,7 +248,7 @@ def build_report(*, title: str, experiment_dir: str, config: Mapping, manifest: 
         "for HF rows the realised new tokens per call). Per-generation values: `processed_data.csv`.")
     sections = [
         f"# {title}",
-        "## Setup\n\n" + _setup(experiment_dir, config, manifest, frame, baseline),
+        "## Setup\n\n" + _setup(experiment_dir, config, manifest, frame, baseline, damaged_lines),
         "## Summary (all prompts)\n\n" + method_notes + "\n\n" + category_table(table, "all", confidence),
         "## Results per category (Spec-Bench style)\n\n"
         + "\n\n".join(f"### Category: {c}\n\n" + category_table(table, c, confidence) for c in categories),

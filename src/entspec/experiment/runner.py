@@ -31,7 +31,7 @@ import yaml
 
 from ..atomic import atomic_write_text
 from ..config import ConfigError
-from ..records import append_jsonl, make_row, read_jsonl
+from ..records import DamagedRowError, append_jsonl, make_row, read_jsonl
 from .config import ExperimentConfig, canonical_dtype
 from .lock import FolderLock
 from .manifest import manifest
@@ -166,7 +166,10 @@ class ExperimentRunner:
     def _finished_keys(self) -> set[str]:
         if not self.results_path.exists():
             return set()
-        return {row.get("unit_key") for row in read_jsonl(self.results_path)}
+        try:
+            return {row.get("unit_key") for row in read_jsonl(self.results_path)}
+        except DamagedRowError as err:
+            raise DamagedRowError(f"{err} (a rerun then runs its unit again)") from None
 
     def _load_prompts(self) -> list:
         from ..datasets import load_prompts
