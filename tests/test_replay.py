@@ -178,3 +178,31 @@ def test_trace_and_tune_commands_on_a_tiny_experiment(tmp_path):
     tuned = yaml.safe_load((tmp_path / "exp" / "tune" / "tuned.yaml").read_text())
     assert tuned["methods"][0]["strategy"] == "fixed" and len(tuned["methods"]) == 5
     ExperimentConfig(**tuned)  # a valid experiment, ready for `entspec run`
+
+
+def test_analysis_replays_real_rows_on_their_traces(tmp_path):
+    """An experiment folder with traces/: every greedy entspec row is replayed exactly, its share of the true
+    oracle is in (0, 1], and the report names the true oracle."""
+    from entspec.analysis import AnalysisPipeline
+    from entspec.analysis.load import load_experiment, processed_frame
+    from entspec.experiment import ExperimentConfig, ExperimentRunner
+    from entspec.replay.record import record_experiment
+    from tiny import save_tiny_pair
+
+    drafter, verifier = save_tiny_pair(tmp_path / "pair")
+    config = ExperimentConfig(
+        drafter_model_path=drafter, verifier_model_path=verifier, dataset_name="mix", num_samples=3,
+        max_new_tokens=16, max_sequence_length=200, output_dir=str(tmp_path / "exp"), experiment_name="t",
+        baselines=True, analyze=False, warmup_tokens=0, threads=1, dtype="float32",
+        methods=[{"strategy": "fixed", "max_draft_len": 3}, {"strategy": "absolute", "theta_abs": 1.0},
+                 {"strategy": "goodput", "max_draft_len": 12}])
+    ExperimentRunner(config, progress=False).run()
+    record_experiment(config, cap=12, progress=False)
+    frame = processed_frame(load_experiment(tmp_path / "exp"))
+    spec = frame[frame.method_kind == "entspec"]
+    assert len(spec) == 9 and (spec.replay_exact == 1.0).all()
+    assert ((spec.true_oracle_share > 0) & (spec.true_oracle_share <= 1 + 1e-9)).all()
+    assert (spec.true_oracle_share_uncapped <= spec.true_oracle_share + 1e-9).all()
+    assert frame[frame.method_kind != "entspec"].true_oracle_share.isna().all()
+    AnalysisPipeline(tmp_path / "exp", tmp_path / "exp" / "plots").run_full_analysis()
+    assert "true_oracle_share" in (tmp_path / "exp" / "plots" / "final_report.md").read_text()

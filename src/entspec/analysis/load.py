@@ -174,6 +174,9 @@ def processed_frame(experiment: Experiment, baseline: str | None = None) -> pd.D
     * ``oracle_gap``, ``oracle_tokens_per_s``: :func:`entspec.metrics.oracle_bound` of this generation
       (achieved / oracle tokens per second under the trace's own time model; NaN without a round trace).
     * ``mean_draft_entropy``: mean Shannon entropy (nats) of the drafted tokens.
+    * ``predicted_tokens_per_s``, ``replay_exact``, ``true_oracle_share``, ``true_oracle_share_uncapped``:
+      the row replayed on its prompt's trace when the folder holds ``traces/`` (:mod:`entspec.replay.compare`;
+      NaN otherwise).
     * ``sweep_parameter``, ``sweep_value``: the threshold parameter of the strategy and its value.
     * ``is_baseline``: the row belongs to the baseline.
     """
@@ -198,6 +201,11 @@ def processed_frame(experiment: Experiment, baseline: str | None = None) -> pd.D
     table["oracle_tokens_per_s"] = [o.get("oracle_tokens_per_s", np.nan) for o in oracle]
     table["oracle_gap"] = [o.get("oracle_gap", np.nan) for o in oracle]
     table["mean_draft_entropy"] = [_mean_shannon_entropy(r["result"]) for r in rows]
+    from entspec.replay.compare import COLUMNS as TRACE_COLUMNS, trace_columns
+
+    replayed = trace_columns(experiment.path, rows)  # None unless the folder holds traces/
+    for column in TRACE_COLUMNS:
+        table[column] = replayed[column] if replayed else np.nan
     sweeps = [sweep_parameter(r["strategy"], r["config"]) if r["method_kind"] == "entspec" else (None, np.nan)
               for r in rows]
     table["sweep_parameter"] = [s[0] for s in sweeps]

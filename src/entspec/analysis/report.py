@@ -220,9 +220,14 @@ def _limitations(frame: pd.DataFrame, manifest: Mapping, baseline: str | None) -
         items.append("Hugging Face rows (hf_generate, hf_assisted) have no per-round trace: only call counters and "
                      "tokens/s; their acceptance rate, draft lengths and oracle gap are n/a, and their mean "
                      "accepted tokens is the realised new tokens per verifier call.")
-    if frame["oracle_gap"].notna().any():
+    if "true_oracle_share" in frame and frame["true_oracle_share"].notna().any():
+        items.append("true_oracle_share is the true oracle's time at the method's cap over the method's replayed "
+                     "time on the prompt's trace (one cost model for both; docs/replay.md). The DISCO oracle_gap "
+                     "beside it is conservative (it cannot extend fully accepted drafts) and overstates closeness.")
+    elif frame["oracle_gap"].notna().any():
         items.append("The oracle gap uses a conservative DISCO oracle replayed on the trace (it cannot extend fully "
-                     "accepted drafts), so it under-states the headroom of the stopping rule.")
+                     "accepted drafts), so it under-states the headroom of the stopping rule; record traces with "
+                     "`entspec trace` for the true oracle.")
     missing = frame[~frame["is_baseline"] & frame["baseline_tokens_per_s"].isna()]
     if baseline is None:
         items.append("No baseline rows: no speedups.")

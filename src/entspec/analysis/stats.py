@@ -27,6 +27,7 @@ TABLE_METRICS = (
     ("acceptance_rate", "acceptance_rate"),
     ("mean_draft_length", "mean_draft_length"),
     ("oracle_gap", "oracle_gap"),
+    ("true_oracle_share", "true_oracle_share"),
 )
 
 
