@@ -31,3 +31,34 @@ def test_bench_report_on_a_tiny_pair(tmp_path):
     text = bench_markdown(cfg.output_dir, "entspec bench --test")
     assert "| method | tokens/s | speedup [95% CI]" in text and "**Targets**" in text
     assert "entspec bench --test" in text and "ms / draft step" in text
+
+
+def test_targets_name_the_truly_fastest_rule():
+    """Regression: the Targets line once named adaptive although svip was faster (a stale rule list)."""
+    import pandas as pd
+
+    from entspec.bench.report import targets
+
+    rows = [("hf_generate", "hf_generate", 1.0), ("autoregressive", "autoregressive", 0.99),
+            ("hf_assisted[default]", "hf_assisted", 1.2), ("fixed[max_draft_len=4]", "fixed", 1.25),
+            ("adaptive[theta_abs=1.0]", "adaptive", 1.30), ("svip[max_draft_len=20]", "svip", 1.40)]
+    speed = pd.DataFrame([{"method": m, "strategy": s, "category": "all", "speedup": v} for m, s, v in rows])
+    line = targets(speed)[-1]
+    assert "best rule svip[max_draft_len=20] / HF assisted defaults = 1.17 (target ≥ 1.10: met)" in line
+    assert "/ best fixed k fixed[max_draft_len=4] = 1.12 (target ≥ 1.05: met)" in line
+
+
+def test_bench_replay_check_on_a_tiny_pair(tmp_path):
+    from entspec.replay.record import record_experiment
+
+    drafter, verifier = save_tiny_pair(tmp_path / "pair")
+    cfg = bench_config("float32", prompts_per_category=1, max_new_tokens=12, preset="reduced",
+                       output_dir=str(tmp_path / "bench"), drafter=drafter, verifier=verifier)
+    cfg.max_sequence_length, cfg.warmup_tokens, cfg.baselines = 160, 0, True
+    ExperimentRunner(cfg, progress=False).run()
+    record_experiment(cfg, cap=12, progress=False)
+    text = bench_markdown(cfg.output_dir, "entspec bench --test")
+    table = text[text.index("**Replay check**"):text.index("**Targets**")]
+    rows = [line for line in table.splitlines() if line.startswith("| fixed") or line.startswith("| absolute")]
+    assert len(rows) == 4  # fixed k = 2, 4, 6 and absolute
+    assert all(line.split("|")[5].strip() == "1.00" for line in rows)  # every round reproduced

@@ -20,8 +20,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         cfg = bench_config(dtype, prompts_per_category=args.prompts_per_category,
                            max_new_tokens=args.max_new_tokens if dtype in args.full else args.max_new_tokens_reduced,
                            preset=preset, output_dir=str(Path(args.out) / dtype), drafter=args.drafter,
-                           verifier=args.verifier, threads=args.threads, prompt_seed=args.prompt_seed)
+                           verifier=args.verifier, threads=args.threads, prompt_seed=args.prompt_seed,
+                           methods_from=args.methods_from)
         ExperimentRunner(cfg).run()
+        if args.replay:  # traces of the same prompts: predicted vs measured speed, share of the true oracle
+            from ..replay.record import record_experiment
+
+            record_experiment(cfg, cap=args.cap)
         sections.append(bench_markdown(cfg.output_dir, command))
         print(sections[-1], flush=True)
     report = Path(args.out) / "benchmarks.md"
@@ -37,6 +42,11 @@ def register(subparsers) -> None:
                    help="dtypes that get the --preset method list; the others get a reduced one")
     p.add_argument("--preset", choices=["full", "confirm"], default="full",
                    help="method list for the --full dtypes: the exploration grid or the chosen settings")
+    p.add_argument("--methods-from", default=None, metavar="TUNED.yaml",
+                   help="take the --full dtypes' methods from an experiment config (e.g. `entspec tune`'s tuned.yaml)")
+    p.add_argument("--replay", action=argparse.BooleanOptionalAction, default=True,
+                   help="record traces of the bench prompts and compare replay with the real runs (default on)")
+    p.add_argument("--cap", type=int, default=20, help="trace cap for --replay (longest replayable draft)")
     p.add_argument("--prompt-seed", type=int, default=0, help="which prompts of the mix are drawn")
     p.add_argument("--prompts-per-category", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=48)

@@ -45,8 +45,18 @@ def bench_methods(preset: str) -> list[dict[str, Any]]:
     ]
 
 
+def tuned_methods(path: str) -> list[dict[str, Any]]:
+    """The ``methods`` of an experiment config (`entspec tune` writes one: best fixed k and the best rules)."""
+    methods = ExperimentConfig.from_yaml(path).methods
+    if not methods:
+        raise ValueError(f"{path}: methods: the config declares no methods")
+    return methods
+
+
 def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, preset: str, output_dir: str,
-                 drafter: str, verifier: str, threads: int | None = None, prompt_seed: int = 0) -> ExperimentConfig:
+                 drafter: str, verifier: str, threads: int | None = None, prompt_seed: int = 0,
+                 methods_from: str | None = None) -> ExperimentConfig:
+    methods = tuned_methods(methods_from) if methods_from and preset != "reduced" else bench_methods(preset)
     return ExperimentConfig(
         experiment_name=f"bench-{dtype}",
         drafter_model_path=drafter,
@@ -57,7 +67,7 @@ def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, 
         temperature=0.0,
         dtype=dtype,
         output_dir=output_dir,
-        methods=bench_methods(preset),
+        methods=methods,
         seeds=[prompt_seed],  # greedy decoding: the seed only chooses the prompts
         baselines=True,
         analyze=False,
