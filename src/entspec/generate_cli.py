@@ -6,6 +6,7 @@ import argparse
 
 from .config import EntropyConfig
 from .decoder import EntropyBasedSpeculativeDecoder
+from .models.quantize import QUANTIZATIONS
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -13,7 +14,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .models.context import check_fits, context_length
 
     resolve_device(args.device)  # an unusable device is refused before any download or load
-    pair = load_model_pair(args.drafter, args.verifier, dtype=args.dtype, device=args.device)
+    pair = load_model_pair(args.drafter, args.verifier, dtype=args.dtype, device=args.device,
+                           drafter_quantization=args.drafter_quantization)
     config = EntropyConfig(strategy=args.strategy, entropy_type=args.entropy_type, theta_abs=args.theta_abs,
                            theta_rel=args.theta_rel, max_draft_len=args.max_draft_len)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
@@ -53,4 +55,6 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default="auto")
+    p.add_argument("--drafter-quantization", default="none", choices=QUANTIZATIONS,
+                   help="int8 drafter weights (the verifier is never quantized); int8 = the CPU default method")
     p.set_defaults(func=cmd_generate)

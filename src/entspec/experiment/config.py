@@ -47,6 +47,9 @@ class ExperimentConfig:
     top_p: float | None = None
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
     device: str = "auto"
+    # int8 drafter weights (entspec.models.quantize): none | int8 | int8-weight-only | int8-dynamic (CPU);
+    # the verifier is never quantized, so outputs stay the verifier's
+    drafter_quantization: str = "none"
     seeds: list[int] = field(default_factory=lambda: [0])
     categories: list[str] | None = None  # keep only these prompt categories
     # --- methods
@@ -80,6 +83,10 @@ class ExperimentConfig:
         check(self.top_p is None or 0 < self.top_p <= 1, "top_p", "must be in (0, 1] or null")
         check(self.dtype in DTYPE_NAMES, "dtype", "must be auto, float32, bfloat16 or float16")
         self.dtype = canonical_dtype(self.dtype)  # bf16 and bfloat16 are one setting, saved under one name
+        from ..models.quantize import QUANTIZATIONS
+
+        check(self.drafter_quantization in QUANTIZATIONS, "drafter_quantization",
+              f"must be one of {', '.join(QUANTIZATIONS)}")
         check(len(self.seeds) >= 1, "seeds", "must list at least one seed")
         check(all(s >= 0 for s in self.seeds), "seeds", "must be >= 0")
         check(len(set(self.seeds)) == len(self.seeds), "seeds", "must not repeat a seed (a seed is part of a unit key)")
@@ -140,7 +147,8 @@ class ExperimentConfig:
 
     def generation_settings(self) -> dict[str, Any]:
         return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_k": self.top_k,
-                "top_p": self.top_p, "dtype": self.dtype, "device": self.device}
+                "top_p": self.top_p, "dtype": self.dtype, "device": self.device,
+                "drafter_quantization": self.drafter_quantization}
 
 
 # dtype spellings -> the one name saved and compared

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 # Fields that define what a results row means: resuming into a folder made with other values is refused.
 IDENTITY_FIELDS = ("drafter_model_path", "verifier_model_path", "dataset_name", "dataset_split",
-                   "max_sequence_length", "max_new_tokens", "temperature", "top_k", "top_p", "dtype")
+                   "max_sequence_length", "max_new_tokens", "temperature", "top_k", "top_p", "dtype",
+                   "drafter_quantization")
 
 
 @dataclass
@@ -199,7 +200,8 @@ class ExperimentRunner:
             check_fits(prompt.id, ids.shape[1], cfg.max_new_tokens, context)
             self.encoded.append(ids)
         self.pair = load_model_pair(cfg.drafter_model_path, cfg.verifier_model_path, dtype=cfg.dtype,
-                                    device=cfg.device, progress=self.progress)
+                                    device=cfg.device, progress=self.progress,
+                                    drafter_quantization=cfg.drafter_quantization)
         info = manifest(self.pair.device, experiment_name=cfg.experiment_name, methods=[m.id for m in self.methods],
                         prompts=[p.id for p in self.prompts], dtype=str(self.pair.dtype).replace("torch.", ""))
         atomic_write_text(self.output_dir / "configs" / "manifest.json", json.dumps(info, indent=2))
@@ -253,6 +255,8 @@ def _read_saved_config(saved: Path, results: Path) -> dict[str, Any]:
     if saved.is_file():
         try:
             data = yaml.safe_load(saved.read_text(encoding="utf-8"))
+            if isinstance(data, dict):  # saved before the field existed: made with an unquantized drafter
+                data.setdefault("drafter_quantization", "none")
             missing = [n for n in IDENTITY_FIELDS if not isinstance(data, dict) or n not in data]
             why = f"no field {missing[0]}" if missing else ""
         except (yaml.YAMLError, UnicodeDecodeError) as err:

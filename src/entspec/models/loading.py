@@ -221,12 +221,19 @@ def check_vocab_sizes(drafter, verifier, tokenizer) -> None:
 
 def load_model_pair(drafter: str | Path, verifier: str | Path | None = None, dtype: str | torch.dtype = "auto",
                     device: str | torch.device = "auto", *, trust_remote_code: bool = False,
-                    progress: bool = True) -> ModelPair:
+                    progress: bool = True, drafter_quantization: str = "none") -> ModelPair:
     """Load a drafter and a verifier and check that they share a tokenizer.
 
     ``verifier=None`` reads ``drafter`` as a pair name (e.g. ``"default"``, ``"qwen2.5-coder-0.5b->1.5b"``).
     Both models get the same dtype and device. Raises :class:`TokenizerMismatchError` if the tokenizers differ.
+    ``drafter_quantization`` (``"none"``, ``"int8"``, ``"int8-weight-only"``, ``"int8-dynamic"``; see
+    :mod:`entspec.models.quantize`) gives the drafter int8 Linear layers; the verifier is never quantized.
     """
+    from entspec.models.quantize import QUANTIZATIONS, quantize_drafter
+
+    if drafter_quantization not in QUANTIZATIONS:  # before any loading: a typo costs no download
+        raise ValueError(f"drafter_quantization must be one of {', '.join(QUANTIZATIONS)}, "
+                         f"got {drafter_quantization!r}")
     if verifier is None:
         if str(drafter) not in PAIRS:
             raise ValueError(f"verifier missing and {drafter!r} is not a pair name; pairs: {', '.join(PAIRS)}")
@@ -240,4 +247,5 @@ def load_model_pair(drafter: str | Path, verifier: str | Path | None = None, dty
     draft_model = _load_weights(src_d, str(drafter), torch_dtype, dev, trust_remote_code)
     verify_model = _load_weights(src_v, str(verifier), torch_dtype, dev, trust_remote_code)
     check_vocab_sizes(draft_model, verify_model, tokenizer)
+    draft_model = quantize_drafter(draft_model, drafter_quantization)
     return ModelPair(draft_model, verify_model, tokenizer, str(drafter), str(verifier))

@@ -1,0 +1,125 @@
+"""An int8 drafter (entspec.models.quantize) keeps decoding lossless: greedy output is the verifier's own, and
+sampled output follows the verifier's distribution; only the drafter's speed and acceptance change."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig, ExperimentConfig, SamplingParams
+from entspec.config import ConfigError
+from entspec.models import load_model_pair
+from entspec.models.quantize import Int8WeightOnlyLinear, quantize_drafter
+from stats_helpers import chi2_pvalue
+from tiny import context_free_gpt2, perturbed, save_tiny_pair, tiny_llama
+
+METHODS = ["int8-weight-only", "int8-dynamic"]
+NUM_PROMPTS, NEW_TOKENS = 12, 16
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    return tiny_llama(seed=0)
+
+
+@pytest.fixture(scope="module")
+def prompts_and_references(verifier):
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    for i in range(NUM_PROMPTS):
+        prompt = torch.randint(1, verifier.config.vocab_size, (1, 1 + i % 9), generator=gen)
+        ref = verifier.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=NEW_TOKENS,
+                                do_sample=False)
+        cases.append((prompt, ref[0, prompt.shape[1]:].tolist()))
+    return cases
+
+
+def quantized(model, method, dtype=torch.float32):
+    return quantize_drafter(copy.deepcopy(model).to(dtype), method)
+
+
+@pytest.mark.parametrize("method,dtype", [("int8-weight-only", torch.float32), ("int8-weight-only", torch.bfloat16),
+                                          ("int8-dynamic", torch.float32)])
+def test_every_linear_layer_is_int8_and_the_logits_stay_close(verifier, method, dtype):
+    model = quantized(verifier, method, dtype)
+    assert not any(type(m) is nn.Linear for m in model.modules())  # LM head included
+    if method == "int8-weight-only":
+        assert sum(isinstance(m, Int8WeightOnlyLinear) for m in model.modules()) == 2 * 7 + 1
+    prompt = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+    with torch.inference_mode():
+        ref, out = verifier(prompt).logits, model(prompt).logits.float()
+    assert (out.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.75
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("strategy", ["absolute", "fixed", "svip", "confidence", "heuristic"])
+def test_greedy_output_with_an_int8_drafter_equals_verifier_greedy(verifier, prompts_and_references, method,
+                                                                    strategy):
+    drafter = quantized(perturbed(verifier, noise=0.05), method)
+    accepted = drafted = 0
+    for i, (prompt, reference) in enumerate(prompts_and_references):
+        cfg = EntropyConfig(strategy=strategy, theta_abs=1.0, max_draft_len=5)
+        result = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg).generate(prompt, max_new_tokens=NEW_TOKENS)
+        assert result.new_tokens == reference, f"prompt {i}"
+        accepted += sum(r.accepted for r in result.rounds)
+        drafted += sum(r.drafted for r in result.rounds)
+    assert 0.1 < accepted / drafted < 1.0  # a useful drafter, and rejections were exercised
+
+
+def test_the_int8_copy_of_the_verifier_is_a_near_perfect_drafter(verifier, prompts_and_references):
+    drafter = quantized(verifier, "int8-weight-only")
+    cfg = EntropyConfig(strategy="fixed", max_draft_len=4)
+    rates = []
+    for prompt, reference in prompts_and_references:
+        result = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg).generate(prompt, max_new_tokens=NEW_TOKENS)
+        assert result.new_tokens == reference
+        rates.append(sum(r.accepted for r in result.rounds) / sum(r.drafted for r in result.rounds))
+    assert np.mean(rates) > 0.8
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("setting", [dict(temperature=1.0), dict(temperature=0.7, top_k=5)])
+def test_sampled_output_with_an_int8_drafter_is_iid_from_p(method, setting):
+    """Context-free pair: every position has the same p, so the generated tokens are draws from p."""
+    gen = torch.Generator().manual_seed(0)
+    target_logits = torch.randn(12, generator=gen) * 1.5
+    drafter = quantize_drafter(context_free_gpt2(target_logits + torch.randn(12, generator=gen)), method)
+    verifier = context_free_gpt2(target_logits)
+    cfg = EntropyConfig(strategy="absolute", theta_abs=1.8, max_draft_len=4)
+    result = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg).generate(
+        torch.tensor([[0]]), max_new_tokens=1200, seed=11, ignore_eos=True, **setting)
+    target_probs = torch.softmax(SamplingParams(**setting).process(target_logits[None]), -1)[0]
+    assert sum(r.accepted for r in result.rounds) < sum(r.drafted for r in result.rounds)
+    assert chi2_pvalue(result.new_tokens, target_probs.numpy()) > 1e-3
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_first_two_tokens_with_an_int8_drafter_follow_the_verifier_joint(method):
+    verifier = tiny_llama(seed=0, vocab=8, sharpness=6.0)
+    drafter = quantize_drafter(perturbed(verifier, noise=0.3), method)
+    prompt = torch.tensor([[1, 5, 2]])
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="absolute", theta_abs=1.0,
+                                                                              max_draft_len=3))
+    pairs = [tokens[0] * 8 + tokens[1] for tokens in
+             (decoder.generate(prompt, max_new_tokens=3, seed=s, temperature=1.0).new_tokens for s in range(700))]
+    with torch.inference_mode():
+        p1 = torch.softmax(verifier(prompt).logits[0, -1], -1)
+        seqs = torch.cat([prompt.repeat(8, 1), torch.arange(8)[:, None]], dim=1)
+        p2 = torch.softmax(verifier(seqs).logits[:, -1], -1)
+    assert chi2_pvalue(np.array(pairs), (p1[:, None] * p2).numpy().ravel()) > 1e-3
+
+
+def test_load_model_pair_quantizes_the_drafter_only(tmp_path):
+    drafter_dir, verifier_dir = save_tiny_pair(tmp_path)
+    pair = load_model_pair(drafter_dir, verifier_dir, dtype="float32", device="cpu", progress=False,
+                           drafter_quantization="int8")
+    assert any(isinstance(m, Int8WeightOnlyLinear) for m in pair.drafter.modules())
+    assert not any(isinstance(m, Int8WeightOnlyLinear) for m in pair.verifier.modules())
+    with pytest.raises(ValueError, match="drafter_quantization"):
+        load_model_pair(drafter_dir, verifier_dir, device="cpu", progress=False, drafter_quantization="int4")
+    with pytest.raises(ConfigError, match="drafter_quantization"):
+        ExperimentConfig(drafter_quantization="int4")
