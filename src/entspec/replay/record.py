@@ -44,9 +44,6 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
         return folder
     runner._load()
     pair = runner.pair
-    if recalibrate or not cost_path.exists():
-        log.info("calibrating the cost model on %s", runner.prompts[0].id)
-        calibrate(pair.drafter, pair.verifier, runner.encoded[0]).save(cost_path)
     (folder / "experiment.yaml").write_text(config.to_yaml())  # what `entspec tune` writes tuned.yaml from
     (folder / "prompts.json").write_text(json.dumps(
         [{"index": i, "id": p.id, "category": p.category} for i, p in enumerate(runner.prompts)], indent=1))
@@ -55,6 +52,9 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
         trace = record_trace(pair.drafter, pair.verifier, runner.encoded[i], max_new_tokens=config.max_new_tokens,
                              cap=cap, prompt_id=prompt.id, category=prompt.category)
         trace.save(trace_path(folder, i, prompt.id))
+    if recalibrate or not cost_path.exists():
+        log.info("calibrating the cost model on %s", runner.prompts[0].id)
+        calibrate(pair.drafter, pair.verifier, runner.encoded[0]).save(cost_path)
     return folder
 
 
