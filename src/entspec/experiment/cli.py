@@ -10,7 +10,7 @@ from pathlib import Path
 from .config import ExperimentConfig
 from .runner import ExperimentRunner
 
-REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+DEMO_CONFIG = Path(__file__).with_name("quick.yaml")  # package data: `entspec demo` works from an installed wheel
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -23,9 +23,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The built-in default: the Qwen2.5-Coder 0.5B -> 1.5B pair on a few code, math and chat prompts."""
-    path = REPO_CONFIGS / "quick.yaml"
+    path = DEMO_CONFIG
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the demo config ships with the repository's configs/ folder")
+        raise FileNotFoundError(f"{path}: the demo config is missing from the installed package")
     started = time.perf_counter()
     config = ExperimentConfig.from_yaml(path, overrides=args.set)
     print(f"entspec demo: {config.drafter_model_path} -> {config.verifier_model_path}, "
@@ -53,7 +53,7 @@ def register(subparsers) -> None:
                      help="override a config field; the value is parsed as YAML (repeatable)")
     run.add_argument("--no-analysis", action="store_true", help="only run; analyze later with `entspec analyze`")
     run.set_defaults(func=cmd_run)
-    demo = subparsers.add_parser("demo", help="fetch the default pair, run configs/quick.yaml, analyze, summarize")
+    demo = subparsers.add_parser("demo", help="fetch the default pair, run the built-in demo config (entspec/experiment/quick.yaml), analyze")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     demo.set_defaults(func=cmd_demo)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

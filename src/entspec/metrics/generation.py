@@ -76,7 +76,7 @@ GENERATION_METRIC_NAMES: tuple[str, ...] = (
     "overhead_time_frac",
 )
 
-NAN = float("nan")
+from math import nan as NAN  # noqa: E402  (one NaN, from the standard library)
 
 
 def _ratio(num: float, den: float) -> float:
