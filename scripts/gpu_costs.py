@@ -1,0 +1,317 @@
+#!/usr/bin/env python
+"""What a draft step and a verifier call cost on this machine, and what the engine adds around them.
+
+Randomly initialised Qwen2 models with the real Qwen2.5-0.5B (drafter) and Qwen2.5-1.5B (verifier) shapes
+(no checkpoint travels; random weights cost exactly what trained ones do), bf16 on CUDA. Reports:
+
+1. forward costs at a fixed context: the drafter's one-token step, the verifier's call over n = 1..17 tokens,
+   and c(n) = drafter step / verifier call;
+2. entspec rounds (fixed k and an entropy rule that never fires, so both draft k tokens and the second reads
+   its entropy every token): time per round split into draft, verify and the rest, and the engine's overhead
+   = round time - (k drafter steps + one verifier call over k + 1 tokens) at the forward costs of (1);
+3. end to end, same models, same prompt, greedy: entspec (fixed k, entropy rule, autoregressive),
+   Hugging Face `generate` and Hugging Face assisted generation (constant k, no confidence stop);
+4. eager vs `torch.compile` where feasible: one-token decoding through Hugging Face `generate` with a static
+   cache (transformers compiles that step itself on CUDA) against the eager dynamic-cache step.
+
+Random models with tied embeddings tend to predict their input token again, so the two may agree more than
+trained ones would: acceptance is reported, and the numbers are costs per round and per forward, not speedups. Needs only torch, transformers and this repository:
+
+    PYTHONPATH=src python scripts/gpu_costs.py            # real shapes; cuda if available (< 5 minutes)
+    PYTHONPATH=src python scripts/gpu_costs.py --tiny     # tiny shapes on CPU: a check of the script itself
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import LogitsProcessor, LogitsProcessorList, Qwen2Config, Qwen2ForCausalLM
+
+from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
+from entspec.hf_baselines import hf_generate
+from entspec.kv import CachedModel, synchronize
+
+# Qwen2.5 shapes as published in the checkpoints' config.json (both tie the LM head to the embedding).
+SHAPES = {
+    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2),
+    "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                         num_key_value_heads=2),
+}
+TINY = {
+    "qwen2.5-0.5b": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2),
+    "qwen2.5-1.5b": dict(hidden_size=96, intermediate_size=192, num_hidden_layers=3, num_attention_heads=4,
+                         num_key_value_heads=2),
+}
+START = time.perf_counter()
+
+
+def elapsed() -> float:
+    return time.perf_counter() - START
+
+
+def log(msg: str) -> None:
+    print(f"[{elapsed():6.1f}s] {msg}", flush=True)
+
+
+def build(name: str, tiny: bool, device: torch.device, dtype: torch.dtype) -> Qwen2ForCausalLM:
+    shape = (TINY if tiny else SHAPES)[name]
+    cfg = Qwen2Config(vocab_size=512 if tiny else 151936, max_position_embeddings=32768, rms_norm_eps=1e-6,
+                      rope_theta=1_000_000.0, tie_word_embeddings=True, use_sliding_window=False, **shape)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Qwen2ForCausalLM(cfg)
+    model = model.to(dtype).eval()
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    return model
+
+
+def median_seconds(fn, device: torch.device, reps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ------------------------------------------------------------------------------------------ 1. forward costs
+def forward_costs(model, prompt: torch.Tensor, ns: list[int], reps: int) -> dict[int, float]:
+    """Median seconds of one cached forward over n new tokens after ``prompt`` (the cache is cropped back)."""
+    lm = CachedModel(model, check_nan=False)
+    lm.prefill(prompt)
+    length = len(lm)
+    tokens = torch.randint(1, model.config.vocab_size, (1, max(ns)), device=prompt.device)
+    out = {}
+    for n in ns:
+        def call(n=n):
+            lm.forward(tokens[:, :n], logits_to_keep=n)
+            lm.crop(length)
+        out[n] = median_seconds(call, prompt.device, reps)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ 2./3. engines
+def entspec_run(drafter, verifier, cfg: EntropyConfig | None, prompt, new_tokens: int) -> dict:
+    decoder = (EntropyBasedSpeculativeDecoder.autoregressive(verifier) if cfg is None
+               else EntropyBasedSpeculativeDecoder(drafter, verifier, cfg))
+    decoder.generate(prompt, max_new_tokens=4, ignore_eos=True)  # warm-up
+    res = decoder.generate(prompt, max_new_tokens=new_tokens, ignore_eos=True)
+    rounds = res.rounds
+    return dict(wall_s=res.wall_time_s, prefill_s=res.prefill_time_s, tokens=len(res.new_tokens),
+                rounds=len(rounds), drafted=[r.drafted for r in rounds], accepted=sum(r.accepted for r in rounds),
+                round_s=[r.round_time_s for r in rounds], draft_s=[r.draft_time_s for r in rounds],
+                verify_s=[r.verify_time_s for r in rounds])
+
+
+def hf_run(drafter, verifier, prompt, new_tokens: int, k: int | None) -> dict:
+    kwargs = {} if drafter is None else dict(num_assistant_tokens=k, schedule="constant", confidence_threshold=0.0)
+    hf_generate(verifier, prompt, drafter=drafter, max_new_tokens=4, ignore_eos=True, **kwargs)  # warm-up
+    res = hf_generate(verifier, prompt, drafter=drafter, max_new_tokens=new_tokens, ignore_eos=True, **kwargs)
+    return dict(wall_s=res.wall_time_s, tokens=len(res.new_tokens), **res.counters)
+
+
+# ------------------------------------------------------------------------------------------ 4. compiled step
+class StepClock(LogitsProcessor):
+    """Timestamps every decoding step of ``generate`` (after a device sync); scores pass through unchanged."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.times = device, []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        synchronize(self.device)
+        self.times.append(time.perf_counter())
+        return scores
+
+
+def hf_step_seconds(model, prompt, static: bool, new_tokens: int) -> float:
+    """Median seconds between decoding steps of greedy ``model.generate`` (one forward of one token each).
+
+    With ``static`` the cache is transformers' StaticCache, whose decoding step transformers compiles itself
+    on CUDA; the first call pays the compilation, the second (same length, same cache shape) is timed.
+    """
+    kwargs = dict(attention_mask=torch.ones_like(prompt), do_sample=False, eos_token_id=None, pad_token_id=0,
+                  max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    if static:
+        kwargs["cache_implementation"] = "static"
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
+    for _ in range(2):  # compilation / warm-up, then the timed run
+        clock = StepClock(prompt.device)
+        with torch.inference_mode():
+            model.generate(prompt, logits_processor=LogitsProcessorList([clock]), **kwargs)
+    step = statistics.median(b - a for a, b in zip(clock.times[1:], clock.times[2:]))
+    return step, counters["stats"]["unique_graphs"] - graphs
+
+
+# ------------------------------------------------------------------------------------------ report
+def ms(x: float) -> str:
+    return f"{1000 * x:.2f}"
+
+
+def report(r: dict) -> str:
+    lines = [f"Device: {r['device']}; torch {r['torch']}, transformers {r['transformers']}; dtype {r['dtype']}; "
+             f"context {r['context']} tokens; random weights, real Qwen2.5 shapes"
+             + (" (TINY shapes: a script check, not a measurement)" if r["tiny"] else "") + ".", ""]
+    f = r.get("forward")
+    if f:
+        step = f["drafter"][1]
+        lines += [f"Drafter (0.5B) one-token step: {ms(step)} ms (median of {r['reps']}).", "",
+                  "| n tokens verified | verifier call (ms) | c(n) = draft step / verifier call |", "|---|---|---|"]
+        lines += [f"| {n} | {ms(t)} | {step / t:.2f} |" for n, t in f["verifier"].items()]
+        lines.append("")
+    rounds = r.get("rounds")
+    if rounds:
+        lines += ["entspec rounds (greedy; rounds drafting the full k; the rule never stops early):", "",
+                  "| method | rounds | drafted / round | round (ms) | draft (ms) | verify (ms) | rest (ms) | "
+                  "overhead vs raw forwards (ms) | overhead share |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, row in rounds.items():
+            lines.append(f"| {name} | {row['rounds']} | {row['drafted_per_round']:.1f} | {ms(row['round'])} | "
+                         f"{ms(row['draft'])} | {ms(row['verify'])} | {ms(row['rest'])} | {ms(row['overhead'])} | "
+                         f"{100 * row['overhead_share']:.1f}% |")
+        lines.append("")
+    e2e = r.get("end_to_end")
+    if e2e:
+        lines += ["End to end, same prompt and models (greedy, ignore EOS):", "",
+                  "| method | new tokens | wall (s) | ms / token | verifier calls | drafted | accepted |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, row in e2e.items():
+            calls = row.get("verifier_calls", row.get("rounds", ""))
+            drafted = sum(row["drafted"]) if "drafted" in row else row.get("drafter_calls", "")
+            lines.append(f"| {name} | {row['tokens']} | {row['wall_s']:.3f} | {ms(row['wall_s'] / row['tokens'])} | "
+                         f"{calls} | {drafted} | {row.get('accepted', '')} |")
+        lines.append("(HF rows: drafted = drafter forward calls, prefill included; accepted is not exposed.)")
+        lines.append("")
+    comp = r.get("compiled")
+    if comp:
+        lines += ["One-token decoding step through `generate` (median ms between steps; transformers compiles the "
+                  "static-cache step itself on CUDA):", "",
+                  "| model | eager, dynamic cache | static cache | ratio | graphs compiled |",
+                  "|---|---|---|---|---|"]
+        for name, row in comp.items():
+            lines.append(f"| {name} | {ms(row['eager'])} | {ms(row['static'])} | {row['eager'] / row['static']:.2f}× | "
+                         f"{row['graphs']} |")
+        lines.append("")
+    for err in r.get("errors", []):
+        lines.append(f"- skipped: {err}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tiny", action="store_true", help="tiny shapes on CPU: checks the script, measures nothing")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--context", type=int, default=256, help="prompt tokens before the measured forwards")
+    p.add_argument("--k", type=int, default=8, help="draft length of the engine runs")
+    p.add_argument("--new-tokens", type=int, default=64, help="new tokens per engine / HF run")
+    p.add_argument("--reps", type=int, default=15, help="timed repetitions per forward cost")
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--budget-s", type=float, default=200.0,
+                   help="start no compiled measurement past this many seconds (the run should end within 5 minutes)")
+    p.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for gpu_costs.json / gpu_costs.md")
+    args = p.parse_args(argv)
+
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    if args.tiny:
+        device, args.context, args.reps, args.new_tokens, args.k = torch.device("cpu"), 16, 3, 16, 3
+        torch.set_num_threads(1)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or 'cpu'})"
+    r: dict = dict(device=name, torch=torch.__version__, transformers=transformers.__version__,
+                   dtype=str(dtype).replace("torch.", ""), context=args.context, reps=args.reps, tiny=args.tiny,
+                   k=args.k, errors=[])
+    log(f"{name}, torch {torch.__version__}, transformers {transformers.__version__}")
+    drafter = build("qwen2.5-0.5b", args.tiny, device, dtype)
+    verifier = build("qwen2.5-1.5b", args.tiny, device, dtype)
+    log("models built")
+    gen = torch.Generator().manual_seed(0)
+    prompt = torch.randint(1, drafter.config.vocab_size, (1, args.context), generator=gen).to(device)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write() -> None:  # after every section: a run cut short still leaves what it measured
+        (out / "gpu_costs.json").write_text(json.dumps(r, indent=1, default=str))
+        (out / "gpu_costs.md").write_text(report(r) + "\n")
+
+    def section(title: str, fn) -> None:
+        try:
+            fn()
+            log(f"{title}: done")
+        except Exception as err:  # one failed section must not cost the others (one device run)
+            traceback.print_exc()
+            r["errors"].append(f"{title}: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
+        write()
+
+    def forward() -> None:
+        r["forward"] = dict(drafter=forward_costs(drafter, prompt, [1], args.reps),
+                            verifier=forward_costs(verifier, prompt, list(range(1, 18)), args.reps))
+
+    def engine() -> None:
+        k, costs = args.k, r.get("forward")
+        rules = {f"entspec fixed k={k}": EntropyConfig(strategy="fixed", max_draft_len=k),
+                 f"entspec absolute (never fires) k={k}": EntropyConfig(strategy="absolute", theta_abs=1e9,
+                                                                        max_draft_len=k),
+                 f"entspec fixed k={k}, no trace entropies": EntropyConfig(strategy="fixed", max_draft_len=k,
+                                                                           record_all_entropies=False)}
+        r["rounds"], r["end_to_end"] = {}, {}
+        for label, cfg in rules.items():
+            run = entspec_run(drafter, verifier, cfg, prompt, args.new_tokens)
+            r["end_to_end"][label] = run
+            full = [i for i, d in enumerate(run["drafted"]) if d == k]  # rounds not cut by the token budget
+            full = full or list(range(run["rounds"]))
+            mean = lambda xs: statistics.mean(xs[i] for i in full)  # noqa: E731
+            row = dict(rounds=len(full), drafted_per_round=statistics.mean(run["drafted"][i] for i in full), round=mean(run["round_s"]), draft=mean(run["draft_s"]),
+                       verify=mean(run["verify_s"]))
+            row["rest"] = row["round"] - row["draft"] - row["verify"]
+            n = round(row["drafted_per_round"])
+            raw = n * costs["drafter"][1] + costs["verifier"][n + 1] if costs and n + 1 in costs["verifier"] else None
+            row["overhead"] = row["round"] - raw if raw else float("nan")
+            row["overhead_share"] = row["overhead"] / row["round"] if raw else float("nan")
+            r["rounds"][label] = row
+        r["end_to_end"]["entspec autoregressive"] = entspec_run(None, verifier, None, prompt, args.new_tokens)
+        r["end_to_end"]["HF generate"] = hf_run(None, verifier, prompt, args.new_tokens, None)
+        r["end_to_end"][f"HF assisted constant k={k}"] = hf_run(drafter, verifier, prompt, args.new_tokens, k)
+
+    def compiled() -> None:
+        if elapsed() > args.budget_s:
+            raise TimeoutError(f"time budget spent ({elapsed():.0f} s > {args.budget_s:.0f} s)")
+        r["compiled"] = {}
+        for label, model in (("drafter 0.5B", drafter), ("verifier 1.5B", verifier)):
+            if elapsed() > args.budget_s:
+                r["errors"].append(f"compiled {label}: time budget spent")
+                break
+            eager, _ = hf_step_seconds(model, prompt, False, 12 if args.tiny else 32)
+            static, graphs = hf_step_seconds(model, prompt, True, 12 if args.tiny else 32)
+            r["compiled"][label] = dict(eager=eager, static=static, graphs=graphs)
+            log(f"compiled {label}: eager {ms(eager)} ms, static {ms(static)} ms")
+
+    section("forward costs", forward)
+    section("engine rounds and end to end", engine)
+    if not args.no_compile:
+        section("compiled step", compiled)
+    print("\n" + report(r), flush=True)
+    log(f"wrote {out / 'gpu_costs.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
