@@ -429,3 +429,28 @@ def test_sigkill_during_analysis_leaves_each_output_whole(finished, tmp_path):
             assert b"## Limitations" in data, path
         else:
             assert data.endswith(b"\n"), path
+
+
+def test_python_api_gives_one_line_errors_for_wrong_types():
+    """Issue 14: the API answers wrong argument types with the CLI's kind of message, not a raw TypeError."""
+    import dataclasses
+
+    import torch
+
+    from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
+    from tiny import tiny_llama
+
+    model = tiny_llama(seed=0)
+    prompt = torch.tensor([[1, 2, 3]])
+    dec = EntropyBasedSpeculativeDecoder(model, model, EntropyConfig())
+    for kwargs, message in (({"max_new_tokens": 2.5}, "max_new_tokens must be an integer, got 2.5"),
+                            ({"seed": None}, "seed must be an integer, got None"),
+                            ({"temperature": "hot"}, "temperature must be a number, got 'hot'"),
+                            ({"top_k": 2.5, "temperature": 1.0}, "top_k must be an integer, got 2.5")):
+        with pytest.raises(ValueError, match=message):
+            dec.generate(prompt, **kwargs)
+    with pytest.raises(ValueError, match="config: must be an EntropyConfig, got dict"):
+        EntropyBasedSpeculativeDecoder(model, model, {"strategy": "fixed"})
+    with pytest.raises(dataclasses.FrozenInstanceError):  # item 11: no silent change under a decoder
+        dec.config.max_draft_len = -1
+    assert dec.config.replace(max_draft_len=3).max_draft_len == 3

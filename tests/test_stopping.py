@@ -1,6 +1,7 @@
 import pytest
 
 from entspec import STOPPING_CRITERIA, ConfigError, EntropyConfig, StoppingCriterion, register
+from entspec.stopping import RULES, entropy_rules, unregister
 from entspec.stopping import DraftState, RoundFeedback, build_criterion
 
 
@@ -101,7 +102,32 @@ def test_a_new_rule_is_one_class_and_one_registry_entry():
         r = build_criterion(EntropyConfig(strategy="test_top1_gap"))
         assert r.should_stop(state([0.0], probs=[0.1]))
     finally:
-        del STOPPING_CRITERIA["test_top1_gap"]
+        unregister("test_top1_gap")
+
+
+def test_a_registered_rule_appears_in_every_tool_with_no_other_edit(capsys):
+    """Issue 11: the CLI, the tuning sweep, the analysis sweep axis and the bench targets ask the registry."""
+    from entspec.analysis.load import sweep_parameter
+    from entspec.cli import build_parser
+    from entspec.replay.tune import configurations
+
+    @register("test_low_prob", reads=("token_probs",), threshold="confidence_threshold",
+              sweep={"confidence_threshold": (0.1, 0.5)})
+    class LowProb(StoppingCriterion):
+        def should_stop(self, s):
+            return s.token_probs[-1] < self.config.confidence_threshold
+
+    try:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["tune", "--help"])
+        assert "test_low_prob" in capsys.readouterr().out
+        swept = [c for c in configurations(20, {}) if c["strategy"] == "test_low_prob"]
+        assert [c["confidence_threshold"] for c in swept] == [0.1, 0.5]
+        assert sweep_parameter("test_low_prob", {"confidence_threshold": 0.5}) == ("confidence_threshold", 0.5)
+        assert "test_low_prob" not in entropy_rules()  # it reads token probabilities, not entropy
+    finally:
+        unregister("test_low_prob")
+    assert "test_low_prob" not in RULES
 
 
 @pytest.mark.parametrize("field,value", [

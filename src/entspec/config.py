@@ -14,7 +14,7 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message is one line naming the field."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class EntropyConfig:
     """How the drafter decides when to stop drafting.
 
@@ -22,6 +22,8 @@ class EntropyConfig:
     distribution (after temperature / top-k / top-p; at temperature 0, of its temperature-1 distribution).
     A drafted token whose entropy trips the rule is still proposed (its draft cost is already paid and
     verifying it is nearly free); drafting stops after it.
+
+    Frozen: a decoder's policy cannot change under it; derive another with ``config.replace(field=value)``.
     """
 
     strategy: str = "absolute"  # a name in entspec.stopping.STOPPING_CRITERIA

@@ -39,6 +39,9 @@ class EntropyBasedSpeculativeDecoder:
 
     def __init__(self, drafter: PreTrainedModel | None, verifier: PreTrainedModel,
                  config: EntropyConfig | None = None) -> None:
+        if config is not None and not isinstance(config, EntropyConfig):
+            raise ValueError(f"config: must be an EntropyConfig, got {type(config).__name__} "
+                             "(a dict d becomes one with EntropyConfig(**d))")
         self.config = config or EntropyConfig()
         self.verifier = CachedModel(verifier, check_nan=False)  # NaN is checked in the round's one read
         self.drafter = None if drafter is None else EntropyBasedDrafter(drafter, self.config)
@@ -76,7 +79,7 @@ class EntropyBasedSpeculativeDecoder:
         EOS. The same seed gives the same tokens.
         """
         sampling = SamplingParams(temperature, top_k, top_p)
-        sequence = self._check_input(input_ids, max_new_tokens)
+        sequence = self._check_input(input_ids, max_new_tokens, seed)
         eos = set() if ignore_eos else self._eos_ids(eos_token_id)
         device = self.verifier.device
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -177,7 +180,12 @@ class EntropyBasedSpeculativeDecoder:
         )
         return emitted, record
 
-    def _check_input(self, input_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    def _check_input(self, input_ids: torch.Tensor, max_new_tokens: int, seed: int) -> torch.Tensor:
+        for name, value in (("max_new_tokens", max_new_tokens), ("seed", seed)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
             raise ValueError("input_ids must be a [1, T] LongTensor")
         if input_ids.shape[0] != 1:

@@ -117,6 +117,12 @@ def register(
     return add
 
 
+def unregister(name: str) -> None:
+    """Remove a rule (tests and notebooks that register a throw-away rule)."""
+    STOPPING_CRITERIA.pop(name, None)
+    RULES.pop(name, None)
+
+
 def entropy_rules() -> tuple[str, ...]:
     """Names of the registered rules that read the drafter's entropy."""
     return tuple(name for name, info in RULES.items() if info.reads_entropy)
