@@ -214,6 +214,42 @@ def report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def profile(drafter, verifier, prompt, args, out: Path) -> None:
+    """torch.profiler over one short generation per setting: where a round's time goes besides the forwards.
+
+    Two op tables per setting: by self CPU time (host waits such as cudaStreamSynchronize show here) and, on
+    CUDA, by self device time.
+    """
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if prompt.device.type == "cuda" else [])
+    sorts = ["self_cpu_time_total"] + (["self_cuda_time_total"] if prompt.device.type == "cuda" else [])
+
+    def tables(prof) -> str:
+        averages = prof.key_averages()
+        return "\n".join(f"-- sorted by {key}\n" + averages.table(sort_by=key, row_limit=25) for key in sorts)
+    k, new_tokens = args.k, 2 * args.k + 2
+    runs = {"fixed_trace": lambda: EntropyBasedSpeculativeDecoder(
+                drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=k)),
+            "fixed_notrace": lambda: EntropyBasedSpeculativeDecoder(
+                drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=k, record_all_entropies=False)),
+            "autoregressive": lambda: EntropyBasedSpeculativeDecoder.autoregressive(verifier)}
+    for name, make in runs.items():
+        decoder = make()
+        decoder.generate(prompt, max_new_tokens=4, ignore_eos=True)  # warm-up
+        with torch_profile(activities=activities) as prof:
+            res = decoder.generate(prompt, max_new_tokens=new_tokens, ignore_eos=True)
+        table = tables(prof)
+        print(f"\n=== {name}: {len(res.rounds)} rounds, {res.wall_time_s:.3f} s ===\n{table}", flush=True)
+        (out / f"profile_{name}.txt").write_text(table + "\n")
+    hf_generate(verifier, prompt, max_new_tokens=4, ignore_eos=True)
+    with torch_profile(activities=activities) as prof:
+        hf_generate(verifier, prompt, max_new_tokens=new_tokens, ignore_eos=True)
+    table = tables(prof)
+    print(f"\n=== HF generate ===\n{table}", flush=True)
+    (out / "profile_hf_generate.txt").write_text(table + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="tiny shapes on CPU: checks the script, measures nothing")
@@ -223,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new-tokens", type=int, default=64, help="new tokens per engine / HF run")
     p.add_argument("--reps", type=int, default=15, help="timed repetitions per forward cost")
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--profile", action="store_true",
+                   help="only profile entspec rounds (fixed k with and without trace entropies, autoregressive) and "
+                        "HF generate with torch.profiler: op tables and chrome traces in --out")
     p.add_argument("--budget-s", type=float, default=200.0,
                    help="start no compiled measurement past this many seconds (the run should end within 5 minutes)")
     p.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for gpu_costs.json / gpu_costs.md")
@@ -304,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
             r["compiled"][label] = dict(eager=eager, static=static, graphs=graphs)
             log(f"compiled {label}: eager {ms(eager)} ms, static {ms(static)} ms")
 
+    if args.profile:
+        section("profile", lambda: profile(drafter, verifier, prompt, args, out))
+        return 0
     section("forward costs", forward)
     section("engine rounds and end to end", engine)
     if not args.no_compile:
