@@ -123,3 +123,16 @@ def test_load_model_pair_quantizes_the_drafter_only(tmp_path):
         load_model_pair(drafter_dir, verifier_dir, device="cpu", progress=False, drafter_quantization="int4")
     with pytest.raises(ConfigError, match="drafter_quantization"):
         ExperimentConfig(drafter_quantization="int4")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_hf_assisted_generation_runs_with_the_int8_drafter(verifier, prompts_and_references, method):
+    """The fair engine comparison: Hugging Face assisted generation gets the same int8 drafter."""
+    from entspec.hf_baselines import hf_generate
+
+    drafter = quantized(perturbed(verifier, noise=0.05), method)
+    prompt, reference = prompts_and_references[3]
+    result = hf_generate(verifier, prompt, drafter=drafter, max_new_tokens=NEW_TOKENS, ignore_eos=True,
+                         num_assistant_tokens=4, schedule="constant", confidence_threshold=0.0)
+    assert result.new_tokens == reference
+    assert result.counters["drafter_calls"] > 0
