@@ -28,18 +28,24 @@ def fresh_next_logits(model, sequence):
         return model(sequence).logits[0, -1]
 
 
+@pytest.mark.parametrize("gated", [False, True])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_after_every_round_both_caches_hold_exactly_the_accepted_prefix(verifier, drafter, temperature):
-    drafter = perturbed(verifier, noise=0.15)  # rejects often
-    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=4))
+def test_after_every_round_both_caches_hold_exactly_the_accepted_prefix(verifier, drafter, temperature, gated):
+    # rejects often; with the gate on, an unrelated drafter: rounds without drafting, then catch-up forwards
+    drafter = tiny_llama(seed=7) if gated else perturbed(verifier, noise=0.15)
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=4,
+                                                                              gate=gated))
     prompt = torch.tensor([[3, 14, 15, 9, 2, 6]])
-    checked = {"rejections": 0}
+    checked = {"rejections": 0, "gated": 0, "resumed": 0, "last": None}
     original_round = decoder._round
 
     def checked_round(sequence, *args):
         emitted, record = original_round(sequence, *args)
         committed = torch.cat([sequence, torch.tensor([emitted])], dim=1)
         checked["rejections"] += record.accepted < record.drafted
+        checked["gated"] += record.stop_reason == "gate"
+        checked["resumed"] += checked["last"] == "gate" and record.drafted > 0  # a catch-up forward ran
+        checked["last"] = record.stop_reason
         for lm in (decoder.verifier, decoder.drafter.lm):
             # the cache holds a prefix of the committed tokens, never a rejected draft position ...
             assert len(lm) <= committed.shape[1] - 1
@@ -54,6 +60,8 @@ def test_after_every_round_both_caches_hold_exactly_the_accepted_prefix(verifier
     decoder._round = checked_round
     decoder.generate(prompt, max_new_tokens=40, temperature=temperature, seed=3)
     assert checked["rejections"] > 3
+    if gated:
+        assert checked["gated"] > 10 and checked["resumed"] >= 2
 
 
 def test_eos_inside_a_draft_ends_the_output_there(verifier):

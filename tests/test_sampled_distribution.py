@@ -67,3 +67,20 @@ def test_first_two_tokens_follow_the_verifier_joint_distribution(strategy, setti
         pairs.append(tokens[0] * 8 + tokens[1])
     joint = exact_joint_of_first_two(verifier, prompt, SamplingParams(**kwargs))
     assert chi2_pvalue(np.array(pairs), joint.ravel()) > 1e-3
+
+
+@pytest.mark.parametrize("setting", ["t1.0", "t0.7"])
+def test_rounds_without_drafting_keep_the_distribution(setting):
+    """Issue 15: with a poor drafter the gate skips drafting in most rounds; tokens still follow p exactly."""
+    gen = torch.Generator().manual_seed(5)
+    target_logits = torch.randn(12, generator=gen) * 1.5
+    drafter = context_free_gpt2(-target_logits)  # proposes what the verifier likes least
+    verifier = context_free_gpt2(target_logits)
+    kwargs = SETTINGS[setting]
+    result = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=4)
+                                            ).generate(torch.tensor([[0]]), max_new_tokens=1200, seed=7,
+                                                       ignore_eos=True, **kwargs)
+    reasons = [r.stop_reason for r in result.rounds]
+    assert reasons.count("gate") > len(reasons) / 2 and reasons.count("probe") > 3
+    target_probs = torch.softmax(SamplingParams(**kwargs).process(target_logits[None]), -1)[0]
+    assert chi2_pvalue(result.new_tokens, target_probs.numpy()) > 1e-3

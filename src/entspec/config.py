@@ -58,13 +58,17 @@ class EntropyConfig:
     # adaedl: stop when 1 - sqrt(adaedl_gamma * H) < lambda; lambda adapted online toward target_acceptance
     adaedl_gamma: float = 0.2
     adaedl_lambda: float = 0.3
-    # goodput: draft one more token while its expected tokens per second of cost beat the rate so far.
+    # Costs in units of a one-token verifier call (from the cost model; `entspec tune` writes measured values):
+    cost_ratio: float = 0.45  # c: one drafter step
+    verify_slope: float = 0.02  # s: each extra verified token
+    # gate (entspec.gate): before each round, draft nothing while speculative rounds emit fewer tokens per unit
+    # of cost than plain decoding; probe again after 1, 2, 4, ... 32 rounds. Never changes what is emitted.
+    gate: bool = True
+    gate_memory: float = 0.7  # decay of the moving sums, per speculative round
+    # goodput: draft one more token while its expected tokens per unit of cost beat the rate so far.
     # Acceptance probability of a drafted token = sigmoid(calib_intercept + calib_slope * H) (fitted on traces
-    # by `entspec tune`, then updated online by SGD on the verifier's verdicts at rate calib_lr); costs in units
-    # of a one-token verifier call (from the cost model): a drafter step, and each extra verified token.
+    # by `entspec tune`, then updated online by SGD on the verifier's verdicts at rate calib_lr).
     goodput_margin: float = 1.0  # continue while gain > margin * rate * cost (1.0: the marginal-value rule)
-    goodput_cost_ratio: float = 0.45
-    goodput_verify_slope: float = 0.02
     calib_intercept: float = 2.5
     calib_slope: float = -1.5
     calib_lr: float = 0.05
@@ -84,8 +88,8 @@ class EntropyConfig:
         check(self.entropy_type in ENTROPY_TYPES, "entropy_type", f"must be one of {list(ENTROPY_TYPES)}")
         check(self.entropy_unit in ("nats", "bits"), "entropy_unit", "must be 'nats' or 'bits'")
         for name in ("theta_abs", "theta_rel", "theta_min", "theta_max", "svip_gamma", "svip_threshold",
-                     "adaedl_gamma", "adapt_rate", "renyi_alpha", "goodput_margin", "goodput_cost_ratio",
-                     "goodput_verify_slope", "calib_lr"):
+                     "adaedl_gamma", "adapt_rate", "renyi_alpha", "goodput_margin", "cost_ratio",
+                     "verify_slope", "calib_lr"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and not isinstance(value, bool), name, "must be a number")
             check(not math.isnan(value) and value >= 0, name, "must be >= 0")
@@ -105,7 +109,9 @@ class EntropyConfig:
         check(self.theta_min <= self.theta_max, "theta_min", "must be <= theta_max")
         check(self.combine in ("any", "all"), "combine", "must be 'any' or 'all'")
         check(isinstance(self.criteria, list) and len(self.criteria) > 0, "criteria", "must be a non-empty list")
-        for name in ("target_acceptance", "confidence_threshold", "adaedl_lambda", "reference_momentum"):
+        check(isinstance(self.gate, bool), "gate", "must be true or false")
+        for name in ("target_acceptance", "confidence_threshold", "adaedl_lambda", "reference_momentum",
+                     "gate_memory"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, name, "must be in [0, 1]")
 

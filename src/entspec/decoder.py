@@ -122,13 +122,20 @@ class EntropyBasedSpeculativeDecoder:
         round_start = time.perf_counter()
         length = sequence.shape[1]
 
-        # 1. Draft: at most budget - 1 tokens, since the verifier always adds one of its own.
+        # 1. Draft: at most budget - 1 tokens, since the verifier always adds one of its own; none while the
+        #    gate finds that speculation does not pay (the verifier then decodes one token, as plain decoding).
         threshold = None if self.drafter is None else self.drafter.criterion.threshold  # as used this round
+        vocab = self.verifier.model.config.vocab_size
         if self.drafter is not None:
             max_tokens = min(self.config.max_draft_len, budget - 1)
-            draft = self.drafter.draft(sequence, max_tokens, sampling, generator, eos)
+            allowed = self.drafter.gate.draft_limit(max_tokens) if max_tokens >= 1 else 0
+            if max_tokens >= 1 and allowed == 0:
+                draft = _empty_draft(sequence, vocab, "gate")
+            else:
+                limit_reason = "probe" if allowed < max_tokens else None
+                draft = self.drafter.draft(sequence, allowed, sampling, generator, eos, limit_reason)
         else:
-            draft = _empty_draft(sequence, self.verifier.model.config.vocab_size)
+            draft = _empty_draft(sequence, vocab)
         n = len(draft)
 
         with Stopwatch(self.verifier.device) as verify:
@@ -211,10 +218,10 @@ class EntropyBasedSpeculativeDecoder:
         return {int(eos_token_id)} if isinstance(eos_token_id, int) else {int(t) for t in eos_token_id}
 
 
-def _empty_draft(sequence: torch.Tensor, vocab: int) -> Draft:
+def _empty_draft(sequence: torch.Tensor, vocab: int, stop_reason: str = "none") -> Draft:
     from .stopping import DraftState
 
-    return Draft(sequence.new_zeros(0), torch.zeros(0, vocab, device=sequence.device), DraftState(), "none",
+    return Draft(sequence.new_zeros(0), torch.zeros(0, vocab, device=sequence.device), DraftState(), stop_reason,
                  token_ids=[])
 
 

@@ -19,6 +19,7 @@ from .config import EntropyConfig
 from .entropy import ENTROPY_TYPES, EntropyComputer, shannon_entropy
 from .kv import CachedModel, Stopwatch
 from .sampling import SamplingParams, sample
+from .gate import SpeculationGate
 from .stopping import RULES, DraftState, RoundFeedback, build_criterion
 
 _ALL_READS = frozenset(DraftState.__dataclass_fields__)
@@ -31,7 +32,8 @@ class Draft:
     tokens: torch.Tensor  # [n] drafted token ids
     probs: torch.Tensor  # [n, V] q_1..q_n: the processed draft distributions (float32)
     state: DraftState  # per-token entropies and draft probabilities
-    stop_reason: str  # "criterion", "max_draft_len", "max_new_tokens", "eos" or "none" (nothing drafted)
+    stop_reason: str  # "criterion", "max_draft_len", "max_new_tokens", "eos", "probe" (the gate's
+    # one-token probe), "gate" (the gate skipped drafting this round) or "none" (nothing drafted)
     seconds: float = 0.0
     entropies_by_type: dict[str, list[float]] = field(default_factory=dict)
     token_ids: list[int] | None = None  # the tokens as Python ints, when the drafter has read them
@@ -54,6 +56,7 @@ class EntropyBasedDrafter:
         self.entropy = EntropyComputer(config.entropy_type, config.renyi_alpha, config.entropy_topk,
                                        config.entropy_unit)
         self.criterion = build_criterion(config)
+        self.gate = SpeculationGate(config)
         info = RULES.get(config.strategy)
         self.reads = _ALL_READS if info is None else info.reads  # the DraftState fields the rule reads
         # Shannon in nats is the configured entropy itself when that is Shannon in nats (SVIP, AdaEDL).
@@ -62,6 +65,7 @@ class EntropyBasedDrafter:
     def start(self) -> None:
         """New generation: fresh rule state (the cache is reset by `prefill`)."""
         self.criterion.reset()
+        self.gate.reset()
 
     def prefill(self, prompt: torch.Tensor) -> None:
         """Cache ``prompt [1, T]``; its last logits give the first draft token."""
@@ -74,8 +78,12 @@ class EntropyBasedDrafter:
         sampling: SamplingParams,
         generator: torch.Generator | None,
         eos_token_ids: set[int],
+        limit_reason: str | None = None,
     ) -> Draft:
-        """Draft up to ``max_tokens`` tokens continuing ``sequence [1, L]`` (the committed tokens)."""
+        """Draft up to ``max_tokens`` tokens continuing ``sequence [1, L]`` (the committed tokens).
+
+        ``limit_reason`` names the stop at ``max_tokens`` (default: "max_draft_len" at the cap, else
+        "max_new_tokens"; the gate's one-token probes pass "probe")."""
         cfg, state = self.config, DraftState()
         need_entropy = "entropies" in self.reads
         need_shannon = "shannon_nats" in self.reads and not (need_entropy and self._shannon_is_configured)
@@ -85,7 +93,7 @@ class EntropyBasedDrafter:
         tokens, processed_rows, probs = [], [], []
         token_ids: list[int] = []
         stop_reason = "none"
-        inputs = sequence[:, len(self.lm):]  # tokens not yet in the cache (0 after prefill, 1, or 2)
+        inputs = sequence[:, len(self.lm):]  # tokens not yet in the cache (0 after prefill, 1, 2; more after gated rounds)
         with Stopwatch(self.lm.device) as sw:
             while len(tokens) < max_tokens:
                 # 1. One drafter step: next-token logits, processed distribution q, the drafted token x ~ q.
@@ -125,7 +133,8 @@ class EntropyBasedDrafter:
                 elif len(tokens) >= cfg.min_draft_len and self.criterion.should_stop(state):
                     stop_reason = "criterion"
                 elif len(tokens) >= max_tokens:
-                    stop_reason = "max_draft_len" if max_tokens == cfg.max_draft_len else "max_new_tokens"
+                    stop_reason = limit_reason or ("max_draft_len" if max_tokens == cfg.max_draft_len
+                                                   else "max_new_tokens")
                 else:
                     continue
                 break
@@ -198,7 +207,9 @@ class EntropyBasedDrafter:
         self.lm.crop(min(len(self.lm), length))
 
     def update(self, draft: Draft, accepted: int) -> None:
+        """The verifier's verdict on the last round, for the rule and the gate (zero-draft rounds too)."""
         self.criterion.update(RoundFeedback(len(draft), accepted, list(draft.state.entropies)))
+        self.gate.update(len(draft), accepted)
 
 
 def _raise_nan(lm: CachedModel) -> None:

@@ -68,7 +68,7 @@ class CachedModel:
         The first of them may be the kept prefill logits (then ``m = num_logits - 1``, possibly 0).
         """
         kept, self.next_logits = self.next_logits, None
-        if kept is None:
+        if kept is None or input_ids.shape[1] != num_logits - 1:  # kept logits are of an earlier position now
             return self.forward(input_ids, num_logits)
         if num_logits == 1:
             return kept

@@ -366,7 +366,8 @@ class Goodput(StoppingCriterion):
     fitted on traces; a and b then follow the verifier's verdicts by online logistic-regression SGD). After j
     drafted tokens the whole draft survives with probability P_j = prod_i beta(H_i); one more token adds
     P_j * beta(H_j) expected tokens (the next token's entropy is not known yet; the last one stands in) and
-    costs c + s (drafter step plus the extra verified token, in one-token verifier calls). Stop unless
+    costs c + s (``cost_ratio`` + ``verify_slope``: drafter step plus the extra verified token, in one-token
+    verifier calls). Stop unless
     P_j * beta(H_j) > margin * R * (c + s), with R the generation's rate so far in tokens per verifier-call
     time (prior: plain decoding, 1). With margin 1 this is the marginal-value rule that maximises long-run
     tokens per second (docs/replay.md).
@@ -376,7 +377,7 @@ class Goodput(StoppingCriterion):
         c = self.config
         self.a, self.b = c.calib_intercept, c.calib_slope
         self.tokens, self.time = 1.0, 1.0  # one pseudo-round of plain decoding: R starts at 1
-        self.step = c.goodput_cost_ratio + c.goodput_verify_slope
+        self.step = c.cost_ratio + c.verify_slope
 
     def accept_prob(self, entropy: float) -> float:
         z = self.a + self.b * entropy

@@ -6,10 +6,11 @@
 1. a round at output position s may draft ``min(max_draft_len, budget - 1)`` tokens;
 2. drafted token i is the drafter's greedy token after the committed prefix while every earlier token of
    the round was right, and the drafter's own continuation after its first wrong token afterwards;
-3. drafting stops at EOS, when the rule says so (after ``min_draft_len`` tokens), or at the limit;
+3. no token is drafted when the speculation gate is closed (:mod:`entspec.gate`); otherwise drafting stops
+   at EOS, when the rule says so (after ``min_draft_len`` tokens), or at the limit;
 4. the verifier accepts the leading correct tokens and adds its own: the round emits ``accepted + 1``
    tokens (fewer at the end of the output);
-5. the rule hears ``(drafted, accepted, entropies)``.
+5. the rule and the gate hear ``(drafted, accepted, entropies)``.
 
 Time comes from a :class:`~entspec.replay.cost.CostModel`. `true_oracle` is the fastest schedule any
 stopping rule could reach on the same trace (a shortest path over output positions).
@@ -23,6 +24,7 @@ import numpy as np
 
 from ..config import EntropyConfig
 from ..entropy import ENTROPY_TYPES
+from ..gate import SpeculationGate
 from ..records import GenerationResult, RoundRecord
 from ..stopping import DraftState, RoundFeedback, build_criterion
 from .cost import CostModel
@@ -131,6 +133,7 @@ def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens:
     col = _columns(trace)
     rule = build_criterion(config)
     rule.reset()
+    gate = SpeculationGate(config)
     scale = nats_to_unit(config.entropy_unit)
     kind = ENTROPY_TYPES.index(config.entropy_type)
     budget_total = trace.meta.max_new_tokens if max_new_tokens is None else max_new_tokens
@@ -145,6 +148,14 @@ def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens:
         drafted = accepted = 0
         wrong = -1  # continuation row once the round has drafted a wrong token
         stop = "max_new_tokens" if limit < 1 else "none"
+        at_limit = "max_draft_len" if limit == config.max_draft_len else "max_new_tokens"
+        if limit >= 1:
+            allowed = gate.draft_limit(limit)
+            if allowed == 0:
+                stop = "gate"
+            elif allowed < limit:
+                at_limit = "probe"
+            limit = allowed
         while drafted < limit:
             if wrong < 0:
                 t = pos + drafted
@@ -167,12 +178,13 @@ def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens:
             elif drafted >= config.min_draft_len and rule.should_stop(state):
                 stop = "criterion"
             elif drafted >= limit:
-                stop = "max_draft_len" if limit == config.max_draft_len else "max_new_tokens"
+                stop = at_limit
             else:
                 continue
             break
         emitted = min(accepted + 1, n_out - pos)
         rule.update(RoundFeedback(drafted, accepted, list(state.entropies)))
+        gate.update(drafted, accepted)
         out.drafted.append(drafted)
         out.accepted.append(accepted)
         out.emitted.append(emitted)

@@ -76,8 +76,8 @@ def fit_calibration(traces: list[Trace], entropy_type: str = "shannon") -> dict[
 def cost_fields(cost: CostModel) -> dict[str, float]:
     """The goodput rule's costs in units of a one-token verifier call, from the cost model."""
     v1 = cost.verify(1)
-    return {"goodput_cost_ratio": round(cost.draft_step_s / v1, 4),
-            "goodput_verify_slope": round(max(0.0, (cost.verify(17) - v1) / 16 / v1), 4)}
+    return {"cost_ratio": round(cost.draft_step_s / v1, 4),
+            "verify_slope": round(max(0.0, (cost.verify(17) - v1) / 16 / v1), 4)}
 
 
 def configurations(cap: int, base: dict[str, Any], rules: list[str] | None = None) -> list[dict[str, Any]]:
@@ -92,8 +92,13 @@ def configurations(cap: int, base: dict[str, Any], rules: list[str] | None = Non
         keys = list(axes)
         for values in itertools.product(*(axes[k] for k in keys)):
             params = {"strategy": name, **dict(zip(keys, values))}
-            out.append({**(base if name == "goodput" else {}), **params})
+            out.append({**(base if name == "goodput" else _gate_fields(base)), **params})
     return out
+
+
+def _gate_fields(base: dict[str, Any]) -> dict[str, Any]:
+    """What every rule takes from the base: the costs the speculation gate reads."""
+    return {k: v for k, v in base.items() if k in ("cost_ratio", "verify_slope")}
 
 
 def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: int = 0,
@@ -228,5 +233,5 @@ def report_markdown(result: TuneResult, cost: CostModel, command: str) -> str:
 
 def _short_params(params: str) -> str:
     data = json.loads(params)
-    hidden = {"strategy", "calib_intercept", "calib_slope", "goodput_cost_ratio", "goodput_verify_slope"}
+    hidden = {"strategy", "calib_intercept", "calib_slope", "cost_ratio", "verify_slope"}
     return ", ".join(f"{k}={v}" for k, v in data.items() if k not in hidden) or "defaults"

@@ -1,0 +1,79 @@
+"""Speculation that never costs speed: the gate drafts nothing while drafting does not pay (issue 15)."""
+
+import pytest
+import torch
+
+from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
+from entspec.gate import SpeculationGate
+from entspec.replay.cost import CostModel
+from entspec.replay.engine import replay
+from entspec.replay.trace import record_trace
+from entspec.stopping import RULES
+from tiny import tiny_llama
+
+NEW_TOKENS = 64
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.set_num_threads(1)
+    return tiny_llama(seed=0), tiny_llama(seed=7)  # verifier, an unrelated drafter
+
+
+def greedy_reference(verifier, prompt, n):
+    out = verifier.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, do_sample=False)
+    return out[0, prompt.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_unrelated_drafter_drafts_almost_nothing_and_output_is_exact(name, models):
+    verifier, unrelated = models
+    prompt = torch.tensor([[3, 14, 15, 9, 2, 6]])
+    result = EntropyBasedSpeculativeDecoder(unrelated, verifier, EntropyConfig(strategy=name)).generate(
+        prompt, max_new_tokens=NEW_TOKENS)
+    assert result.new_tokens == greedy_reference(verifier, prompt, NEW_TOKENS)
+    later = result.rounds[8:]  # once it has seen a few rounds
+    assert sum(r.drafted for r in later) / len(later) <= 0.25, [r.drafted for r in result.rounds]
+    assert any(r.stop_reason == "gate" for r in result.rounds)
+
+
+def test_a_drafter_that_pays_is_never_gated(models):
+    verifier, _ = models
+    prompt = torch.tensor([[3, 14, 15, 9, 2, 6]])
+    result = EntropyBasedSpeculativeDecoder(verifier, verifier, EntropyConfig(strategy="fixed")).generate(
+        prompt, max_new_tokens=NEW_TOKENS)
+    assert all(r.stop_reason != "gate" and r.drafted > 0 for r in result.rounds[:-1])
+
+
+def test_gate_off_drafts_every_round(models):
+    verifier, unrelated = models
+    prompt = torch.tensor([[3, 14, 15, 9, 2, 6]])
+    result = EntropyBasedSpeculativeDecoder(unrelated, verifier, EntropyConfig(gate=False)).generate(
+        prompt, max_new_tokens=24)
+    assert all(r.drafted >= 1 for r in result.rounds[:-1])
+
+
+def test_gate_backs_off_and_reopens():
+    gate = SpeculationGate(EntropyConfig(cost_ratio=0.5, verify_slope=0.0))
+    for _ in range(4):
+        gate.update(drafted=4, accepted=0)  # 1 token for 3 units of cost: below plain decoding
+    decisions = [gate.draft_limit(8) for _ in range(12)]
+    # one-token probes after 1, then 2, then 4 rounds without drafting (the probes report nothing here)
+    assert decisions == [0, 1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0]
+    for _ in range(5):  # speculation pays again: a few good probe rounds reopen the gate
+        gate.update(drafted=1, accepted=1)
+    assert gate.rate >= 1.0 and gate.draft_limit(8) == 8 and gate.backoff == 1
+
+
+@pytest.mark.parametrize("name", ["absolute", "fixed", "goodput", "adaptive"])
+def test_replay_reproduces_gated_rounds(name, models):
+    verifier, unrelated = models
+    cost = CostModel(draft_step_s=0.4, verify_tokens=[1, 9], verify_s=[1.0, 1.2], overhead_round_s=0.0)
+    for seed in range(3):
+        prompt = torch.randint(1, 64, (1, 4 + seed), generator=torch.Generator().manual_seed(seed))
+        cfg = EntropyConfig(strategy=name)
+        trace = record_trace(unrelated, verifier, prompt, max_new_tokens=40, cap=cfg.max_draft_len)
+        engine = EntropyBasedSpeculativeDecoder(unrelated, verifier, cfg).generate(prompt, max_new_tokens=40)
+        replayed = replay(trace, cfg, cost)
+        assert replayed.rounds() == [(r.drafted, r.accepted, r.emitted) for r in engine.rounds]
+        assert replayed.stop_reasons == [r.stop_reason for r in engine.rounds]
