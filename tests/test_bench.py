@@ -62,3 +62,23 @@ def test_bench_replay_check_on_a_tiny_pair(tmp_path):
     rows = [line for line in table.splitlines() if line.startswith("| fixed") or line.startswith("| absolute")]
     assert len(rows) == 4  # fixed k = 2, 4, 6 and absolute
     assert all(line.split("|")[5].strip() == "1.00" for line in rows)  # every round reproduced
+
+
+def test_bad_bench_flags_are_named(capsys):
+    from entspec.cli import main
+
+    for argv, message in ((["--prompt-seed", "-1"], "--prompt-seed: must be >= 0 (got -1)"),
+                          (["--prompts-per-category", "0"], "--prompts-per-category: must be >= 1 (got 0)"),
+                          (["--top-p", "1.5", "--temperature", "0.7"], "--top-p: must be in (0, 1] (got 1.5)")):
+        assert main(["bench", *argv]) == 2
+        assert capsys.readouterr().err.strip() == f"entspec bench: error: {message}"
+
+
+def test_sampling_bench_config_pairs_seeds_and_passes_settings():
+    cfg = bench_config("bfloat16", prompts_per_category=2, max_new_tokens=256, preset="reduced", output_dir="x",
+                       drafter="d", verifier="v", dataset="spec6", categories=6, temperature=0.7, top_p=0.95,
+                       seeds=3, ignore_eos=True, prompt_seed=4)
+    assert cfg.num_samples == 12 and cfg.seeds == [4, 5, 6] and cfg.top_p == 0.95 and cfg.ignore_eos
+    greedy = bench_config("bfloat16", prompts_per_category=2, max_new_tokens=64, preset="reduced", output_dir="x",
+                          drafter="d", verifier="v", temperature=0.0, top_p=0.95, seeds=3)
+    assert greedy.seeds == [0] and greedy.top_p is None

@@ -12,7 +12,24 @@ from .report import bench_markdown
 from .suite import bench_config
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Bad flags get one line naming the flag (not the config field it becomes)."""
+    checks = [("--prompt-seed", args.prompt_seed, args.prompt_seed >= 0, "must be >= 0"),
+              ("--prompts-per-category", args.prompts_per_category, args.prompts_per_category >= 1, "must be >= 1"),
+              ("--max-new-tokens", args.max_new_tokens, args.max_new_tokens >= 1, "must be >= 1"),
+              ("--max-new-tokens-reduced", args.max_new_tokens_reduced, args.max_new_tokens_reduced >= 1,
+               "must be >= 1"),
+              ("--seeds", args.seeds, args.seeds >= 1, "must be >= 1"),
+              ("--temperature", args.temperature, args.temperature >= 0, "must be >= 0"),
+              ("--top-p", args.top_p, args.top_p is None or 0 < args.top_p <= 1, "must be in (0, 1]"),
+              ("--cap", args.cap, args.cap >= 1, "must be >= 1")]
+    for flag, value, ok, why in checks:
+        if not ok:
+            raise ValueError(f"{flag}: {why} (got {value})")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    check_flags(args)
     command = "entspec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "entspec bench"
     sections = []
     for dtype in args.dtype:
@@ -21,9 +38,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            max_new_tokens=args.max_new_tokens if dtype in args.full else args.max_new_tokens_reduced,
                            preset=preset, output_dir=str(Path(args.out) / dtype), drafter=args.drafter,
                            verifier=args.verifier, threads=args.threads, prompt_seed=args.prompt_seed,
-                           methods_from=args.methods_from)
+                           methods_from=args.methods_from, dataset=args.dataset,
+                           categories=6 if args.dataset == "spec6" else 3, temperature=args.temperature,
+                           top_p=args.top_p, seeds=args.seeds, ignore_eos=args.ignore_eos)
         ExperimentRunner(cfg).run()
-        if args.replay:  # traces of the same prompts: predicted vs measured speed, share of the true oracle
+        if args.replay and cfg.temperature == 0:  # traces of the same prompts: predicted vs measured speed, share of the true oracle
             from ..replay.record import record_experiment
 
             record_experiment(cfg, cap=args.cap)
@@ -47,6 +66,11 @@ def register(subparsers) -> None:
     p.add_argument("--replay", action=argparse.BooleanOptionalAction, default=True,
                    help="record traces of the bench prompts and compare replay with the real runs (default on)")
     p.add_argument("--cap", type=int, default=20, help="trace cap for --replay (longest replayable draft)")
+    p.add_argument("--dataset", default="mix", help="prompt set: mix (code, math, chat) or spec6 (six task types)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples (all methods alike)")
+    p.add_argument("--top-p", type=float, default=None, help="top-p when sampling (e.g. 0.95)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per prompt when sampling, paired across methods")
+    p.add_argument("--ignore-eos", action="store_true", help="generate exactly --max-new-tokens tokens")
     p.add_argument("--prompt-seed", type=int, default=0, help="which prompts of the mix are drawn")
     p.add_argument("--prompts-per-category", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=48)

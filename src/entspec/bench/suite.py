@@ -55,20 +55,26 @@ def tuned_methods(path: str) -> list[dict[str, Any]]:
 
 def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, preset: str, output_dir: str,
                  drafter: str, verifier: str, threads: int | None = None, prompt_seed: int = 0,
-                 methods_from: str | None = None) -> ExperimentConfig:
+                 methods_from: str | None = None, dataset: str = "mix", categories: int = 3,
+                 temperature: float = 0.0, top_p: float | None = None, seeds: int = 1,
+                 ignore_eos: bool = False) -> ExperimentConfig:
+    """One benchmark run. Sampling (``temperature > 0``) runs ``seeds`` seeds per prompt, paired across methods;
+    the first seed also draws the prompts (``prompt_seed``)."""
     methods = tuned_methods(methods_from) if methods_from and preset != "reduced" else bench_methods(preset)
     return ExperimentConfig(
         experiment_name=f"bench-{dtype}",
         drafter_model_path=drafter,
         verifier_model_path=verifier,
-        dataset_name="mix",  # code (HumanEval), math (GSM8K), chat (MT-Bench) in equal shares
-        num_samples=3 * prompts_per_category,
+        dataset_name=dataset,  # mix: code (HumanEval), math (GSM8K), chat (MT-Bench); spec6: six task types
+        num_samples=categories * prompts_per_category,
         max_new_tokens=max_new_tokens,
-        temperature=0.0,
+        temperature=temperature,
+        top_p=top_p if temperature > 0 else None,
+        ignore_eos=ignore_eos,
         dtype=dtype,
         output_dir=output_dir,
         methods=methods,
-        seeds=[prompt_seed],  # greedy decoding: the seed only chooses the prompts
+        seeds=[prompt_seed + i for i in range(seeds if temperature > 0 else 1)],  # greedy: one seed suffices
         baselines=True,
         analyze=False,
         threads=threads,

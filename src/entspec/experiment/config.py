@@ -50,6 +50,7 @@ class ExperimentConfig:
     # int8 drafter weights (entspec.models.quantize): none | int8 | int8-weight-only | int8-dynamic (CPU);
     # the verifier is never quantized, so outputs stay the verifier's
     drafter_quantization: str = "none"
+    ignore_eos: bool = False  # generate exactly max_new_tokens (comparable lengths across methods)
     seeds: list[int] = field(default_factory=lambda: [0])
     categories: list[str] | None = None  # keep only these prompt categories
     # --- methods
@@ -148,7 +149,7 @@ class ExperimentConfig:
     def generation_settings(self) -> dict[str, Any]:
         return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_k": self.top_k,
                 "top_p": self.top_p, "dtype": self.dtype, "device": self.device,
-                "drafter_quantization": self.drafter_quantization}
+                "drafter_quantization": self.drafter_quantization, "ignore_eos": self.ignore_eos}
 
 
 # dtype spellings -> the one name saved and compared

@@ -59,6 +59,7 @@ class MethodSpec:
     def run(self, drafter: torch.nn.Module, verifier: torch.nn.Module, input_ids: torch.Tensor,
             settings: dict[str, Any], seed: int) -> GenerationResult:
         gen = {k: settings[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p")}
+        gen["ignore_eos"] = settings.get("ignore_eos", False)
         if self.kind == "entspec":
             decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, self.entropy_config())
             return decoder.generate(input_ids, seed=seed, **gen)

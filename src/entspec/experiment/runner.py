@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # Fields that define what a results row means: resuming into a folder made with other values is refused.
 IDENTITY_FIELDS = ("drafter_model_path", "verifier_model_path", "dataset_name", "dataset_split",
                    "max_sequence_length", "max_new_tokens", "temperature", "top_k", "top_p", "dtype",
-                   "drafter_quantization")
+                   "drafter_quantization", "ignore_eos")
 
 
 @dataclass
@@ -257,6 +257,7 @@ def _read_saved_config(saved: Path, results: Path) -> dict[str, Any]:
             data = yaml.safe_load(saved.read_text(encoding="utf-8"))
             if isinstance(data, dict):  # saved before the field existed: made with an unquantized drafter
                 data.setdefault("drafter_quantization", "none")
+                data.setdefault("ignore_eos", False)
             missing = [n for n in IDENTITY_FIELDS if not isinstance(data, dict) or n not in data]
             why = f"no field {missing[0]}" if missing else ""
         except (yaml.YAMLError, UnicodeDecodeError) as err:
