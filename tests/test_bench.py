@@ -82,3 +82,18 @@ def test_sampling_bench_config_pairs_seeds_and_passes_settings():
     greedy = bench_config("bfloat16", prompts_per_category=2, max_new_tokens=64, preset="reduced", output_dir="x",
                           drafter="d", verifier="v", temperature=0.0, top_p=0.95, seeds=3)
     assert greedy.seeds == [0] and greedy.top_p is None
+
+
+def test_sampling_bench_on_a_tiny_pair_reports_seed_variance_and_plots(tmp_path):
+    from entspec.bench.plot import plot_speedup_by_task
+
+    drafter, verifier = save_tiny_pair(tmp_path / "pair")
+    cfg = bench_config("float32", prompts_per_category=1, max_new_tokens=10, preset="reduced",
+                       output_dir=str(tmp_path / "bench"), drafter=drafter, verifier=verifier, temperature=1.0,
+                       top_p=0.95, seeds=2)
+    cfg.max_sequence_length, cfg.warmup_tokens = 160, 0
+    ExperimentRunner(cfg, progress=False).run()
+    text = bench_markdown(cfg.output_dir, "entspec bench --test")
+    assert "**Seed vs prompt variance**" in text and "| fixed[max_draft_len=2] | 2 |" in text
+    figure = plot_speedup_by_task(bench_tables(cfg.output_dir)["speed"], tmp_path / "s.png", "tiny")
+    assert figure.stat().st_size > 10_000

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from ..experiment import ExperimentRunner
-from .report import bench_markdown
+from .plot import plot_speedup_by_task
+from .report import bench_markdown, bench_tables
 from .suite import bench_config
 
 
@@ -47,6 +48,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
             record_experiment(cfg, cap=args.cap)
         sections.append(bench_markdown(cfg.output_dir, command))
+        figure = plot_speedup_by_task(bench_tables(cfg.output_dir)["speed"], Path(cfg.output_dir) / "speedup_by_task.png",
+                                      f"{cfg.dataset_name}, {dtype}, T={cfg.temperature}, {cfg.max_new_tokens} tokens")
+        sections[-1] += f"\n![speedup by task type]({figure.relative_to(Path(args.out))})\n"
         print(sections[-1], flush=True)
     report = Path(args.out) / "benchmarks.md"
     report.write_text("\n\n".join(sections) + "\n")

@@ -84,6 +84,14 @@ def bench_markdown(experiment_dir: str | Path, command: str) -> str:
         if r.calls and np.isfinite(r.verify_s) and r.verify_s > 0:
             lines.append(f"| {method} | {_fmt(r.draft_s)} | {_fmt(r.verify_s)} | {_fmt(r.overhead_s, 3)} | "
                          f"{_fmt(r.prefill_s)} | {_fmt(r.ms_per_draft_step, 0)} | {_fmt(r.ms_per_verifier_call, 0)} |")
+    variance = seed_variance(exp)
+    if variance is not None:
+        lines += ["", "**Seed vs prompt variance** of the per-generation speedup (sampling: several seeds per "
+                  "prompt, paired across methods): sd across seeds within a prompt (mean over prompts) and sd "
+                  "across prompts of the per-prompt mean", "", "| method | seeds | sd within prompt | sd across "
+                  "prompts |", "|---|---|---|---|"]
+        for method, r in variance.iterrows():
+            lines.append(f"| {method} | {int(r.seeds)} | {_fmt(r.within, 3)} | {_fmt(r.between, 3)} |")
     replayed = replay_table(exp)
     if replayed is not None:
         lines += ["", "**Replay check** (traces of the same prompts, `entspec trace`; predicted = the cost model's "
@@ -96,6 +104,23 @@ def bench_markdown(experiment_dir: str | Path, command: str) -> str:
                          f" | {_fmt(r.exact)} | {_fmt(r.share, 3)} | {_fmt(r.share_uncapped, 3)} |")
     lines += ["", *targets(speed, replayed), ""]
     return "\n".join(lines)
+
+
+def seed_variance(experiment_dir: str | Path) -> pd.DataFrame | None:
+    """Per method: sd of the speedup across seeds within a prompt vs across prompts (None with one seed)."""
+    rows = load_rows(Path(experiment_dir) / "results" / "results.jsonl")
+    if len({r.get("seed") for r in rows}) < 2:
+        return None
+    baseline = [r for r in rows if r["method"] == BASELINE]
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        if method == BASELINE:
+            continue
+        pairs = ComparativeEvaluator([r for r in rows if r["method"] == method], baseline).per_prompt()
+        by_prompt = pairs.groupby("prompt_id").speedup
+        out[method] = {"seeds": pairs.groupby("prompt_id").size().max(), "within": by_prompt.std().mean(),
+                       "between": by_prompt.mean().std()}
+    return pd.DataFrame.from_dict(out, orient="index").astype(float)
 
 
 def replay_table(experiment_dir: str | Path) -> pd.DataFrame | None:
