@@ -91,7 +91,7 @@ def bench_markdown(experiment_dir: str | Path, command: str) -> str:
                   "across prompts of the per-prompt mean", "", "| method | seeds | sd within prompt | sd across "
                   "prompts |", "|---|---|---|---|"]
         for method, r in variance.iterrows():
-            lines.append(f"| {method} | {int(r.seeds)} | {_fmt(r.within, 3)} | {_fmt(r.between, 3)} |")
+            lines.append(f"| {method} | {int(r.seeds)} | {_fmt(r.within_sd, 3)} | {_fmt(r.between_sd, 3)} |")
     replayed = replay_table(exp)
     if replayed is not None:
         lines += ["", "**Replay check** (traces of the same prompts, `entspec trace`; predicted = the cost model's "
@@ -118,8 +118,8 @@ def seed_variance(experiment_dir: str | Path) -> pd.DataFrame | None:
             continue
         pairs = ComparativeEvaluator([r for r in rows if r["method"] == method], baseline).per_prompt()
         by_prompt = pairs.groupby("prompt_id").speedup
-        out[method] = {"seeds": pairs.groupby("prompt_id").size().max(), "within": by_prompt.std().mean(),
-                       "between": by_prompt.mean().std()}
+        out[method] = {"seeds": pairs.groupby("prompt_id").size().max(), "within_sd": by_prompt.std().mean(),
+                       "between_sd": by_prompt.mean().std()}
     return pd.DataFrame.from_dict(out, orient="index").astype(float)
 
 
