@@ -136,3 +136,33 @@ def test_hf_assisted_generation_runs_with_the_int8_drafter(verifier, prompts_and
                          num_assistant_tokens=4, schedule="constant", confidence_threshold=0.0)
     assert result.new_tokens == reference
     assert result.counters["drafter_calls"] > 0
+
+
+def test_an_experiment_records_the_quantization_and_refuses_to_resume_with_another(tmp_path):
+    import yaml
+
+    from entspec.experiment import ExperimentRunner
+    from entspec.records import read_jsonl
+
+    drafter_dir, verifier_dir = save_tiny_pair(tmp_path / "pair")
+    out = tmp_path / "exp"
+
+    def config(**kw):
+        return ExperimentConfig(drafter_model_path=drafter_dir, verifier_model_path=verifier_dir, dataset_name="mix",
+                                num_samples=1, max_new_tokens=8, max_sequence_length=160, output_dir=str(out),
+                                experiment_name="q", baselines=False, analyze=False, warmup_tokens=0,
+                                methods=[{"strategy": "absolute", "max_draft_len": 4}], **kw)
+
+    results = ExperimentRunner(config(drafter_quantization="int8"), progress=False).run()
+    rows = list(read_jsonl(results))
+    assert rows and all(row["config"]["drafter_quantization"] == "int8" for row in rows)
+    with pytest.raises(ConfigError, match="^drafter_quantization:"):
+        ExperimentRunner(config(drafter_quantization="none"), progress=False).run()
+    # A folder saved before the field existed was made without quantization: resuming it as "none" is allowed.
+    saved = out / "configs" / "experiment.yaml"
+    data = yaml.safe_load(saved.read_text())
+    del data["drafter_quantization"]
+    saved.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="^drafter_quantization:"):
+        ExperimentRunner(config(drafter_quantization="int8"), progress=False).run()
+    ExperimentRunner(config(drafter_quantization="none"), progress=False).run()
