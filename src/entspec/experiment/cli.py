@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
 
+from ..config import ConfigError
 from .config import ExperimentConfig
 from .runner import ExperimentRunner
 
@@ -15,6 +17,7 @@ DEMO_CONFIG = Path(__file__).with_name("quick.yaml")  # package data: `entspec d
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = ExperimentConfig.from_yaml(args.config, overrides=args.set)
+    config = _with_executor(config, args)
     if args.no_analysis:
         config.analyze = False
     _report(ExperimentRunner(config).run_full_experiment(), config)
@@ -35,6 +38,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_executor(config: ExperimentConfig, args: argparse.Namespace) -> ExperimentConfig:
+    """``--executor/--address/--workers`` over the config's fields (validated like them)."""
+    flags = {name: value for name, value in (("executor", args.executor), ("ray_address", args.address),
+                                             ("ray_workers", args.workers)) if value is not None}
+    config = dataclasses.replace(config, **flags) if flags else config
+    for name in ("ray_address", "ray_workers"):
+        if name in flags and config.executor != "ray":
+            raise ConfigError(f"{name}: only used with --executor ray (got {flags[name]!r})")
+    return config
+
+
 def _report(summary: dict, config: ExperimentConfig) -> None:
     print(f"\n{summary['rows']} results in {summary['results']} ({summary['run_time_s']:.0f} s)")
     analysis = summary.get("analysis")
@@ -51,6 +65,12 @@ def register(subparsers) -> None:
     run.add_argument("config", help="experiment YAML (see configs/)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config field; the value is parsed as YAML (repeatable)")
+    run.add_argument("--executor", choices=("local", "ray"), default=None,
+                     help="where units run: this process (local, the default) or Ray workers (docs/cluster.md)")
+    run.add_argument("--address", default=None, metavar="ADDR",
+                     help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start a local Ray instance)")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="Ray workers, each holding the model pair once (default: one per GPU, else per CPU)")
     run.add_argument("--no-analysis", action="store_true", help="only run; analyze later with `entspec analyze`")
     run.set_defaults(func=cmd_run)
     demo = subparsers.add_parser("demo", help="fetch the default pair, run the built-in demo config (entspec/experiment/quick.yaml), analyze")

@@ -62,6 +62,10 @@ class ExperimentConfig:
     warmup_tokens: int = 8  # one untimed generation per method before timing starts
     threads: int | None = None  # torch CPU threads (None: torch's default)
     analyze: bool = True  # run the analysis after the experiment (run_full_experiment)
+    # --- where the units run (docs/cluster.md); not identity fields: a run may resume on another executor
+    executor: str = "local"  # local: this process | ray: Ray actors, each holding the model pair once
+    ray_address: str | None = None  # None: start a local Ray instance | "auto" | "HOST:PORT" | "ray://HOST:PORT"
+    ray_workers: int | None = None  # None: one per GPU of the cluster, else one per `threads` CPUs (1 if unset)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -97,6 +101,9 @@ class ExperimentConfig:
               "must be auto, cpu, cuda, cuda:N or mps")
         check(self.warmup_tokens >= 0, "warmup_tokens", "must be >= 0")
         check(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
+        check(self.executor in ("local", "ray"), "executor", "must be local or ray")
+        check(self.ray_address is None or bool(self.ray_address.strip()), "ray_address", "must not be empty")
+        check(self.ray_workers is None or self.ray_workers >= 1, "ray_workers", "must be >= 1 or null")
         check(bool(self.experiment_name.strip()), "experiment_name", "must not be empty")
         check(bool(self.output_dir.strip()), "output_dir", "must not be empty")
         if self.grid is not None:

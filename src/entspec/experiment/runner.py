@@ -98,7 +98,8 @@ class ExperimentRunner:
         """
         from ..models import resolve_device
 
-        resolve_device(self.config.device)
+        if self.config.executor == "local":  # Ray workers check the device on their own nodes
+            resolve_device(self.config.device)
         with FolderLock(self.output_dir):
             self._prepare_output_dir()
             done = self._finished_keys()
@@ -108,7 +109,11 @@ class ExperimentRunner:
             todo = [u for u in units if u.key not in done]
             log.info("%s: %d units, %d already done, %d to run", self.config.experiment_name, len(units),
                      len(units) - len(todo), len(todo))
-            if todo:
+            if todo and self.config.executor == "ray":
+                from .ray_executor import run_on_ray
+
+                run_on_ray(self, units, todo)
+            elif todo:
                 self._load()
                 self._warm_up()
                 self._run_units(units, todo)
@@ -116,21 +121,24 @@ class ExperimentRunner:
         return self.results_path
 
     def _run_units(self, units: list[Unit], todo: list[Unit]) -> None:
-        settings = self.config.generation_settings()
         bar = tqdm(total=len(units), initial=len(units) - len(todo), desc=self.config.experiment_name,
                    unit="gen", disable=not self.progress, dynamic_ncols=True)
         for i, unit in enumerate(todo):
             self._write_progress(len(units), len(units) - len(todo) + i, unit.key)
-            prompt = self.prompts[unit.prompt_index]
-            bar.set_postfix_str(f"{unit.method.id} | {prompt.id}", refresh=False)
-            result = unit.method.run(self.pair.drafter, self.pair.verifier, self.encoded[unit.prompt_index],
-                                     settings, unit.seed)
-            row = make_row(result, config={**unit.method.config_dict(), **settings}, unit_key=unit.key,
-                           method=unit.method.id, method_kind=unit.method.kind, strategy=unit.method.strategy,
-                           prompt_id=prompt.id, category=prompt.category, seed=unit.seed)
-            append_jsonl(self.results_path, row)  # flushed and fsynced: this unit is now safe
+            bar.set_postfix_str(f"{unit.method.id} | {self.prompts[unit.prompt_index].id}", refresh=False)
+            append_jsonl(self.results_path, self.run_unit(unit))  # flushed and fsynced: this unit is now safe
             bar.update(1)
         bar.close()
+
+    def run_unit(self, unit: Unit, **keys: Any) -> dict[str, Any]:
+        """Run one unit on the loaded pair; its results row (``keys`` added). Both executors run units here."""
+        settings = self.config.generation_settings()
+        prompt = self.prompts[unit.prompt_index]
+        result = unit.method.run(self.pair.drafter, self.pair.verifier, self.encoded[unit.prompt_index],
+                                 settings, unit.seed)
+        return make_row(result, config={**unit.method.config_dict(), **settings}, unit_key=unit.key,
+                        method=unit.method.id, method_kind=unit.method.kind, strategy=unit.method.strategy,
+                        prompt_id=prompt.id, category=prompt.category, seed=unit.seed, **keys)
 
     def units(self) -> list[Unit]:
         """All units, methods interleaved per prompt and seed, their order rotated from prompt to prompt."""
@@ -179,8 +187,8 @@ class ExperimentRunner:
         return load_prompts(cfg.dataset_name, split=cfg.dataset_split, num_samples=cfg.num_samples,
                             seed=cfg.seeds[0], categories=cfg.categories)
 
-    def _load(self) -> None:
-        """Tokenizer and context check first (cheap), then the models, then the manifest."""
+    def _load(self, write_manifest: bool = True) -> None:
+        """Tokenizer and context check first (cheap), then the models, then the manifest (Ray workers: none)."""
         from ..models import encode_prompt, load_model_pair, load_tokenizer
         from ..models.context import check_fits
 
@@ -202,6 +210,8 @@ class ExperimentRunner:
         self.pair = load_model_pair(cfg.drafter_model_path, cfg.verifier_model_path, dtype=cfg.dtype,
                                     device=cfg.device, progress=self.progress,
                                     drafter_quantization=cfg.drafter_quantization)
+        if not write_manifest:
+            return
         info = manifest(self.pair.device, experiment_name=cfg.experiment_name, methods=[m.id for m in self.methods],
                         prompts=[p.id for p in self.prompts], dtype=str(self.pair.dtype).replace("torch.", ""))
         atomic_write_text(self.output_dir / "configs" / "manifest.json", json.dumps(info, indent=2))
@@ -232,7 +242,7 @@ class ExperimentRunner:
         for method in tqdm(self.methods, desc="warm-up", disable=not self.progress, leave=False):
             method.run(self.pair.drafter, self.pair.verifier, self.encoded[0], settings, seed=0)
 
-    def _write_progress(self, total: int, done: int, in_flight: str | None) -> None:
+    def _write_progress(self, total: int, done: int, in_flight: str | list[str] | None) -> None:
         tmp = self.progress_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"done": done, "total": total, "in_flight": in_flight,
                                    "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}))

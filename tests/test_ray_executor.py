@@ -1,0 +1,175 @@
+"""executor: ray — the local runner's rows from Ray workers; a killed worker or driver loses and repeats nothing.
+
+One local Ray instance (2 CPUs, no dashboard) serves the whole module; every test uses tiny random models.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from entspec.cli import main
+from entspec.config import ConfigError
+from entspec.experiment import ExperimentConfig, ExperimentRunner
+from entspec.experiment.ray_executor import check_address
+from entspec.records import read_jsonl
+from tiny import save_tiny_pair
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory):
+    return save_tiny_pair(tmp_path_factory.mktemp("pair"))
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray instance for the module; yields its address (other drivers connect to it)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def config(tiny_pair, out, **kw):
+    """2 methods x prompts x 2 seeds, sampled (so the seeds matter and tokens pin down the random stream)."""
+    drafter, verifier = tiny_pair
+    base = dict(drafter_model_path=drafter, verifier_model_path=verifier, dataset_name="mix", num_samples=3,
+                max_new_tokens=12, max_sequence_length=160, output_dir=str(out), experiment_name="ray",
+                baselines=False, analyze=False, warmup_tokens=2, temperature=0.7, seeds=[0, 1],
+                grid={"base": {"max_draft_len": 4}, "axes": {"strategy": ["absolute", "adaptive"]}},
+                executor="ray", ray_workers=2)
+    return ExperimentConfig(**{**base, **kw})
+
+
+def rows_of(path):
+    return list(read_jsonl(path))
+
+
+def assert_each_unit_once(rows, expected):
+    keys = [r["unit_key"] for r in rows]
+    assert len(keys) == len(set(keys)) == expected
+
+
+def test_two_workers_give_every_unit_once_with_the_local_tokens(tiny_pair, ray_cluster, tmp_path):
+    cfg = config(tiny_pair, tmp_path / "ray")
+    runner = ExperimentRunner(cfg, progress=False)
+    rows = rows_of(runner.run())
+    assert_each_unit_once(rows, 2 * 3 * 2)
+    local = rows_of(ExperimentRunner(config(tiny_pair, tmp_path / "local", executor="local"), progress=False).run())
+    assert {r["unit_key"]: r["result"]["new_tokens"] for r in rows} == \
+        {r["unit_key"]: r["result"]["new_tokens"] for r in local}
+    assert all("worker" not in r for r in local)  # the local executor's rows are unchanged
+    # every row says where it ran; a prompt's units all ran on one worker, in the local runner's order
+    assert all({"host", "device", "pid"} <= set(r["worker"]) for r in rows)
+    by_prompt = {}
+    for r in rows:
+        by_prompt.setdefault(r["prompt_id"], []).append(r)
+    local_order = [u.key for u in runner.units()]
+    for prompt_rows in by_prompt.values():
+        assert len({r["worker"]["pid"] for r in prompt_rows}) == 1
+        keys = [r["unit_key"] for r in prompt_rows]
+        assert keys == sorted(keys, key=local_order.index)
+    assert len({r["worker"]["pid"] for r in rows}) == 2
+    manifest = (tmp_path / "ray" / "configs" / "manifest.json").read_text()
+    assert '"executor": "ray"' in manifest and '"workers"' in manifest
+    assert len(rows_of(ExperimentRunner(cfg, progress=False).run())) == 12  # nothing left: no worker starts
+
+
+def wait_for_rows(path, n, timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= n:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{path}: fewer than {n} rows after {timeout} s")
+
+
+def test_a_worker_killed_mid_run_is_restarted_and_its_units_retried(tiny_pair, ray_cluster, tmp_path):
+    cfg = config(tiny_pair, tmp_path / "exp", num_samples=8, max_new_tokens=48)
+    results = tmp_path / "exp" / "results" / "results.jsonl"
+    outcome = []
+    driver = threading.Thread(target=lambda: outcome.append(_run_or_error(cfg)))
+    driver.start()
+    wait_for_rows(results, 1)
+    victim = rows_of(results)[0]["worker"]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    driver.join(timeout=120)
+    assert outcome and not isinstance(outcome[0], BaseException), outcome
+    rows = rows_of(results)
+    assert_each_unit_once(rows, 2 * 8 * 2)
+    pids = {r["worker"]["pid"] for r in rows}
+    assert victim in pids and len(pids) == 3  # the two first workers, then the victim's restart
+
+
+def _run_or_error(cfg):
+    try:
+        return ExperimentRunner(cfg, progress=False).run()
+    except BaseException as err:  # noqa: BLE001 - handed to the test thread
+        return err
+
+
+DRIVER = """
+import sys, yaml
+from entspec.experiment import ExperimentConfig, ExperimentRunner
+ExperimentRunner(ExperimentConfig.from_dict(yaml.safe_load(open({config!r}))), progress=False).run()
+"""
+
+
+def test_the_driver_killed_mid_run_then_rerun_gives_every_row_exactly_once(tiny_pair, ray_cluster, tmp_path):
+    cfg = config(tiny_pair, tmp_path / "exp", num_samples=8, max_new_tokens=48, ray_address=ray_cluster)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(cfg.to_yaml())
+    results = tmp_path / "exp" / "results" / "results.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER.format(config=str(path))],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        wait_for_rows(results, 4)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    partial = len(rows_of(results))
+    assert 4 <= partial < 32, "the driver should have been killed in the middle"
+    rows = rows_of(ExperimentRunner(cfg, progress=False).run())  # this process is already connected
+    assert_each_unit_once(rows, 2 * 8 * 2)
+
+
+# ---------------------------------------------------------------- bad input: one line naming the setting
+def cli_error(capsys, argv):
+    assert main(argv) == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def config_file(tiny_pair, tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(config(tiny_pair, tmp_path / "exp", executor="local", ray_workers=None).to_yaml())
+    return str(path)
+
+
+def test_zero_workers_is_refused_naming_the_setting(config_file, capsys):
+    line = cli_error(capsys, ["run", config_file, "--executor", "ray", "--workers", "0"])
+    assert line == "entspec run: error: ray_workers: must be >= 1 or null (got 0)"
+    line = cli_error(capsys, ["run", config_file, "--workers", "2"])
+    assert line.startswith("entspec run: error: ray_workers: only used with --executor ray")
+
+
+def test_ray_not_installed_is_refused_naming_the_setting(config_file, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    line = cli_error(capsys, ["run", config_file, "--executor", "ray"])
+    assert line.startswith("entspec run: error: executor: Ray is not installed here")
+
+
+def test_an_unreachable_address_is_refused_at_once(config_file, capsys):
+    started = time.perf_counter()
+    line = cli_error(capsys, ["run", config_file, "--executor", "ray", "--address", "127.0.0.1:1"])
+    assert line.startswith("entspec run: error: ray_address: no Ray cluster answers at 127.0.0.1:1")
+    assert time.perf_counter() - started < 10
+    with pytest.raises(ConfigError, match="^ray_address: expected auto, HOST:PORT"):
+        check_address("head-node")
+    with pytest.raises(ConfigError, match="^executor: must be local or ray"):
+        ExperimentConfig(executor="slurm")
