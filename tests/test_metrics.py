@@ -447,7 +447,8 @@ def test_engine_matches_leviathan_expected_tokens_per_call(one_thread):
 
     prompt = torch.tensor([[0, 1]])
     for k in range(1, 7):
-        dec = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=k))
+        dec = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=k,
+                                                                              gate=False))  # fixed k exactly
         rounds: list[RoundRecord] = []
         budget = tokens_for_power(alpha, k)
         for seed in range(math.ceil(budget / 1000)):  # short generations: the KV cache stays small

@@ -64,7 +64,7 @@ class EntropyConfig:
     # gate (entspec.gate): before each round, draft nothing while speculative rounds emit fewer tokens per unit
     # of cost than plain decoding; probe again after 1, 2, 4, ... 32 rounds. Never changes what is emitted.
     gate: bool = True
-    gate_memory: float = 0.7  # decay of the moving sums, per speculative round
+    gate_memory: float = 0.9  # decay of the moving sums, per speculative round (about a 10-round window)
     # goodput: draft one more token while its expected tokens per unit of cost beat the rate so far.
     # Acceptance probability of a drafted token = sigmoid(calib_intercept + calib_slope * H) (fitted on traces
     # by `entspec tune`, then updated online by SGD on the verifier's verdicts at rate calib_lr).

@@ -12,10 +12,9 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import wilcoxon
-from statsmodels.stats.multitest import multipletests
 
 from entspec.metrics import bootstrap_ci, paired_bootstrap_ci
+from entspec.metrics.compare import holm, paired_wilcoxon_test, ratio_of_means
 
 __all__ = ["per_prompt", "method_table", "paired_wilcoxon", "holm", "paired_tests", "TABLE_METRICS"]
 
@@ -35,10 +34,6 @@ def per_prompt(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Mean of ``columns`` per (method, category, prompt_id) over seeds. Columns keep their names."""
     keys = ["method", "category", "prompt_id"]
     return frame.groupby(keys, sort=True)[list(columns)].mean().reset_index()
-
-
-def _ratio_of_means(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(x, axis=axis) / np.mean(y, axis=axis)
 
 
 def method_table(frame: pd.DataFrame, by_category: bool = True, confidence: float = 0.95,
@@ -63,8 +58,8 @@ def method_table(frame: pd.DataFrame, by_category: bool = True, confidence: floa
             x = rows["tokens_per_s"].to_numpy(float)
             y = rows["baseline_tokens_per_s"].to_numpy(float)
             ok = ~(np.isnan(x) | np.isnan(y))
-            speedup = float(_ratio_of_means(x[ok], y[ok])) if ok.any() else NAN
-            low, high = paired_bootstrap_ci((x, y), _ratio_of_means, confidence, n_resamples, seed)
+            speedup = float(ratio_of_means(x[ok], y[ok])) if ok.any() else NAN
+            low, high = paired_bootstrap_ci((x, y), ratio_of_means, confidence, n_resamples, seed)
             n_gen = int(counts[method].sum()) if category == "all" else int(counts[method].get(category, 0))
             record = {"category": category, "method": method, "method_kind": info.loc[method, "method_kind"],
                       "strategy": info.loc[method, "strategy"],
@@ -92,10 +87,7 @@ def paired_wilcoxon(frame: pd.DataFrame, method: str, other: str, metric: str = 
     if method not in wide or other not in wide:
         wide = pd.DataFrame(columns=[method, other], dtype=float)
     x, y = wide[method].to_numpy(float), wide[other].to_numpy(float)
-    stat, p = NAN, NAN
-    if x.size >= 2 and np.any(x != y):
-        res = wilcoxon(x, y)
-        stat, p = float(res.statistic), float(res.pvalue)
+    stat, p = paired_wilcoxon_test(x, y)
     return {
         "n_pairs": int(x.size),
         "mean": float(x.mean()) if x.size else NAN,
@@ -105,17 +97,6 @@ def paired_wilcoxon(frame: pd.DataFrame, method: str, other: str, metric: str = 
         "statistic": stat,
         "p": p,
     }
-
-
-def holm(pvalues: Sequence[float], alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Holm-adjusted p-values and rejections (``multipletests``); NaN p-values stay NaN / not rejected."""
-    p = np.asarray(pvalues, dtype=float)
-    adjusted = np.full(p.shape, NAN)
-    reject = np.zeros(p.shape, dtype=bool)
-    ok = ~np.isnan(p)
-    if ok.any():
-        reject[ok], adjusted[ok], _, _ = multipletests(p[ok], alpha=alpha, method="holm")
-    return adjusted, reject
 
 
 def paired_tests(frame: pd.DataFrame, methods: Sequence[str], references: dict[str, str],

@@ -12,9 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import wilcoxon
 
 from entspec.metrics.aggregate import Source, bootstrap_ci, load_rows, paired_bootstrap_ci, summarize
+from entspec.metrics.compare import paired_wilcoxon_test, ratio_of_means
 from entspec.metrics.entropy_acceptance import EntropyAcceptance, entropy_acceptance
 from entspec.metrics.generation import (
     GENERATION_METRIC_NAMES,
@@ -110,10 +110,6 @@ class SpeculativeDecodingEvaluator:
         return accept_counts(self.results)
 
 
-def _ratio_of_means(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(x, axis=axis) / np.mean(y, axis=axis)
-
-
 class ComparativeEvaluator:
     """A method against a baseline on the same prompts (Spec-Bench).
 
@@ -164,14 +160,14 @@ class ComparativeEvaluator:
     def _compare(self, pairs: pd.DataFrame, confidence: float, n_resamples: int, seed: int) -> dict:
         x = pairs[self.metric].to_numpy(dtype=float)
         y = pairs[f"baseline_{self.metric}"].to_numpy(dtype=float)
-        low, high = paired_bootstrap_ci((x, y), _ratio_of_means, confidence, n_resamples, seed)
-        stat, p = _wilcoxon(x, y)
+        low, high = paired_bootstrap_ci((x, y), ratio_of_means, confidence, n_resamples, seed)
+        stat, p = paired_wilcoxon_test(x, y)
         match = pairs["outputs_match"]
         return {
             "n_pairs": int(len(pairs)),
             f"mean_{self.metric}": float(x.mean()) if x.size else NAN,
             f"mean_baseline_{self.metric}": float(y.mean()) if y.size else NAN,
-            "speedup": float(_ratio_of_means(x, y)) if x.size else NAN,
+            "speedup": float(ratio_of_means(x, y)) if x.size else NAN,
             "speedup_ci_low": low,
             "speedup_ci_high": high,
             "mean_per_prompt_speedup": float(np.mean(x / y)) if x.size else NAN,
@@ -194,15 +190,3 @@ class ComparativeEvaluator:
             for category, part in pairs.groupby("category", sort=True):
                 out.append({"category": category, **self._compare(part, confidence, n_resamples, seed)})
         return pd.DataFrame(out)
-
-
-def _wilcoxon(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Two-sided paired Wilcoxon signed-rank test; NaN when undefined (no pairs, all differences 0)."""
-    d = x - y
-    if d.size == 0 or np.all(d == 0):
-        return NAN, NAN
-    try:
-        res = wilcoxon(x, y)
-    except ValueError:
-        return NAN, NAN
-    return float(res.statistic), float(res.pvalue)
