@@ -16,7 +16,7 @@ import pytest
 from entspec.cli import main
 from entspec.config import ConfigError
 from entspec.experiment import ExperimentConfig, ExperimentRunner
-from entspec.experiment.ray_executor import check_address
+from entspec.experiment.ray_executor import WorkerError, check_address
 from entspec.records import read_jsonl
 from tiny import save_tiny_pair
 
@@ -136,6 +136,60 @@ def test_the_driver_killed_mid_run_then_rerun_gives_every_row_exactly_once(tiny_
     assert 4 <= partial < 32, "the driver should have been killed in the middle"
     rows = rows_of(ExperimentRunner(cfg, progress=False).run())  # this process is already connected
     assert_each_unit_once(rows, 2 * 8 * 2)
+
+
+def test_a_model_missing_on_a_node_is_one_line_naming_the_node(tiny_pair, ray_cluster, tmp_path):
+    cfg = config(tiny_pair, tmp_path / "exp", drafter_model_path=str(tmp_path / "absent"), ray_workers=1)
+    with pytest.raises(WorkerError, match=r"^worker on [^ ]+: .*absent: no such file or folder$"):
+        ExperimentRunner(cfg, progress=False).run()
+    assert not (tmp_path / "exp" / "results" / "results.jsonl").exists()
+
+
+class FakeRay:
+    """Just enough of ``ray`` for the dispatch loop: refs are the rows themselves, ready at once."""
+
+    def wait(self, refs, num_returns):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        return ref.row
+
+
+class FakeRef:
+    def __init__(self, row):
+        self.row = row
+
+
+class FakeWorker:
+    """Turns a unit key into a minimal row at once."""
+
+    def __init__(self):
+        self.run, self.calls = self, []
+
+    def remote(self, key):
+        self.calls.append(key)
+        return FakeRef({"unit_key": key, "worker": {"host": "h", "pid": id(self), "device": "cpu",
+                                                    "device_name": "cpu", "dtype": "float32"}})
+
+
+def test_the_driver_writes_a_unit_once_when_a_retry_races_a_late_result(tiny_pair, tmp_path):
+    pytest.importorskip("ray")
+    from entspec.experiment.ray_executor import _by_prompt, _Driver
+
+    runner = ExperimentRunner(config(tiny_pair, tmp_path / "exp"), progress=False)
+    runner._prepare_output_dir()
+    runner.prompts = runner._load_prompts()
+    units = runner.units()
+    done, todo = units[:1], units[1:]  # the first unit is already in the file
+    runner.results_path.write_text(f'{{"unit_key": "{done[0].key}"}}\n')
+    groups = _by_prompt(todo)
+    groups.insert(1, groups[0][:2])  # two of them sent again while the first copies are still running
+    workers = [FakeWorker(), FakeWorker()]
+    _Driver(FakeRay(), runner, workers, units, todo, groups).run()
+    keys = [r["unit_key"] for r in read_jsonl(runner.results_path)]
+    assert sorted(keys) == sorted(u.key for u in units)  # every unit once: the late copies were dropped
+    assert workers[1].calls[:2] == workers[0].calls[:2] == [u.key for u in todo[:2]]  # both really ran
+    assert workers[0].calls[:3] == [u.key for u in todo[:3]]  # a prompt's remaining units, in order
 
 
 # ---------------------------------------------------------------- bad input: one line naming the setting
