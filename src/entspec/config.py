@@ -71,6 +71,7 @@ class EntropyConfig:
     goodput_margin: float = 1.0  # continue while gain > margin * rate * cost (1.0: the marginal-value rule)
     calib_intercept: float = 2.5
     calib_slope: float = -1.5
+    calib_prob: float = 0.0  # weight of the drafted token's probability (a two-feature calibration; 0: entropy only)
     calib_lr: float = 0.05
     record_all_entropies: bool = True  # trace every entropy type per drafted token (for analysis)
 
@@ -93,7 +94,7 @@ class EntropyConfig:
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and not isinstance(value, bool), name, "must be a number")
             check(not math.isnan(value) and value >= 0, name, "must be >= 0")
-        for name in ("calib_intercept", "calib_slope"):
+        for name in ("calib_intercept", "calib_slope", "calib_prob"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), name,
                   "must be a finite number")

@@ -208,7 +208,8 @@ class EntropyBasedDrafter:
 
     def update(self, draft: Draft, accepted: int) -> None:
         """The verifier's verdict on the last round, for the rule and the gate (zero-draft rounds too)."""
-        self.criterion.update(RoundFeedback(len(draft), accepted, list(draft.state.entropies)))
+        self.criterion.update(RoundFeedback(len(draft), accepted, list(draft.state.entropies),
+                                            list(draft.state.token_probs)))
         self.gate.update(len(draft), accepted)
 
 

@@ -35,6 +35,7 @@ class RoundFeedback:
     drafted: int
     accepted: int
     entropies: list[float]
+    token_probs: list[float] = field(default_factory=list)  # q(x_i) of the drafted tokens
 
     @property
     def acceptance_rate(self) -> float:
@@ -357,36 +358,36 @@ class AdaEDL(StoppingCriterion):
 # --- cost-aware ------------------------------------------------------------------------------------------
 
 
-@register("goodput", threshold="goodput_margin",
+@register("goodput", reads=("entropies", "token_probs"), threshold="goodput_margin",
           sweep={"goodput_margin": (0.4, 0.55, 0.7, 0.85, 1.0, 1.2, 1.5), "max_draft_len": (12, 20)})
 class Goodput(StoppingCriterion):
     """Draft one more token while it is expected to add tokens faster than the generation is producing them.
 
-    Acceptance of a drafted token with entropy H is predicted as beta(H) = sigmoid(a + b H) (a calibration
-    fitted on traces; a and b then follow the verifier's verdicts by online logistic-regression SGD). After j
-    drafted tokens the whole draft survives with probability P_j = prod_i beta(H_i); one more token adds
-    P_j * beta(H_j) expected tokens (the next token's entropy is not known yet; the last one stands in) and
-    costs c + s (``cost_ratio`` + ``verify_slope``: drafter step plus the extra verified token, in one-token
-    verifier calls). Stop unless
-    P_j * beta(H_j) > margin * R * (c + s), with R the generation's rate so far in tokens per verifier-call
+    Acceptance of a drafted token with entropy H and probability q is predicted as
+    beta = sigmoid(a + b H + d q) (a calibration fitted on traces, d = 0 for entropy alone; a, b, d then
+    follow the verifier's verdicts by online logistic-regression SGD). After j drafted tokens the whole
+    draft survives with probability P_j = prod_i beta_i; one more token adds P_j * beta_j expected tokens (the
+    next token's statistics are not known yet; the last ones stand in) and costs c + s (``cost_ratio`` +
+    ``verify_slope``: drafter step plus the extra verified token, in one-token verifier calls). Stop unless
+    P_j * beta_j > margin * R * (c + s), with R the generation's rate so far in tokens per verifier-call
     time (prior: plain decoding, 1). With margin 1 this is the marginal-value rule that maximises long-run
     tokens per second (docs/replay.md).
     """
 
     def reset(self) -> None:
         c = self.config
-        self.a, self.b = c.calib_intercept, c.calib_slope
+        self.a, self.b, self.d = c.calib_intercept, c.calib_slope, c.calib_prob
         self.tokens, self.time = 1.0, 1.0  # one pseudo-round of plain decoding: R starts at 1
         self.step = c.cost_ratio + c.verify_slope
 
-    def accept_prob(self, entropy: float) -> float:
-        z = self.a + self.b * entropy
+    def accept_prob(self, entropy: float, prob: float) -> float:
+        z = self.a + self.b * entropy + self.d * prob
         return 1.0 / (1.0 + math.exp(-z)) if z > -30 else 0.0
 
     def should_stop(self, state: DraftState) -> bool:
         survival = 1.0
-        for h in state.entropies:
-            beta = self.accept_prob(h)
+        for h, q in zip(state.entropies, state.token_probs):
+            beta = self.accept_prob(h, q)
             survival *= beta
         return survival * beta <= self.threshold * self.step
 
@@ -394,10 +395,12 @@ class Goodput(StoppingCriterion):
         self.tokens += feedback.accepted + 1
         self.time += 1.0 + feedback.drafted * self.step
         lr = self.config.calib_lr
-        for i, h in enumerate(feedback.entropies[: feedback.accepted + 1]):  # verdicts up to the first rejection
-            err = (i < feedback.accepted) - self.accept_prob(h)
+        verdicts = zip(feedback.entropies[: feedback.accepted + 1], feedback.token_probs)  # up to the first rejection
+        for i, (h, q) in enumerate(verdicts):
+            err = (i < feedback.accepted) - self.accept_prob(h, q)
             self.a += lr * err
             self.b += lr * err * h
+            self.d += lr * err * q
 
     @property
     def threshold(self) -> float:

@@ -183,7 +183,7 @@ def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens:
                 continue
             break
         emitted = min(accepted + 1, n_out - pos)
-        rule.update(RoundFeedback(drafted, accepted, list(state.entropies)))
+        rule.update(RoundFeedback(drafted, accepted, list(state.entropies), list(state.token_probs)))
         gate.update(drafted, accepted)
         out.drafted.append(drafted)
         out.accepted.append(accepted)

@@ -39,7 +39,7 @@ ALL = "all"
 class TuneResult:
     sweep: pd.DataFrame  # one row per (configuration, prompt): time_s, tokens, split, category
     best: pd.DataFrame  # per rule and category: chosen configuration, tuning and held-out figures
-    calibration: dict[str, float]
+    calibration: dict[str, float]  # the entropy-only calibration (the two-feature one is in the goodput configs)
     seconds: float  # wall time of the replay sweep
     configurations: int
 
@@ -59,18 +59,23 @@ def split_prompts(traces: list[Trace], held_out: float = 0.5, seed: int = 0) -> 
     return labels
 
 
-def fit_calibration(traces: list[Trace], entropy_type: str = "shannon") -> dict[str, float]:
-    """Logistic regression of the drafter's greedy agreement on its entropy (nats), from scikit-learn."""
+def fit_calibration(traces: list[Trace], entropy_type: str = "shannon", with_prob: bool = False) -> dict[str, float]:
+    """Logistic regression (scikit-learn) of "the drafter's greedy token is the verifier's" on its entropy
+    (nats) and, ``with_prob``, the drafted token's probability: the goodput rule's calibration."""
     from sklearn.linear_model import LogisticRegression
 
     kind = ENTROPY_TYPES.index(entropy_type)
-    h = np.concatenate([t.entropy[:, kind] for t in traces]).astype(float)[:, None]
+    h = np.concatenate([t.entropy[:, kind] for t in traces]).astype(float)
+    q = np.concatenate([t.token_prob for t in traces]).astype(float)
     y = np.concatenate([t.match for t in traces]).astype(int)
     if len(np.unique(y)) < 2:  # a drafter always right (or always wrong): a flat, clipped calibration
         p = float(np.clip(y.mean(), 0.01, 0.99))
-        return {"calib_intercept": float(np.log(p / (1 - p))), "calib_slope": 0.0}
-    model = LogisticRegression(C=1e4).fit(h, y)
-    return {"calib_intercept": float(model.intercept_[0]), "calib_slope": float(model.coef_[0, 0])}
+        return {"calib_intercept": float(np.log(p / (1 - p))), "calib_slope": 0.0, "calib_prob": 0.0}
+    features = np.column_stack([h, q]) if with_prob else h[:, None]
+    model = LogisticRegression(C=1e4, max_iter=1000).fit(features, y)
+    coef = model.coef_[0]
+    return {"calib_intercept": round(float(model.intercept_[0]), 4), "calib_slope": round(float(coef[0]), 4),
+            "calib_prob": round(float(coef[1]), 4) if with_prob else 0.0}
 
 
 def cost_fields(cost: CostModel) -> dict[str, float]:
@@ -80,8 +85,10 @@ def cost_fields(cost: CostModel) -> dict[str, float]:
             "verify_slope": round(max(0.0, (cost.verify(17) - v1) / 16 / v1), 4)}
 
 
-def configurations(cap: int, base: dict[str, Any], rules: list[str] | None = None) -> list[dict[str, Any]]:
-    """Every configuration of the registered sweeps (caps above the traces' ``cap`` dropped)."""
+def configurations(cap: int, base: dict[str, Any], rules: list[str] | None = None,
+                   calibrations: list[dict[str, float]] | None = None) -> list[dict[str, Any]]:
+    """Every configuration of the registered sweeps (caps above the traces' ``cap`` dropped); the goodput rule
+    once per candidate calibration."""
     out = []
     for name, info in RULES.items():
         if rules and name not in rules:
@@ -92,7 +99,10 @@ def configurations(cap: int, base: dict[str, Any], rules: list[str] | None = Non
         keys = list(axes)
         for values in itertools.product(*(axes[k] for k in keys)):
             params = {"strategy": name, **dict(zip(keys, values))}
-            out.append({**(base if name == "goodput" else _gate_fields(base)), **params})
+            if name == "goodput":
+                out += [{**base, **calibration, **params} for calibration in (calibrations or [{}])]
+            else:
+                out.append({**_gate_fields(base), **params})
     return out
 
 
@@ -108,10 +118,11 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
 
     labels = split_prompts(traces, held_out, seed)
     tuning = [t for t, s in zip(traces, labels) if s == "tune"]
-    calibration = fit_calibration(tuning)
-    base = {**calibration, **cost_fields(cost)}
+    calibrations = [fit_calibration(tuning), fit_calibration(tuning, with_prob=True)]
+    calibration = calibrations[0]
+    base = cost_fields(cost)
     cap = min(t.meta.cap for t in traces)
-    configs = configurations(cap, base, rules)
+    configs = configurations(cap, base, rules, calibrations)
     plain = [plain_decoding(t, cost).time_s for t in traces]
     started = time.perf_counter()
     rows = []
@@ -247,4 +258,6 @@ def report_markdown(result: TuneResult, cost: CostModel, command: str) -> str:
 def _short_params(params: str) -> str:
     data = json.loads(params)
     hidden = {"strategy", "calib_intercept", "calib_slope", "cost_ratio", "verify_slope"}
-    return ", ".join(f"{k}={v}" for k, v in data.items() if k not in hidden) or "defaults"
+    if data.get("calib_prob"):
+        data["calibration"] = "entropy + probability"
+    return ", ".join(f"{k}={v}" for k, v in data.items() if k not in hidden | {"calib_prob"}) or "defaults"
