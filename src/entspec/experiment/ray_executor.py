@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ACTOR_RESTARTS = 8  # Ray restarts a dead worker this many times, then gives it up
-TASK_RETRIES = 3  # Ray reruns a unit whose worker died while it waited or ran this many times
+ACTOR_RESTARTS = 8  # how often Ray restarts a dead worker before giving it up
+TASK_RETRIES = 3  # how often Ray reruns a unit whose worker died before returning it
 CONNECT_TIMEOUT_S = 5.0
 
 
