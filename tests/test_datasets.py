@@ -292,3 +292,11 @@ def test_truncate_with_a_real_fast_tokenizer():
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]")
     prompts = load_prompts("wikipedia", num_samples=3, tokenizer=tok, max_prompt_tokens=40)
     assert [len(tok(p.text, add_special_tokens=False)["input_ids"]) for p in prompts] == [40] * 3
+
+
+def test_excluded_prompts_are_left_out_before_sampling():
+    from entspec.datasets import load_prompts
+
+    everything = load_prompts("gsm8k", num_samples=12, seed=0)
+    left = load_prompts("gsm8k", num_samples=12, seed=0, exclude=[p.id for p in everything])
+    assert len(left) == 12 and not {p.id for p in left} & {p.id for p in everything}

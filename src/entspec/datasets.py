@@ -628,7 +628,7 @@ def truncate_to_tokens(prompt: Prompt, tokenizer: Any, max_tokens: int) -> Promp
 def load_prompts(name_or_path: str | Path, *, split: str = "test", num_samples: int | None = None,
                  seed: int = 0, categories: Iterable[str] | None = None, tokenizer: Any = None,
                  max_prompt_tokens: int | None = None,
-                 prefix_words: int = DEFAULT_PREFIX_WORDS) -> list[Prompt]:
+                 prefix_words: int = DEFAULT_PREFIX_WORDS, exclude: Iterable[str] | None = None) -> list[Prompt]:
     """Load a built-in dataset (see :func:`list_datasets`) or a local ``.jsonl``/``.txt``/``.csv`` file.
 
     Args:
@@ -643,6 +643,7 @@ def load_prompts(name_or_path: str | Path, *, split: str = "test", num_samples: 
             ``max_prompt_tokens`` tokens (their source is first cut to ``max(prefix_words,
             max_prompt_tokens)`` words). Chat prompts are never cut.
         prefix_words: continuation prompts: the number of whitespace-separated words kept.
+        exclude: prompt ids left out before sampling (e.g. the prompts a rule was tuned on).
 
     Raises:
         DatasetError: unknown name, missing or malformed file, missing field/column, bad argument.
@@ -657,6 +658,11 @@ def load_prompts(name_or_path: str | Path, *, split: str = "test", num_samples: 
     _check_prompts(prompts, name_or_path)
     if categories is not None:
         prompts = _filter_categories(prompts, categories, name_or_path)
+    if exclude:
+        left_out = set(exclude)
+        prompts = [p for p in prompts if p.id not in left_out]
+        if not prompts:
+            raise DatasetError(f"exclude: leaves no prompt of {name_or_path}")
     prompts = sample_prompts(prompts, num_samples, seed=seed)
     if tokenizer is not None:
         if max_prompt_tokens < 1:

@@ -60,7 +60,8 @@ def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, 
                  ignore_eos: bool = False) -> ExperimentConfig:
     """One benchmark run. Sampling (``temperature > 0``) runs ``seeds`` seeds per prompt, paired across methods;
     the first seed also draws the prompts (``prompt_seed``)."""
-    methods = tuned_methods(methods_from) if methods_from and preset != "reduced" else bench_methods(preset)
+    tuned = ExperimentConfig.from_yaml(methods_from) if methods_from and preset != "reduced" else None
+    methods = tuned_methods(methods_from) if tuned else bench_methods(preset)
     return ExperimentConfig(
         experiment_name=f"bench-{dtype}",
         drafter_model_path=drafter,
@@ -78,4 +79,5 @@ def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, 
         baselines=True,
         analyze=False,
         threads=threads,
+        exclude_prompts=tuned.exclude_prompts if tuned else None,  # never report on the tuning prompts
     )

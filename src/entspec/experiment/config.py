@@ -53,6 +53,7 @@ class ExperimentConfig:
     ignore_eos: bool = False  # generate exactly max_new_tokens (comparable lengths across methods)
     seeds: list[int] = field(default_factory=lambda: [0])
     categories: list[str] | None = None  # keep only these prompt categories
+    exclude_prompts: list[str] | None = None  # prompt ids left out before sampling (e.g. tuning prompts)
     # --- methods
     methods: list[dict[str, Any]] = field(default_factory=list)
     grid: dict[str, Any] | None = None

@@ -185,7 +185,7 @@ class ExperimentRunner:
 
         cfg = self.config
         return load_prompts(cfg.dataset_name, split=cfg.dataset_split, num_samples=cfg.num_samples,
-                            seed=cfg.seeds[0], categories=cfg.categories)
+                            seed=cfg.seeds[0], categories=cfg.categories, exclude=cfg.exclude_prompts)
 
     def _load(self, write_manifest: bool = True) -> None:
         """Tokenizer and context check first (cheap), then the models, then the manifest (Ray workers: none)."""

@@ -42,6 +42,7 @@ class TuneResult:
     calibration: dict[str, float]  # the entropy-only calibration (the two-feature one is in the goodput configs)
     seconds: float  # wall time of the replay sweep
     configurations: int
+    traces: list[Trace]
 
 
 def split_prompts(traces: list[Trace], held_out: float = 0.5, seed: int = 0) -> list[str]:
@@ -148,7 +149,7 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
     best = _choose(sweep, configs, oracle_time)
     best["held_out_speedup_no_gate"] = [_without_gate(configs[c], traces, labels, plain, cost)
                                         if cat == ALL else np.nan for c, cat in zip(best.config, best.category)]
-    return TuneResult(sweep, best, calibration, seconds, len(configs))
+    return TuneResult(sweep, best, calibration, seconds, len(configs), traces)
 
 
 def _without_gate(params: dict, traces: list[Trace], labels: list[str], plain: list[float], cost: CostModel) -> float:
@@ -202,20 +203,26 @@ def write_outputs(result: TuneResult, out_dir: str | Path, experiment: dict[str,
     paths["report"].write_text(report_markdown(result, cost, command))
     if experiment is not None:
         paths["config"] = out / "tuned.yaml"
-        paths["config"].write_text(yaml.safe_dump(tuned_experiment(result, experiment, top), sort_keys=False))
+        traced = [t.meta.prompt_id for t in result.traces]
+        paths["config"].write_text(yaml.safe_dump(tuned_experiment(result, experiment, top, traced), sort_keys=False))
     return paths
 
 
-def tuned_experiment(result: TuneResult, experiment: dict[str, Any], top: int = 4) -> dict[str, Any]:
-    """An experiment config running the best fixed k and the ``top`` best other rules (overall choice)."""
+def tuned_experiment(result: TuneResult, experiment: dict[str, Any], top: int = 4,
+                     traced_prompts: list[str] = ()) -> dict[str, Any]:
+    """An experiment config running the best fixed k, the ``top`` best other rules (overall choice) and the best
+    of them without the gate, on prompts other than ``traced_prompts``."""
     overall = result.best[result.best.category == ALL].sort_values("tune_speedup", ascending=False)
     fixed = overall[overall.strategy == "fixed"]
     others = overall[overall.strategy != "fixed"].head(top)
     methods = [json.loads(p) for p in pd.concat([fixed, others]).params]
     name = f"{experiment.get('experiment_name', 'exp')}-tuned"
-    seeds = [int(s) + 1 for s in experiment.get("seeds", [0])]  # another prompt draw than the traced one
+    best = overall[overall.strategy != "fixed"].sort_values("held_out_speedup", ascending=False).head(1)
+    methods += [{**json.loads(p), "gate": False} for p in best.params]  # what the gate is worth, measured
+    excluded = sorted({*(experiment.get("exclude_prompts") or []), *traced_prompts})
     return {**experiment, "experiment_name": name, "output_dir": str(Path(experiment["output_dir"]).parent / name),
-            "seeds": seeds, "methods": methods, "grid": None, "ablation": None}
+            "methods": methods, "grid": None, "ablation": None,
+            "exclude_prompts": excluded}  # confirm on prompts tuning never saw
 
 
 def report_markdown(result: TuneResult, cost: CostModel, command: str) -> str:
