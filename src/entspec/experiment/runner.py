@@ -11,7 +11,8 @@ units whose key is already in the file. Killed at any moment (SIGKILL included),
 unit that was in flight and never writes a row twice. One run at a time holds the folder (``.lock``, with the
 holder's PID); the saved config is written atomically and a resume is refused when it cannot be read. Methods
 run interleaved per prompt (their order
-rotated from prompt to prompt) so that machine noise spreads evenly over them.
+rotated from prompt to prompt) so that machine noise spreads evenly over them. With ``executor: ray``
+(`ray_executor`) Ray workers run the units, one prompt at a time each, and this process stays the only writer.
 """
 
 from __future__ import annotations
