@@ -28,6 +28,9 @@ def settings(name: str) -> list[dict]:
         if knob and knob != "max_draft_len" and value is not None:
             cfg[knob] = value
         out.append(cfg)
+    if name == "goodput":  # the two-feature and next-token calibrations too (their online updates included)
+        out.append({"strategy": name, "max_draft_len": CAP, "calib_prob": 1.5, "next_intercept": 1.0,
+                    "next_slope": -0.8, "next_prob": 0.5})
     return out
 
 

@@ -73,6 +73,11 @@ class EntropyConfig:
     calib_slope: float = -1.5
     calib_prob: float = 0.0  # weight of the drafted token's probability (a two-feature calibration; 0: entropy only)
     calib_lr: float = 0.05
+    # The next token's acceptance from the *current* token's statistics: sigmoid(next_intercept + next_slope * H
+    # + next_prob * q), fitted by `entspec tune` on consecutive positions; None: the current token's beta stands in.
+    next_intercept: float | None = None
+    next_slope: float = 0.0
+    next_prob: float = 0.0
     record_all_entropies: bool = True  # trace every entropy type per drafted token (for analysis)
 
     def __post_init__(self) -> None:
@@ -94,10 +99,13 @@ class EntropyConfig:
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and not isinstance(value, bool), name, "must be a number")
             check(not math.isnan(value) and value >= 0, name, "must be >= 0")
-        for name in ("calib_intercept", "calib_slope", "calib_prob"):
+        for name in ("calib_intercept", "calib_slope", "calib_prob", "next_slope", "next_prob"):
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), name,
                   "must be a finite number")
+        check(self.next_intercept is None or (isinstance(self.next_intercept, (int, float))
+                                              and math.isfinite(self.next_intercept)), "next_intercept",
+              "must be a finite number or null")
         check(self.theta_window is None or self.theta_window >= 0, "theta_window", "must be >= 0")
         for name in ("max_draft_len", "min_draft_len", "window_size", "entropy_topk", "heuristic_initial"):
             value = getattr(self, name)

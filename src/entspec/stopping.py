@@ -376,33 +376,47 @@ class Goodput(StoppingCriterion):
 
     def reset(self) -> None:
         c = self.config
-        self.a, self.b, self.d = c.calib_intercept, c.calib_slope, c.calib_prob
+        self.now = [c.calib_intercept, c.calib_slope, c.calib_prob]  # beta of a drafted token from its own stats
+        self.next = None if c.next_intercept is None else [c.next_intercept, c.next_slope, c.next_prob]
         self.tokens, self.time = 1.0, 1.0  # one pseudo-round of plain decoding: R starts at 1
         self.step = c.cost_ratio + c.verify_slope
 
-    def accept_prob(self, entropy: float, prob: float) -> float:
-        z = self.a + self.b * entropy + self.d * prob
+    @staticmethod
+    def _sigmoid(w: list[float], entropy: float, prob: float) -> float:
+        z = w[0] + w[1] * entropy + w[2] * prob
         return 1.0 / (1.0 + math.exp(-z)) if z > -30 else 0.0
+
+    def accept_prob(self, entropy: float, prob: float) -> float:
+        return self._sigmoid(self.now, entropy, prob)
 
     def should_stop(self, state: DraftState) -> bool:
         survival = 1.0
         for h, q in zip(state.entropies, state.token_probs):
-            beta = self.accept_prob(h, q)
-            survival *= beta
-        return survival * beta <= self.threshold * self.step
+            survival *= self.accept_prob(h, q)
+        h, q = state.entropies[-1], state.token_probs[-1]
+        next_beta = self._sigmoid(self.next, h, q) if self.next else self.accept_prob(h, q)
+        return survival * next_beta <= self.threshold * self.step
 
     def update(self, feedback: RoundFeedback) -> None:
         self.tokens += feedback.accepted + 1
         self.time += 1.0 + feedback.drafted * self.step
         lr = self.config.calib_lr
-        verdicts = zip(feedback.entropies[: feedback.accepted + 1], feedback.token_probs)  # up to the first rejection
-        for i, (h, q) in enumerate(verdicts):
-            err = (i < feedback.accepted) - self.accept_prob(h, q)
-            self.a += lr * err
-            self.b += lr * err * h
-            self.d += lr * err * q
+        stats = list(zip(feedback.entropies, feedback.token_probs))
+        for i, (h, q) in enumerate(stats[: feedback.accepted + 1]):  # verdicts up to the first rejection
+            accepted = i < feedback.accepted
+            _sgd(self.now, lr, accepted - self.accept_prob(h, q), h, q)
+            if self.next and i > 0:  # token i's verdict, predicted from token i - 1 (accepted) before it was drafted
+                hp, qp = stats[i - 1]
+                _sgd(self.next, lr, accepted - self._sigmoid(self.next, hp, qp), hp, qp)
 
     @property
     def threshold(self) -> float:
         """The bar a drafted token's expected gain per unit cost must clear: margin x current rate."""
         return self.config.goodput_margin * self.tokens / self.time
+
+
+def _sgd(w: list[float], lr: float, err: float, entropy: float, prob: float) -> None:
+    """One step of online logistic regression on (1, H, q)."""
+    w[0] += lr * err
+    w[1] += lr * err * entropy
+    w[2] += lr * err * prob

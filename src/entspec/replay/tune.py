@@ -79,6 +79,28 @@ def fit_calibration(traces: list[Trace], entropy_type: str = "shannon", with_pro
             "calib_prob": round(float(coef[1]), 4) if with_prob else 0.0}
 
 
+def fit_next_calibration(traces: list[Trace], entropy_type: str = "shannon", with_prob: bool = False) -> dict:
+    """Logistic regression of "the drafter is right at t + 1" on its statistics at t, over positions where it
+    is right at t (the goodput rule's prediction of the next token before drafting it)."""
+    from sklearn.linear_model import LogisticRegression
+
+    kind = ENTROPY_TYPES.index(entropy_type)
+    h, q, y = [], [], []
+    for t in traces:
+        right = t.match[:-1]
+        h.append(t.entropy[:-1, kind][right])
+        q.append(t.token_prob[:-1][right])
+        y.append(t.match[1:][right])
+    h, q, y = np.concatenate(h).astype(float), np.concatenate(q).astype(float), np.concatenate(y).astype(int)
+    if len(np.unique(y)) < 2:
+        return {"next_intercept": None, "next_slope": 0.0, "next_prob": 0.0}
+    features = np.column_stack([h, q]) if with_prob else h[:, None]
+    model = LogisticRegression(C=1e4, max_iter=1000).fit(features, y)
+    coef = model.coef_[0]
+    return {"next_intercept": round(float(model.intercept_[0]), 4), "next_slope": round(float(coef[0]), 4),
+            "next_prob": round(float(coef[1]), 4) if with_prob else 0.0}
+
+
 def cost_fields(cost: CostModel) -> dict[str, float]:
     """The goodput rule's costs in units of a one-token verifier call, from the cost model."""
     v1 = cost.verify(1)
@@ -119,7 +141,8 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
 
     labels = split_prompts(traces, held_out, seed)
     tuning = [t for t, s in zip(traces, labels) if s == "tune"]
-    calibrations = [fit_calibration(tuning), fit_calibration(tuning, with_prob=True)]
+    calibrations = [{**fit_calibration(tuning, with_prob=w), **(fit_next_calibration(tuning, with_prob=w) if n else {})}
+                    for w in (False, True) for n in (False, True)]
     calibration = calibrations[0]
     base = cost_fields(cost)
     cap = min(t.meta.cap for t in traces)
@@ -267,4 +290,7 @@ def _short_params(params: str) -> str:
     hidden = {"strategy", "calib_intercept", "calib_slope", "cost_ratio", "verify_slope"}
     if data.get("calib_prob"):
         data["calibration"] = "entropy + probability"
-    return ", ".join(f"{k}={v}" for k, v in data.items() if k not in hidden | {"calib_prob"}) or "defaults"
+    if data.get("next_intercept") is not None:
+        data["next-token calibration"] = "yes"
+    hidden |= {"calib_prob", "next_intercept", "next_slope", "next_prob"}
+    return ", ".join(f"{k}={v}" for k, v in data.items() if k not in hidden) or "defaults"
