@@ -41,7 +41,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            verifier=args.verifier, threads=args.threads, prompt_seed=args.prompt_seed,
                            methods_from=args.methods_from, dataset=args.dataset,
                            categories=6 if args.dataset == "spec6" else 3, temperature=args.temperature,
-                           top_p=args.top_p, seeds=args.seeds, ignore_eos=args.ignore_eos)
+                           top_p=args.top_p, seeds=args.seeds, ignore_eos=args.ignore_eos,
+                           drafter_quantization=args.drafter_quantization)
         ExperimentRunner(cfg).run()
         if args.replay and cfg.temperature == 0:  # traces of the same prompts: predicted vs measured speed, share of the true oracle
             from ..replay.record import record_experiment
@@ -74,6 +75,9 @@ def register(subparsers) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples (all methods alike)")
     p.add_argument("--top-p", type=float, default=None, help="top-p when sampling (e.g. 0.95)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per prompt when sampling, paired across methods")
+    p.add_argument("--drafter-quantization", default="none", choices=["none", "int8", "int8-weight-only",
+                                                                      "int8-dynamic"],
+                   help="quantize the drafter for every method of the run (HF assisted included)")
     p.add_argument("--ignore-eos", action="store_true", help="generate exactly --max-new-tokens tokens")
     p.add_argument("--prompt-seed", type=int, default=0, help="which prompts of the mix are drawn")
     p.add_argument("--prompts-per-category", type=int, default=2)

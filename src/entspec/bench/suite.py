@@ -57,7 +57,7 @@ def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, 
                  drafter: str, verifier: str, threads: int | None = None, prompt_seed: int = 0,
                  methods_from: str | None = None, dataset: str = "mix", categories: int = 3,
                  temperature: float = 0.0, top_p: float | None = None, seeds: int = 1,
-                 ignore_eos: bool = False) -> ExperimentConfig:
+                 ignore_eos: bool = False, drafter_quantization: str = "none") -> ExperimentConfig:
     """One benchmark run. Sampling (``temperature > 0``) runs ``seeds`` seeds per prompt, paired across methods;
     the first seed also draws the prompts (``prompt_seed``)."""
     tuned = ExperimentConfig.from_yaml(methods_from) if methods_from and preset != "reduced" else None
@@ -72,6 +72,7 @@ def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, 
         temperature=temperature,
         top_p=top_p if temperature > 0 else None,
         ignore_eos=ignore_eos,
+        drafter_quantization=drafter_quantization,  # every method, HF assisted included, gets the same drafter
         dtype=dtype,
         output_dir=output_dir,
         methods=methods,
