@@ -31,6 +31,7 @@ def settings(name: str) -> list[dict]:
     if name == "goodput":  # the two-feature and next-token calibrations too (their online updates included)
         out.append({"strategy": name, "max_draft_len": CAP, "calib_prob": 1.5, "next_intercept": 1.0,
                     "next_slope": -0.8, "next_prob": 0.5})
+        out.append({"strategy": name, "max_draft_len": CAP, "calib_curve": [[0.0, 0.99], [1.0, 0.7], [3.0, 0.2]]})
     return out
 
 

@@ -73,6 +73,9 @@ class EntropyConfig:
     calib_slope: float = -1.5
     calib_prob: float = 0.0  # weight of the drafted token's probability (a two-feature calibration; 0: entropy only)
     calib_lr: float = 0.05
+    # An isotonic calibration instead of the logistic one: knots [[H, beta], ...] (H ascending), interpolated
+    # linearly; online, one logit offset follows the verdicts. Fitted by `entspec tune` (scikit-learn).
+    calib_curve: list[list[float]] | None = None
     # The next token's acceptance from the *current* token's statistics: sigmoid(next_intercept + next_slope * H
     # + next_prob * q), fitted by `entspec tune` on consecutive positions; None: the current token's beta stands in.
     next_intercept: float | None = None
@@ -103,6 +106,10 @@ class EntropyConfig:
             value = getattr(self, name)
             check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), name,
                   "must be a finite number")
+        check(self.calib_curve is None or (isinstance(self.calib_curve, list) and len(self.calib_curve) >= 2
+                                           and all(isinstance(k, (list, tuple)) and len(k) == 2 for k in self.calib_curve)
+                                           and all(a[0] <= b[0] for a, b in zip(self.calib_curve, self.calib_curve[1:]))),
+              "calib_curve", "must be null or a list of >= 2 [entropy, probability] knots, entropy ascending")
         check(self.next_intercept is None or (isinstance(self.next_intercept, (int, float))
                                               and math.isfinite(self.next_intercept)), "next_intercept",
               "must be a finite number or null")

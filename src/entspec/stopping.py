@@ -9,6 +9,8 @@ is still part of the draft. A new rule is one class with a `@register("name")` l
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable
@@ -377,6 +379,8 @@ class Goodput(StoppingCriterion):
     def reset(self) -> None:
         c = self.config
         self.now = [c.calib_intercept, c.calib_slope, c.calib_prob]  # beta of a drafted token from its own stats
+        self.curve = None if c.calib_curve is None else ([k[0] for k in c.calib_curve], [k[1] for k in c.calib_curve])
+        self.offset = 0.0  # online logit offset of the isotonic curve
         self.next = None if c.next_intercept is None else [c.next_intercept, c.next_slope, c.next_prob]
         self.tokens, self.time = 1.0, 1.0  # one pseudo-round of plain decoding: R starts at 1
         self.step = c.cost_ratio + c.verify_slope
@@ -387,7 +391,13 @@ class Goodput(StoppingCriterion):
         return 1.0 / (1.0 + math.exp(-z)) if z > -30 else 0.0
 
     def accept_prob(self, entropy: float, prob: float) -> float:
-        return self._sigmoid(self.now, entropy, prob)
+        if self.curve is None:
+            return self._sigmoid(self.now, entropy, prob)
+        beta = min(max(float(np.interp(entropy, *self.curve)), 1e-3), 1 - 1e-3)
+        if self.offset == 0.0:
+            return beta
+        z = math.log(beta / (1 - beta)) + self.offset
+        return 1.0 / (1.0 + math.exp(-z))
 
     def should_stop(self, state: DraftState) -> bool:
         survival = 1.0
@@ -404,7 +414,11 @@ class Goodput(StoppingCriterion):
         stats = list(zip(feedback.entropies, feedback.token_probs))
         for i, (h, q) in enumerate(stats[: feedback.accepted + 1]):  # verdicts up to the first rejection
             accepted = i < feedback.accepted
-            _sgd(self.now, lr, accepted - self.accept_prob(h, q), h, q)
+            err = accepted - self.accept_prob(h, q)
+            if self.curve is None:
+                _sgd(self.now, lr, err, h, q)
+            else:
+                self.offset += lr * err
             if self.next and i > 0:  # token i's verdict, predicted from token i - 1 (accepted) before it was drafted
                 hp, qp = stats[i - 1]
                 _sgd(self.next, lr, accepted - self._sigmoid(self.next, hp, qp), hp, qp)

@@ -79,6 +79,19 @@ def fit_calibration(traces: list[Trace], entropy_type: str = "shannon", with_pro
             "calib_prob": round(float(coef[1]), 4) if with_prob else 0.0}
 
 
+def fit_isotonic_calibration(traces: list[Trace], entropy_type: str = "shannon", knots: int = 12) -> dict:
+    """Isotonic regression (scikit-learn) of the drafter's greedy agreement on its entropy, decreasing,
+    summarised as ``knots`` [entropy, probability] points at entropy quantiles (the ``calib_curve``)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    kind = ENTROPY_TYPES.index(entropy_type)
+    h = np.concatenate([t.entropy[:, kind] for t in traces]).astype(float)
+    y = np.concatenate([t.match for t in traces]).astype(float)
+    model = IsotonicRegression(increasing=False, out_of_bounds="clip").fit(h, y)
+    grid = np.unique(np.quantile(h, np.linspace(0, 1, knots)))
+    return {"calib_curve": [[round(float(x), 4), round(float(p), 4)] for x, p in zip(grid, model.predict(grid))]}
+
+
 def fit_next_calibration(traces: list[Trace], entropy_type: str = "shannon", with_prob: bool = False) -> dict:
     """Logistic regression of "the drafter is right at t + 1" on its statistics at t, over positions where it
     is right at t (the goodput rule's prediction of the next token before drafting it)."""
@@ -143,6 +156,7 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
     tuning = [t for t, s in zip(traces, labels) if s == "tune"]
     calibrations = [{**fit_calibration(tuning, with_prob=w), **(fit_next_calibration(tuning, with_prob=w) if n else {})}
                     for w in (False, True) for n in (False, True)]
+    calibrations.append(fit_isotonic_calibration(tuning))
     calibration = calibrations[0]
     base = cost_fields(cost)
     cap = min(t.meta.cap for t in traces)
@@ -290,7 +304,9 @@ def _short_params(params: str) -> str:
     hidden = {"strategy", "calib_intercept", "calib_slope", "cost_ratio", "verify_slope"}
     if data.get("calib_prob"):
         data["calibration"] = "entropy + probability"
+    if data.get("calib_curve"):
+        data["calibration"] = "isotonic"
     if data.get("next_intercept") is not None:
         data["next-token calibration"] = "yes"
-    hidden |= {"calib_prob", "next_intercept", "next_slope", "next_prob"}
+    hidden |= {"calib_prob", "next_intercept", "next_slope", "next_prob", "calib_curve"}
     return ", ".join(f"{k}={v}" for k, v in data.items() if k not in hidden) or "defaults"
