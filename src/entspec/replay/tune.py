@@ -247,15 +247,15 @@ def write_outputs(result: TuneResult, out_dir: str | Path, experiment: dict[str,
 
 def tuned_experiment(result: TuneResult, experiment: dict[str, Any], top: int = 4,
                      traced_prompts: list[str] = ()) -> dict[str, Any]:
-    """An experiment config running the best fixed k, the ``top`` best other rules (overall choice) and the best
-    of them without the gate, on prompts other than ``traced_prompts``."""
+    """An experiment config running the best fixed k, the ``top`` best other rules (overall choice on the tuning
+    prompts), goodput, and the best of them without the gate, on prompts other than ``traced_prompts``."""
     overall = result.best[result.best.category == ALL].sort_values("tune_speedup", ascending=False)
     fixed = overall[overall.strategy == "fixed"]
     others = overall[overall.strategy != "fixed"].head(top)
-    methods = [json.loads(p) for p in pd.concat([fixed, others]).params]
+    goodput = overall[(overall.strategy == "goodput") & ~overall.strategy.isin(others.strategy)]  # ours, always
+    methods = [json.loads(p) for p in pd.concat([fixed, others, goodput]).params]
     name = f"{experiment.get('experiment_name', 'exp')}-tuned"
-    best = overall[overall.strategy != "fixed"].sort_values("held_out_speedup", ascending=False).head(1)
-    methods += [{**json.loads(p), "gate": False} for p in best.params]  # what the gate is worth, measured
+    methods += [{**json.loads(p), "gate": False} for p in others.head(1).params]  # what the gate is worth
     excluded = sorted({*(experiment.get("exclude_prompts") or []), *traced_prompts})
     return {**experiment, "experiment_name": name, "output_dir": str(Path(experiment["output_dir"]).parent / name),
             "methods": methods, "grid": None, "ablation": None,
