@@ -112,10 +112,19 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
+# Fields whose value is itself a list, with the nesting depth of one value: they sweep only as a list of values.
+_LIST_VALUED = {"criteria": 1, "calib_curve": 2}
+
+
+def _depth(value: Any) -> int:
+    return 1 + _depth(value[0]) if isinstance(value, list) and value else int(isinstance(value, list))
+
+
 def _sweep(decl: dict[str, Any]) -> list[dict[str, Any]]:
-    """List values are swept (product); ``criteria`` is a list by nature and sweeps only as a list of lists."""
+    """List values are swept (product); list-valued fields (``criteria``, ``calib_curve``) sweep only as a list of
+    their values."""
     axes = {k: v for k, v in decl.items()
-            if isinstance(v, list) and (k != "criteria" or all(isinstance(x, list) for x in v))}
+            if isinstance(v, list) and all(_depth(x) >= _LIST_VALUED.get(k, 0) for x in v)}
     fixed = {k: v for k, v in decl.items() if k not in axes}
     return [{**fixed, **dict(zip(axes, values))} for values in itertools.product(*axes.values())]
 
