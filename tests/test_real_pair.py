@@ -35,3 +35,29 @@ def test_greedy_output_equals_verifier_generate(pair, prompt):
             input_ids, max_new_tokens=24)
         assert result.new_tokens == reference, config.strategy
         assert sum(r.accepted for r in result.rounds) > 0  # the real drafter does agree with the verifier
+
+
+def test_replay_reproduces_the_real_pair_rounds(pair):
+    """Issue 9: on the real pair in fp32, replay of a greedy trace reproduces the engine's rounds."""
+    from entspec.replay.cost import CostModel
+    from entspec.replay.engine import replay
+    from entspec.replay.trace import record_trace
+
+    cost = CostModel(draft_step_s=0.1, verify_tokens=[1, 17], verify_s=[0.25, 0.3], overhead_round_s=0.0)
+    configs = [EntropyConfig(strategy="absolute", theta_abs=0.5, max_draft_len=12),
+               EntropyConfig(strategy="svip", max_draft_len=12),
+               EntropyConfig(strategy="fixed", max_draft_len=3)]
+    rounds = exact = calls_engine = calls_replay = 0
+    for prompt in PROMPTS:
+        input_ids = encode_prompt(pair.tokenizer, prompt)
+        trace = record_trace(pair.drafter, pair.verifier, input_ids, max_new_tokens=24, cap=12)
+        for config in configs:
+            engine = EntropyBasedSpeculativeDecoder(pair.drafter, pair.verifier, config).generate(
+                input_ids, max_new_tokens=24)
+            replayed = replay(trace, config, cost)
+            exact += replayed.rounds() == [(r.drafted, r.accepted, r.emitted) for r in engine.rounds]
+            rounds += 1
+            calls_engine += len(engine.rounds)
+            calls_replay += replayed.verifier_calls
+    assert exact / rounds >= 0.95
+    assert abs(calls_replay - calls_engine) <= 0.01 * calls_engine
