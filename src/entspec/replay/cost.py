@@ -98,8 +98,8 @@ def calibrate(
     verifier: torch.nn.Module,
     input_ids: torch.Tensor,
     *,
-    draft_lengths: tuple[int, ...] = (1, 3, 7, 15),
-    rounds: int = 3,
+    draft_lengths: tuple[int, ...] = (1, 2, 4, 8, 16),
+    rounds: int = 6,
 ) -> CostModel:
     """Measure the cost model with the engine on ``input_ids [1, P]`` (greedy; ``rounds`` rounds per length).
 
