@@ -27,9 +27,10 @@ def greedy_reference(verifier, prompt, n):
 
 @pytest.mark.parametrize("name", sorted(RULES))
 def test_unrelated_drafter_drafts_almost_nothing_and_output_is_exact(name, models):
+    """With the gate on, every registered rule at its default settings."""
     verifier, unrelated = models
     prompt = torch.tensor([[3, 14, 15, 9, 2, 6]])
-    result = EntropyBasedSpeculativeDecoder(unrelated, verifier, EntropyConfig(strategy=name)).generate(
+    result = EntropyBasedSpeculativeDecoder(unrelated, verifier, EntropyConfig(strategy=name, gate=True)).generate(
         prompt, max_new_tokens=NEW_TOKENS)
     assert result.new_tokens == greedy_reference(verifier, prompt, NEW_TOKENS)
     later = result.rounds[8:]  # once it has seen a few rounds
@@ -40,21 +41,22 @@ def test_unrelated_drafter_drafts_almost_nothing_and_output_is_exact(name, model
 def test_a_drafter_that_pays_is_never_gated(models):
     verifier, _ = models
     prompt = torch.tensor([[3, 14, 15, 9, 2, 6]])
-    result = EntropyBasedSpeculativeDecoder(verifier, verifier, EntropyConfig(strategy="fixed")).generate(
+    result = EntropyBasedSpeculativeDecoder(verifier, verifier, EntropyConfig(strategy="fixed", gate=True)).generate(
         prompt, max_new_tokens=NEW_TOKENS)
     assert all(r.stop_reason != "gate" and r.drafted > 0 for r in result.rounds[:-1])
 
 
-def test_gate_off_drafts_every_round(models):
+def test_gate_is_off_by_default_and_then_drafts_every_round(models):
+    assert EntropyConfig().gate is False
     verifier, unrelated = models
     prompt = torch.tensor([[3, 14, 15, 9, 2, 6]])
-    result = EntropyBasedSpeculativeDecoder(unrelated, verifier, EntropyConfig(gate=False)).generate(
+    result = EntropyBasedSpeculativeDecoder(unrelated, verifier, EntropyConfig()).generate(
         prompt, max_new_tokens=24)
     assert all(r.drafted >= 1 for r in result.rounds[:-1])
 
 
 def test_gate_backs_off_and_reopens():
-    gate = SpeculationGate(EntropyConfig(cost_ratio=0.5, verify_slope=0.0))
+    gate = SpeculationGate(EntropyConfig(cost_ratio=0.5, verify_slope=0.0, gate=True))
     for _ in range(4):
         gate.update(drafted=4, accepted=0)  # 1 token for 3 units of cost: below plain decoding
     decisions = [gate.draft_limit(8) for _ in range(12)]
@@ -73,7 +75,7 @@ def test_replay_reproduces_gated_rounds(name, models):
     cost = CostModel(draft_step_s=0.4, verify_tokens=[1, 9], verify_s=[1.0, 1.2], overhead_round_s=0.0)
     for seed in range(3):
         prompt = torch.randint(1, 64, (1, 4 + seed), generator=torch.Generator().manual_seed(seed))
-        cfg = EntropyConfig(strategy=name)
+        cfg = EntropyConfig(strategy=name, gate=True)
         trace = record_trace(unrelated, verifier, prompt, max_new_tokens=40, cap=cfg.max_draft_len)
         engine = EntropyBasedSpeculativeDecoder(unrelated, verifier, cfg).generate(prompt, max_new_tokens=40)
         replayed = replay(trace, cfg, cost)

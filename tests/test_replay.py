@@ -180,7 +180,7 @@ def test_trace_and_tune_commands_on_a_tiny_experiment(tmp_path):
     assert set(best.strategy) == set(RULES)
     assert (best.of_oracle.dropna() <= 1 + 1e-9).all() and (best.of_oracle_at_cap.dropna() <= 1 + 1e-9).all()
     tuned = yaml.safe_load((tmp_path / "exp" / "tune" / "tuned.yaml").read_text())
-    assert tuned["methods"][0]["strategy"] == "fixed" and tuned["methods"][-1]["gate"] is False
+    assert tuned["methods"][0]["strategy"] == "fixed" and tuned["methods"][-1]["gate"] is True
     assert len(tuned["methods"]) in (6, 7) and "goodput" in {m["strategy"] for m in tuned["methods"]}
     assert len(tuned["exclude_prompts"]) == 6  # confirmation never reuses a tuning prompt
     ExperimentConfig(**tuned)  # a valid experiment, ready for `entspec run`

@@ -77,7 +77,8 @@ def test_rounds_without_drafting_keep_the_distribution(setting):
     drafter = context_free_gpt2(-target_logits)  # proposes what the verifier likes least
     verifier = context_free_gpt2(target_logits)
     kwargs = SETTINGS[setting]
-    result = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=4)
+    result = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=4,
+                                                                                    gate=True)
                                             ).generate(torch.tensor([[0]]), max_new_tokens=1200, seed=7,
                                                        ignore_eos=True, **kwargs)
     reasons = [r.stop_reason for r in result.rounds]

@@ -63,7 +63,8 @@ class EntropyConfig:
     verify_slope: float = 0.02  # s: each extra verified token
     # gate (entspec.gate): before each round, draft nothing while speculative rounds emit fewer tokens per unit
     # of cost than plain decoding; probe again after 1, 2, 4, ... 32 rounds. Never changes what is emitted.
-    gate: bool = True
+    # Off by default: measured to cost 4-6% when sampling at T = 0.7 on spec6 (docs/benchmarks.md).
+    gate: bool = False
     gate_memory: float = 0.9  # decay of the moving sums, per speculative round (about a 10-round window)
     # goodput: draft one more token while its expected tokens per unit of cost beat the rate so far.
     # Acceptance probability of a drafted token = sigmoid(calib_intercept + calib_slope * H) (fitted on traces

@@ -184,14 +184,15 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
         return oracle_cache[(j, cap_)]
 
     best = _choose(sweep, configs, oracle_time)
-    best["held_out_speedup_no_gate"] = [_without_gate(configs[c], traces, labels, plain, cost)
-                                        if cat == ALL else np.nan for c, cat in zip(best.config, best.category)]
+    best["held_out_speedup_gate_toggled"] = [_gate_toggled(configs[c], traces, labels, plain, cost)
+                                             if cat == ALL else np.nan for c, cat in zip(best.config, best.category)]
     return TuneResult(sweep, best, calibration, seconds, len(configs), traces)
 
 
-def _without_gate(params: dict, traces: list[Trace], labels: list[str], plain: list[float], cost: CostModel) -> float:
-    """Held-out speedup of a configuration with the speculation gate off (what the gate is worth)."""
-    cfg = EntropyConfig(**{**params, "gate": False})
+def _gate_toggled(params: dict, traces: list[Trace], labels: list[str], plain: list[float], cost: CostModel) -> float:
+    """Held-out speedup of a configuration with the speculation gate toggled (what the gate is worth)."""
+    cfg = EntropyConfig(**params)
+    cfg = cfg.replace(gate=not cfg.gate)
     held = [j for j, s in enumerate(labels) if s == "held_out"]
     if not held:
         return float("nan")
@@ -248,14 +249,14 @@ def write_outputs(result: TuneResult, out_dir: str | Path, experiment: dict[str,
 def tuned_experiment(result: TuneResult, experiment: dict[str, Any], top: int = 4,
                      traced_prompts: list[str] = ()) -> dict[str, Any]:
     """An experiment config running the best fixed k, the ``top`` best other rules (overall choice on the tuning
-    prompts), goodput, and the best of them without the gate, on prompts other than ``traced_prompts``."""
+    prompts), goodput, and the best of them with the gate toggled, on prompts other than ``traced_prompts``."""
     overall = result.best[result.best.category == ALL].sort_values("tune_speedup", ascending=False)
     fixed = overall[overall.strategy == "fixed"]
     others = overall[overall.strategy != "fixed"].head(top)
     goodput = overall[(overall.strategy == "goodput") & ~overall.strategy.isin(others.strategy)]  # ours, always
     methods = [json.loads(p) for p in pd.concat([fixed, others, goodput]).params]
     name = f"{experiment.get('experiment_name', 'exp')}-tuned"
-    methods += [{**json.loads(p), "gate": False} for p in others.head(1).params]  # what the gate is worth
+    methods += [{**json.loads(p), "gate": not EntropyConfig().gate} for p in others.head(1).params]  # gate toggled
     excluded = sorted({*(experiment.get("exclude_prompts") or []), *traced_prompts})
     return {**experiment, "experiment_name": name, "output_dir": str(Path(experiment["output_dir"]).parent / name),
             "methods": methods, "grid": None, "ablation": None,
@@ -278,13 +279,13 @@ def report_markdown(result: TuneResult, cost: CostModel, command: str) -> str:
         "oracle time / rule time, at the rule's cap and uncapped. Chosen on the tuning prompts, reported on the "
         "held-out prompts.", "",
         "## Best configuration per rule (chosen over all categories)", "",
-        "| rule | configuration | tuning speedup | held-out speedup | without the gate | of oracle at cap | "
+        "| rule | configuration | tuning speedup | held-out speedup | gate toggled | of oracle at cap | "
         "of oracle |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in overall.itertuples():
         lines.append(f"| {r.strategy} | `{_short_params(r.params)}` | {r.tune_speedup:.3f} | "
-                     f"{r.held_out_speedup:.3f} | {r.held_out_speedup_no_gate:.3f} | {r.of_oracle_at_cap:.3f} | "
+                     f"{r.held_out_speedup:.3f} | {r.held_out_speedup_gate_toggled:.3f} | {r.of_oracle_at_cap:.3f} | "
                      f"{r.of_oracle:.3f} |")
     if len(overall):
         lines += ["", f"True oracle (uncapped) on the held-out prompts: {overall.oracle_speedup.iloc[0]:.3f}× "
