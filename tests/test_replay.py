@@ -212,3 +212,19 @@ def test_analysis_replays_real_rows_on_their_traces(tmp_path):
     assert frame[frame.method_kind != "entspec"].true_oracle_share.isna().all()
     AnalysisPipeline(tmp_path / "exp", tmp_path / "exp" / "plots").run_full_analysis()
     assert "true_oracle_share" in (tmp_path / "exp" / "plots" / "final_report.md").read_text()
+
+
+def test_trace_refuses_a_cap_that_does_not_match_the_folder(tmp_path):
+    from entspec.experiment import ExperimentConfig
+    from entspec.replay.record import record_experiment
+    from tiny import save_tiny_pair
+
+    drafter, verifier = save_tiny_pair(tmp_path / "pair")
+    config = ExperimentConfig(drafter_model_path=drafter, verifier_model_path=verifier, dataset_name="gsm8k",
+                              num_samples=1, max_new_tokens=8, max_sequence_length=200,
+                              output_dir=str(tmp_path / "exp"), threads=1)
+    with pytest.raises(ValueError, match="cap: must be an integer >= 1"):
+        record_experiment(config, cap=0, progress=False)
+    record_experiment(config, cap=6, progress=False)
+    with pytest.raises(ValueError, match="cap: .* holds traces recorded with cap 6 \\(got 12\\)"):
+        record_experiment(config, cap=12, progress=False)

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..experiment import ExperimentConfig
 from .cost import CostModel, calibrate
-from .trace import record_trace, trace_path
+from .trace import Trace, record_trace, trace_path
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,14 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
     if config.temperature != 0:
         raise ValueError(f"temperature: traces are greedy (got {config.temperature}); "
                          "sampled-mode replay is not built yet")
+    if not isinstance(cap, int) or cap < 1:
+        raise ValueError(f"cap: must be an integer >= 1 (got {cap!r})")
     folder = traces_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
+    existing = sorted(folder.glob("*.npz"))
+    if existing and Trace.load(existing[0]).meta.cap != cap:
+        raise ValueError(f"cap: {folder} holds traces recorded with cap {Trace.load(existing[0]).meta.cap} "
+                         f"(got {cap}); use that cap or another output_dir")
     (Path(config.output_dir) / "configs").mkdir(parents=True, exist_ok=True)
     runner = ExperimentRunner(config, progress=progress)
     runner.prompts = runner._load_prompts()
