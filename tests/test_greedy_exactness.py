@@ -5,7 +5,7 @@ import torch
 
 from entspec import STOPPING_CRITERIA, EntropyBasedSpeculativeDecoder, EntropyConfig
 from entspec.entropy import ENTROPY_TYPES
-from tiny import perturbed, tiny_llama
+from tiny import greedy_cases, perturbed, tiny_llama
 
 NUM_PROMPTS, NEW_TOKENS = 20, 16
 STRATEGIES = sorted(STOPPING_CRITERIA)
@@ -27,15 +27,7 @@ def drafters(verifier):
 
 @pytest.fixture(scope="module")
 def prompts_and_references(verifier):
-    torch.set_num_threads(1)
-    gen = torch.Generator().manual_seed(0)
-    cases = []
-    for i in range(NUM_PROMPTS):
-        prompt = torch.randint(1, verifier.config.vocab_size, (1, 1 + i % 12), generator=gen)
-        ref = verifier.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=NEW_TOKENS,
-                                do_sample=False)
-        cases.append((prompt, ref[0, prompt.shape[1]:].tolist()))
-    return cases
+    return greedy_cases(verifier, NUM_PROMPTS, NEW_TOKENS, max_prompt_len=12)
 
 
 @pytest.mark.parametrize("drafter_kind", ["same", "unrelated", "partial"])

@@ -13,7 +13,7 @@ from entspec.config import ConfigError
 from entspec.models import load_model_pair
 from entspec.models.quantize import Int8WeightOnlyLinear, quantize_drafter
 from stats_helpers import chi2_pvalue
-from tiny import context_free_gpt2, perturbed, save_tiny_pair, tiny_llama
+from tiny import greedy_cases, context_free_gpt2, perturbed, save_tiny_pair, tiny_llama
 
 METHODS = ["int8-weight-only", "int8-dynamic"]
 NUM_PROMPTS, NEW_TOKENS = 12, 16
@@ -26,15 +26,7 @@ def verifier():
 
 @pytest.fixture(scope="module")
 def prompts_and_references(verifier):
-    torch.set_num_threads(1)
-    gen = torch.Generator().manual_seed(0)
-    cases = []
-    for i in range(NUM_PROMPTS):
-        prompt = torch.randint(1, verifier.config.vocab_size, (1, 1 + i % 9), generator=gen)
-        ref = verifier.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=NEW_TOKENS,
-                                do_sample=False)
-        cases.append((prompt, ref[0, prompt.shape[1]:].tolist()))
-    return cases
+    return greedy_cases(verifier, NUM_PROMPTS, NEW_TOKENS, max_prompt_len=9)
 
 
 def quantized(model, method, dtype=torch.float32):

@@ -20,6 +20,19 @@ def tiny_llama(seed: int = 0, vocab: int = 64, sharpness: float = 30.0, layers: 
     return model
 
 
+def greedy_cases(verifier, num_prompts: int, new_tokens: int, max_prompt_len: int) -> list:
+    """``num_prompts`` random prompts (lengths 1..max_prompt_len) with the verifier's own greedy continuation."""
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    for i in range(num_prompts):
+        prompt = torch.randint(1, verifier.config.vocab_size, (1, 1 + i % max_prompt_len), generator=gen)
+        ref = verifier.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                                do_sample=False)
+        cases.append((prompt, ref[0, prompt.shape[1]:].tolist()))
+    return cases
+
+
 def perturbed(model: LlamaForCausalLM, noise: float, seed: int = 1) -> LlamaForCausalLM:
     """A copy of ``model`` with Gaussian noise (relative scale ``noise``) on every weight: a partly agreeing drafter."""
     torch.manual_seed(seed)

@@ -22,9 +22,7 @@ class CachedModel:
         # NaN logits raise at the forward (one device -> host read per call); a caller that checks NaN itself
         # once per round (the drafter) turns this off.
         self.check_nan = check_nan
-        params = inspect.signature(model.forward).parameters
-        # transformers 5.x renamed `past_key_values` to `cache`; take whichever this version has.
-        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._cache_kwarg = cache_kwarg(model)
         self.cache: DynamicCache | None = None
         self.next_logits: torch.Tensor | None = None  # [1, V] for the position after the cache, if known
 
@@ -34,10 +32,7 @@ class CachedModel:
 
     def reset(self) -> None:
         self.next_logits = None
-        try:
-            self.cache = DynamicCache(config=self.model.config)
-        except TypeError:  # older transformers: no config argument
-            self.cache = DynamicCache()
+        self.cache = new_cache(self.model)
 
     def __len__(self) -> int:
         """Number of positions in the cache."""
@@ -80,6 +75,19 @@ class CachedModel:
         if extra > 0:
             self.cache.crop(-extra)  # negative: remove the last `extra` positions (4.x and 5.x alike)
             self.next_logits = None
+
+
+def cache_kwarg(model: PreTrainedModel) -> str:
+    """The forward keyword of the KV cache: transformers 5.x renamed ``past_key_values`` to ``cache``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def new_cache(model: PreTrainedModel) -> DynamicCache:
+    """An empty ``DynamicCache`` for ``model`` (older transformers take no config argument)."""
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:
+        return DynamicCache()
 
 
 def synchronize(device: torch.device) -> None:

@@ -16,7 +16,6 @@ Files: one compressed ``.npz`` per prompt (columnar numpy arrays; the metadata a
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from ..entropy import ENTROPY_TYPES, EntropyComputer
+from ..kv import cache_kwarg, new_cache
 
 TRACE_VERSION = 1
 
@@ -165,9 +165,9 @@ def record_trace(
     entropy = EntropyComputer(renyi_alpha=renyi_alpha, topk=entropy_topk)
 
     # 1. Teacher-forced drafter: one forward over prompt + output gives q_t for every output position.
-    cache = _new_cache(drafter)
+    cache = new_cache(drafter)
     logits = drafter(input_ids=full, use_cache=True, logits_to_keep=n_out + 1,
-                     **{_cache_kwarg(drafter): cache}).logits[0, :n_out].float()  # [N, V]
+                     **{cache_kwarg(drafter): cache}).logits[0, :n_out].float()  # [N, V]
     draft_token, token_prob, entropies = _stats(logits, entropy)
     output_arr = np.asarray(output, dtype=np.int64)
 
@@ -181,20 +181,6 @@ def record_trace(
                      dtype=str(next(drafter.parameters()).dtype).replace("torch.", ""))
     return Trace(meta, output_arr, draft_token, token_prob, token_prob.copy(), entropies, wrong.astype(np.int64),
                  cont_token, cont_prob, cont_entropy)
-
-
-def _new_cache(model: torch.nn.Module):
-    from transformers import DynamicCache
-
-    try:
-        return DynamicCache(config=model.config)
-    except TypeError:  # older transformers
-        return DynamicCache()
-
-
-def _cache_kwarg(model: torch.nn.Module) -> str:
-    """transformers 5.x renamed the forward keyword ``past_key_values`` to ``cache``."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _stats(logits: torch.Tensor, entropy: EntropyComputer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -229,7 +215,7 @@ def _continuations(drafter, cache, n_prompt: int, wrong: np.ndarray, draft_token
     for k in range(steps):
         mask = torch.cat([mask, mask.new_ones(m, 1)], dim=1)
         logits = drafter(input_ids=inputs, attention_mask=mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1, **{_cache_kwarg(drafter): cache}).logits[:, -1].float()  # [M, V]
+                         logits_to_keep=1, **{cache_kwarg(drafter): cache}).logits[:, -1].float()  # [M, V]
         tok, prob, h = _stats(logits, entropy)
         tokens[:, k], probs[:, k], ents[:, k] = tok, prob, h
         inputs = torch.as_tensor(tok, device=device)[:, None]
