@@ -21,7 +21,7 @@ import warnings
 import torch
 
 from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
-from entspec.kv import CachedModel
+from entspec.engine.kv import CachedModel
 from entspec.models import encode_prompt, load_model_pair
 from entspec.models.quantize import quantize_drafter
 
@@ -58,7 +58,7 @@ def work(pair, context: int = 300, reps: int = 7) -> None:
 
 
 def acceptance(pair, prompts: int, new_tokens: int = 48) -> None:
-    from entspec.datasets import load_prompts
+    from entspec.data.prompts import load_prompts
 
     drafters = {"as loaded": pair.drafter,
                 "int8-weight-only": quantize_drafter(copy.deepcopy(pair.drafter), "int8-weight-only"),

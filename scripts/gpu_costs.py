@@ -38,8 +38,9 @@ import transformers
 from transformers import LogitsProcessor, LogitsProcessorList, Qwen2Config, Qwen2ForCausalLM
 
 from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
-from entspec.hf_baselines import hf_generate
-from entspec.kv import CachedModel, synchronize
+from entspec.experiment.hf_baselines import hf_generate
+from entspec.engine.kv import CachedModel
+from entspec.engine.timing import synchronize
 
 # Qwen2.5 shapes as published in the checkpoints' config.json (both tie the LM head to the embedding).
 SHAPES = {

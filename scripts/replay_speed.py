@@ -12,7 +12,7 @@ import argparse
 import itertools
 import time
 
-from entspec.config import EntropyConfig
+from entspec.engine.config import EntropyConfig
 from entspec.replay.engine import replay
 from entspec.replay.record import load_cost_model
 from entspec.replay.trace import load_traces

@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
-from entspec.hf_baselines import hf_generate
-from entspec.records import append_jsonl, make_row
+from entspec.experiment.hf_baselines import hf_generate
+from entspec.engine.records import append_jsonl, make_row
 from tiny import perturbed, tiny_llama
 
 GENERATION = dict(max_new_tokens=24, temperature=0.0, top_k=None, top_p=None, dtype="float32", device="cpu")

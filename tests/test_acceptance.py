@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from entspec.sampling import SamplingParams, greedy_accept, speculative_accept
+from entspec.engine.sampling import SamplingParams, greedy_accept, speculative_accept
 from stats_helpers import chi2_pvalue
 
 SETTINGS = [SamplingParams(1.0), SamplingParams(0.7), SamplingParams(1.0, top_k=4), SamplingParams(1.0, top_p=0.8),

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entspec.datasets import (
+from entspec.data.prompts import (
     DatasetError,
     DatasetUnavailableError,
     Prompt,
@@ -295,7 +295,7 @@ def test_truncate_with_a_real_fast_tokenizer():
 
 
 def test_excluded_prompts_are_left_out_before_sampling():
-    from entspec.datasets import load_prompts
+    from entspec.data.prompts import load_prompts
 
     everything = load_prompts("gsm8k", num_samples=12, seed=0)
     left = load_prompts("gsm8k", num_samples=12, seed=0, exclude=[p.id for p in everything])

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from entspec import EntropyComputer
-from entspec.entropy import renyi_entropy, shannon_entropy, topk_entropy
+from entspec.engine.entropy import renyi_entropy, shannon_entropy, topk_entropy
 
 
 def test_uniform_distribution_has_log_v_for_every_type():

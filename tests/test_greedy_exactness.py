@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from entspec import STOPPING_CRITERIA, EntropyBasedSpeculativeDecoder, EntropyConfig
-from entspec.entropy import ENTROPY_TYPES
+from entspec.engine.entropy import ENTROPY_TYPES
 from tiny import greedy_cases, perturbed, tiny_llama
 
 NUM_PROMPTS, NEW_TOKENS = 20, 16

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
-from entspec.stopping import RULES
+from entspec.engine.stopping import RULES
 from tiny import perturbed, tiny_llama
 
 READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy", "cpu")

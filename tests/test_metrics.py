@@ -33,7 +33,7 @@ from entspec.metrics import (
     stop_reason_counts,
     token_table,
 )
-from entspec.records import GenerationResult, RoundRecord, append_jsonl, make_row, read_jsonl
+from entspec.engine.records import GenerationResult, RoundRecord, append_jsonl, make_row, read_jsonl
 from tiny import context_free_gpt2
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig, ExperimentConfig, SamplingParams
-from entspec.config import ConfigError
+from entspec.engine.config import ConfigError
 from entspec.models import load_model_pair
 from entspec.models.quantize import Int8WeightOnlyLinear, quantize_drafter
 from stats_helpers import chi2_pvalue
@@ -120,7 +120,7 @@ def test_load_model_pair_quantizes_the_drafter_only(tmp_path):
 @pytest.mark.parametrize("method", METHODS)
 def test_hf_assisted_generation_runs_with_the_int8_drafter(verifier, prompts_and_references, method):
     """The fair engine comparison: Hugging Face assisted generation gets the same int8 drafter."""
-    from entspec.hf_baselines import hf_generate
+    from entspec.experiment.hf_baselines import hf_generate
 
     drafter = quantized(perturbed(verifier, noise=0.05), method)
     prompt, reference = prompts_and_references[3]
@@ -134,7 +134,7 @@ def test_an_experiment_records_the_quantization_and_refuses_to_resume_with_anoth
     import yaml
 
     from entspec.experiment import ExperimentRunner
-    from entspec.records import read_jsonl
+    from entspec.engine.records import read_jsonl
 
     drafter_dir, verifier_dir = save_tiny_pair(tmp_path / "pair")
     out = tmp_path / "exp"

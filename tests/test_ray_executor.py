@@ -13,10 +13,10 @@ import time
 import pytest
 
 from entspec.cli import main
-from entspec.config import ConfigError
+from entspec.engine.config import ConfigError
 from entspec.experiment import ExperimentConfig, ExperimentRunner
 from entspec.experiment.ray_executor import WorkerError, check_address
-from entspec.records import read_jsonl
+from entspec.engine.records import read_jsonl
 from tiny import save_tiny_pair
 
 

@@ -10,7 +10,7 @@ from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
 from entspec.replay.cost import CostModel
 from entspec.replay.engine import plain_decoding, replay, true_oracle
 from entspec.replay.trace import Trace, load_traces, record_trace, trace_path
-from entspec.stopping import RULES
+from entspec.engine.stopping import RULES
 from tiny import perturbed, tiny_llama
 
 NEW_TOKENS, CAP = 24, 8

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from entspec.config import ConfigError
+from entspec.engine.config import ConfigError
 from entspec.experiment import ExperimentConfig, ExperimentRunner
-from entspec.records import read_jsonl
+from entspec.engine.records import read_jsonl
 from tiny import save_tiny_pair
 
 

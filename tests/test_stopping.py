@@ -1,8 +1,8 @@
 import pytest
 
 from entspec import STOPPING_CRITERIA, ConfigError, EntropyConfig, StoppingCriterion, register
-from entspec.stopping import RULES, entropy_rules, unregister
-from entspec.stopping import DraftState, RoundFeedback, build_criterion
+from entspec.engine.stopping import RULES, entropy_rules, unregister
+from entspec.engine.stopping import DraftState, RoundFeedback, build_criterion
 
 
 def state(entropies, probs=None):

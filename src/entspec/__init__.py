@@ -10,13 +10,19 @@ The engine names are imported eagerly; the evaluation, experiment and analysis n
 from importlib import import_module
 from typing import Any
 
-from .config import ConfigError, EntropyConfig
-from .decoder import EntropyBasedSpeculativeDecoder
-from .drafter import EntropyBasedDrafter
-from .entropy import EntropyComputer
-from .records import GenerationResult, RoundRecord
-from .sampling import SamplingParams
-from .stopping import STOPPING_CRITERIA, StoppingCriterion, register
+from .engine import (
+    STOPPING_CRITERIA,
+    ConfigError,
+    EntropyBasedDrafter,
+    EntropyBasedSpeculativeDecoder,
+    EntropyComputer,
+    EntropyConfig,
+    GenerationResult,
+    RoundRecord,
+    SamplingParams,
+    StoppingCriterion,
+    register,
+)
 
 __version__ = "0.1.0"
 
@@ -27,7 +33,7 @@ _LAZY = {
     "ExperimentRunner": "entspec.experiment",
     "AnalysisPipeline": "entspec.analysis",
     "load_model_pair": "entspec.models",
-    "load_prompts": "entspec.datasets",
+    "load_prompts": "entspec.data",
 }
 
 

@@ -9,7 +9,7 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     from .experiment import cli as experiment_cli
     from .models import cli as models_cli
-    from . import generate_cli
+    from .engine import cli as generate_cli
 
     parser = argparse.ArgumentParser(prog="entspec", description="Entropy-based speculative decoding.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -24,8 +24,8 @@ import pandas as pd
 import yaml
 
 from entspec.metrics import load_rows, oracle_bound, summarize
-from entspec.records import DamagedRowError, GenerationResult, read_jsonl
-from entspec.stopping import threshold_parameter
+from entspec.engine.records import DamagedRowError, GenerationResult, read_jsonl
+from entspec.engine.stopping import threshold_parameter
 
 __all__ = [
     "AnalysisError",
@@ -67,7 +67,7 @@ def load_experiment(experiment_dir: str | Path, *, skip_damaged: bool = False) -
     or its config or manifest is unreadable.
 
     A damaged row of ``results.jsonl`` (anything but a torn last line) raises
-    :class:`entspec.records.DamagedRowError` naming the line, unless ``skip_damaged`` (then it is skipped,
+    :class:`entspec.engine.records.DamagedRowError` naming the line, unless ``skip_damaged`` (then it is skipped,
     counted in ``Experiment.damaged_lines`` and logged).
     """
     path = Path(experiment_dir)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from entspec.analysis.clustering import Clustering, cluster_items, configuration_features, prompt_features
 from entspec.analysis.load import AnalysisError, load_experiment, processed_frame
-from entspec.stopping import entropy_rules, threshold_parameter
+from entspec.engine.stopping import entropy_rules, threshold_parameter
 from entspec.analysis.plots import plot_comparison, plot_entropy, plot_performance
 from entspec.analysis.report import best_row, build_report, level_label, summary_markdown
 from entspec.atomic import atomic_path, atomic_write_text

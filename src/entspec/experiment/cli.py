@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from ..config import ConfigError
+from ..engine.config import ConfigError
 from .config import ExperimentConfig
 from .runner import ExperimentRunner
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError, EntropyConfig
+from ..engine.config import ConfigError, EntropyConfig
 
 
 @dataclass

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..config import ConfigError, EntropyConfig
-from ..decoder import EntropyBasedSpeculativeDecoder
-from ..hf_baselines import hf_generate
-from ..records import GenerationResult
-from ..stopping import build_criterion
+from ..engine.config import ConfigError, EntropyConfig
+from ..engine.decoder import EntropyBasedSpeculativeDecoder
+from .hf_baselines import hf_generate
+from ..engine.records import GenerationResult
+from ..engine.stopping import build_criterion
 from .config import _check_type
 
 if TYPE_CHECKING:

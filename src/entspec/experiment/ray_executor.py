@@ -34,8 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_text
-from ..config import ConfigError
-from ..records import append_jsonl
+from ..engine.config import ConfigError
+from ..engine.records import append_jsonl
 from .manifest import device_description, manifest
 
 if TYPE_CHECKING:

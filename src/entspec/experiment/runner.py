@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 import yaml
 
 from ..atomic import atomic_write_text
-from ..config import ConfigError
-from ..records import DamagedRowError, append_jsonl, make_row, read_jsonl
+from ..engine.config import ConfigError
+from ..engine.records import DamagedRowError, append_jsonl, make_row, read_jsonl
 from .config import ExperimentConfig, canonical_dtype
 from .lock import FolderLock
 from .manifest import manifest
@@ -182,7 +182,7 @@ class ExperimentRunner:
             raise DamagedRowError(f"{err} (a rerun then runs its unit again)") from None
 
     def _load_prompts(self) -> list:
-        from ..datasets import load_prompts
+        from ..data import load_prompts
 
         cfg = self.config
         return load_prompts(cfg.dataset_name, split=cfg.dataset_split, num_samples=cfg.num_samples,

@@ -18,7 +18,7 @@ import pandas as pd
 from scipy.stats import bootstrap
 
 from entspec.metrics.generation import generation_metrics
-from entspec.records import GenerationResult, read_jsonl
+from entspec.engine.records import GenerationResult, read_jsonl
 
 __all__ = ["ROW_KEYS", "load_rows", "summarize", "bootstrap_ci", "paired_bootstrap_ci"]
 

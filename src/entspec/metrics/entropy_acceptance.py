@@ -29,7 +29,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 from statsmodels.stats.proportion import proportion_confint
 
-from entspec.records import GenerationResult
+from entspec.engine.records import GenerationResult
 
 __all__ = [
     "token_table",

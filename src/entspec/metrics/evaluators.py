@@ -25,7 +25,7 @@ from entspec.metrics.generation import (
     stop_reason_counts,
 )
 from entspec.metrics.oracle import oracle_bound
-from entspec.records import GenerationResult
+from entspec.engine.records import GenerationResult
 
 __all__ = ["SpeculativeDecodingEvaluator", "ComparativeEvaluator"]
 

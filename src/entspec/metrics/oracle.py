@@ -51,7 +51,7 @@ from typing import Iterable
 
 import numpy as np
 
-from entspec.records import GenerationResult, RoundRecord
+from entspec.engine.records import GenerationResult, RoundRecord
 
 __all__ = ["oracle_bound", "oracle_draft_length", "expected_accepted"]
 

@@ -42,7 +42,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    from ..stopping import RULES
+    from ..engine.stopping import RULES
 
     p = subparsers.add_parser("trace", help="record greedy traces and the cost model of an experiment's prompts")
     p.add_argument("config", help="experiment YAML (its models, prompts and max_new_tokens)")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import EntropyConfig
+from ..engine.config import EntropyConfig
 from .engine import replay, true_oracle
 from .record import COST_FILE, load_cost_model
 from .trace import load_traces

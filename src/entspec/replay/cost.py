@@ -106,8 +106,8 @@ def calibrate(
     Every k in ``draft_lengths`` decodes ``rounds`` rounds with ``fixed`` k (k + 1 verified tokens per round);
     autoregressive decoding gives the 1-token verifier call. Medians over rounds (the first is skipped).
     """
-    from ..config import EntropyConfig
-    from ..decoder import EntropyBasedSpeculativeDecoder
+    from ..engine.config import EntropyConfig
+    from ..engine.decoder import EntropyBasedSpeculativeDecoder
 
     dtype = next(verifier.parameters()).dtype
     device = next(verifier.parameters()).device
@@ -147,7 +147,8 @@ def calibrate(
 
 def _prefill_costs(drafter, verifier, input_ids) -> tuple[dict[str, float], dict[str, float]]:
     """Per model: prefill time = fixed + per_token * P, fitted on the prompt and its first half."""
-    from ..kv import CachedModel, Stopwatch
+    from ..engine.kv import CachedModel
+    from ..engine.timing import Stopwatch
 
     fixed, per_token = {}, {}
     lengths = sorted({max(1, input_ids.shape[1] // 2), input_ids.shape[1]})

@@ -1,12 +1,12 @@
 """Replay a stopping rule on a greedy trace: the rounds the engine would produce, with no model call.
 
 `replay` runs the *registered* `StoppingCriterion` (adaptive ones included: they get the same
-`RoundFeedback`) through the same round logic as :class:`entspec.decoder.EntropyBasedSpeculativeDecoder`:
+`RoundFeedback`) through the same round logic as :class:`entspec.engine.decoder.EntropyBasedSpeculativeDecoder`:
 
 1. a round at output position s may draft ``min(max_draft_len, budget - 1)`` tokens;
 2. drafted token i is the drafter's greedy token after the committed prefix while every earlier token of
    the round was right, and the drafter's own continuation after its first wrong token afterwards;
-3. no token is drafted when the speculation gate is closed (:mod:`entspec.gate`); otherwise drafting stops
+3. no token is drafted when the speculation gate is closed (:mod:`entspec.engine.gate`); otherwise drafting stops
    at EOS, when the rule says so (after ``min_draft_len`` tokens), or at the limit;
 4. the verifier accepts the leading correct tokens and adds its own: the round emits ``accepted + 1``
    tokens (fewer at the end of the output);
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import EntropyConfig
-from ..entropy import ENTROPY_TYPES
-from ..gate import SpeculationGate
-from ..records import GenerationResult, RoundRecord
-from ..stopping import DraftState, RoundFeedback, build_criterion
+from ..engine.config import EntropyConfig
+from ..engine.entropy import ENTROPY_TYPES
+from ..engine.gate import SpeculationGate
+from ..engine.records import GenerationResult, RoundRecord
+from ..engine.stopping import DraftState, RoundFeedback, build_criterion
 from .cost import CostModel
 from .trace import Trace, nats_to_unit
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..entropy import ENTROPY_TYPES, EntropyComputer
-from ..kv import cache_kwarg, new_cache
+from ..engine.entropy import ENTROPY_TYPES, EntropyComputer
+from ..engine.kv import cache_kwarg, new_cache
 
 TRACE_VERSION = 1
 
@@ -147,7 +147,7 @@ def record_trace(
             otherwise they are generated with the engine's autoregressive mode.
         cap: the longest draft length replay will be asked about (continuations hold ``cap - 1`` tokens).
     """
-    from ..decoder import EntropyBasedSpeculativeDecoder
+    from ..engine.decoder import EntropyBasedSpeculativeDecoder
 
     if cap < 1:
         raise ValueError(f"cap must be >= 1, got {cap}")

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..config import EntropyConfig
-from ..entropy import ENTROPY_TYPES
-from ..stopping import RULES
+from ..engine.config import EntropyConfig
+from ..engine.entropy import ENTROPY_TYPES
+from ..engine.stopping import RULES
 from .cost import CostModel
 from .engine import plain_decoding, replay, true_oracle
 from .trace import Trace

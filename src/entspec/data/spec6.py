@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from entspec.datasets import (
+from entspec.data.prompts import (
     WIKI_MEMBER,
     DatasetError,
     Prompt,

@@ -18,8 +18,8 @@ from typing import Iterator
 import torch
 from transformers import PreTrainedModel
 
-from .kv import synchronize
-from .records import GenerationResult
+from ..engine.timing import synchronize
+from ..engine.records import GenerationResult
 
 DEFAULT = "default"  # leave a generation_config field at transformers' own default
 

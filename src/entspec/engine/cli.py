@@ -6,12 +6,12 @@ import argparse
 
 from .config import EntropyConfig
 from .decoder import EntropyBasedSpeculativeDecoder
-from .models.quantize import QUANTIZATIONS
+from ..models.quantize import QUANTIZATIONS
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .models import encode_prompt, load_model_pair, resolve_device
-    from .models.context import check_fits, context_length
+    from ..models import encode_prompt, load_model_pair, resolve_device
+    from ..models.context import check_fits, context_length
 
     resolve_device(args.device)  # an unusable device is refused before any download or load
     pair = load_model_pair(args.drafter, args.verifier, dtype=args.dtype, device=args.device,

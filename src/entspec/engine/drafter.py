@@ -17,7 +17,8 @@ from transformers import PreTrainedModel
 
 from .config import EntropyConfig
 from .entropy import ENTROPY_TYPES, EntropyComputer, shannon_entropy
-from .kv import CachedModel, Stopwatch
+from .kv import CachedModel
+from .timing import Stopwatch
 from .sampling import SamplingParams, sample
 from .gate import SpeculationGate
 from .stopping import RULES, DraftState, RoundFeedback, build_criterion

@@ -709,6 +709,6 @@ def _filter_categories(prompts: list[Prompt], categories: Iterable[str], source:
     return [p for p in prompts if p.category in wanted or p.subcategory in wanted]
 
 
-# The six Spec-Bench task types and their `spec6` mix register themselves (entspec.spec6 needs the names
+# The six Spec-Bench task types and their `spec6` mix register themselves (entspec.data.spec6 needs the names
 # above, so it is imported last).
-from entspec import spec6 as _spec6  # noqa: E402,F401
+from . import spec6 as _spec6  # noqa: E402,F401

@@ -26,7 +26,7 @@ class EntropyConfig:
     Frozen: a decoder's policy cannot change under it; derive another with ``config.replace(field=value)``.
     """
 
-    strategy: str = "absolute"  # a name in entspec.stopping.STOPPING_CRITERIA
+    strategy: str = "absolute"  # a name in entspec.engine.stopping.STOPPING_CRITERIA
     entropy_type: str = "shannon"  # "shannon" | "renyi" | "topk"
     theta_abs: float = 2.0  # absolute: stop when H_t > theta_abs
     theta_rel: float = 1.5  # relative: stop when H_t > theta_rel * reference entropy
@@ -61,7 +61,7 @@ class EntropyConfig:
     # Costs in units of a one-token verifier call (from the cost model; `entspec tune` writes measured values):
     cost_ratio: float = 0.45  # c: one drafter step
     verify_slope: float = 0.02  # s: each extra verified token
-    # gate (entspec.gate): before each round, draft nothing while speculative rounds emit fewer tokens per unit
+    # gate (entspec.engine.gate): before each round, draft nothing while speculative rounds emit fewer tokens per unit
     # of cost than plain decoding; probe again after 1, 2, 4, ... 32 rounds. Never changes what is emitted.
     # Off by default: measured to cost 4-6% when sampling at T = 0.7 on spec6 (docs/benchmarks.md).
     gate: bool = False

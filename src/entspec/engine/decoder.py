@@ -23,7 +23,8 @@ from transformers import PreTrainedModel
 
 from .config import EntropyConfig
 from .drafter import Draft, EntropyBasedDrafter
-from .kv import CachedModel, Stopwatch
+from .kv import CachedModel
+from .timing import Stopwatch
 from .records import GenerationResult, RoundRecord
 from .sampling import SamplingParams, greedy_verdict, speculative_accept
 
