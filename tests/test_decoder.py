@@ -157,3 +157,18 @@ def test_trace_has_one_entry_per_drafted_token(verifier, drafter):
         if r.stop_reason == "criterion":
             assert r.entropies[-1] > 0.8 and all(h <= 0.8 for h in r.entropies[:-1])
     assert result.time_to_first_token_s <= result.wall_time_s
+
+
+def test_autoregressive_is_the_one_loop_with_a_null_drafter(verifier):
+    """Issue 11: no drafter-is-None branches; the null drafter drafts nothing, reads nothing, records as before."""
+    from entspec.engine.drafter import NullDrafter
+
+    prompt = torch.tensor([[3, 1, 4]])
+    decoder = EntropyBasedSpeculativeDecoder.autoregressive(verifier)
+    assert isinstance(decoder.drafter, NullDrafter) and decoder.method == "autoregressive"
+    result = decoder.generate(prompt, max_new_tokens=8)
+    assert result.new_tokens == reference(verifier, prompt, 8) and result.method == "autoregressive"
+    for r in result.rounds:
+        assert (r.drafted, r.accepted, r.emitted, r.stop_reason, r.threshold) == (0, 0, 1, "none", None)
+        assert r.entropies == r.draft_token_probs == r.accept_probs == [] and r.entropies_by_type == {}
+        assert r.draft_time_s == 0.0

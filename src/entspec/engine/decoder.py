@@ -10,7 +10,8 @@ One round (cf. Leviathan et al. 2023, Algorithm 1, and transformers' ``_assisted
 4. both KV caches are cropped to the accepted prefix (no recomputation);
 5. the stopping rule hears how many tokens were accepted.
 
-Without a drafter the same loop is plain autoregressive decoding of the verifier (n = 0 every round).
+Without a drafter the same loop, with a `NullDrafter` that drafts nothing, is plain autoregressive decoding of
+the verifier (n = 0 every round).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import torch
 from transformers import PreTrainedModel
 
 from .config import EntropyConfig
-from .drafter import Draft, EntropyBasedDrafter
-from .kv import CachedModel
+from .drafter import EntropyBasedDrafter, NullDrafter
+from .kv import cached_model, check_cache_options
 from .timing import Stopwatch
 from .records import GenerationResult, RoundRecord
 from .sampling import SamplingParams, greedy_verdict, speculative_accept
@@ -33,19 +34,26 @@ class EntropyBasedSpeculativeDecoder:
     """Lossless speculative decoding with an entropy-stopped drafter. Batch size 1.
 
     Args:
-        drafter: the small causal LM, or None for autoregressive decoding of the verifier alone.
+        drafter: the small causal LM, or None for autoregressive decoding of the verifier alone (a
+            `NullDrafter`: it drafts nothing, so every round is one verifier forward over one token).
         verifier: the large causal LM whose distribution the output keeps.
         config: the drafting policy.
+        kv_cache: "dynamic" (transformers' ``DynamicCache``, grows; rollback crops it) or "static" (a
+            preallocated ``StaticCache`` sized per generation; rollback moves the write position), for both models.
+        compile: ``torch.compile`` the forwards of both models (needs ``kv_cache="static"``): True (mode
+            "reduce-overhead" on CUDA, "default" elsewhere) or a mode name. The verify length is padded to a
+            few bucket sizes so compiled graphs are reused; the prefill runs eagerly.
     """
 
     def __init__(self, drafter: PreTrainedModel | None, verifier: PreTrainedModel,
-                 config: EntropyConfig | None = None) -> None:
+                 config: EntropyConfig | None = None, kv_cache: str = "dynamic",
+                 compile: bool | str = False) -> None:
         if config is not None and not isinstance(config, EntropyConfig):
             raise ValueError(f"config: must be an EntropyConfig, got {type(config).__name__} "
                              "(a dict d becomes one with EntropyConfig(**d))")
+        check_cache_options(kv_cache, compile)
         self.config = config or EntropyConfig()
-        self.verifier = CachedModel(verifier, check_nan=False)  # NaN is checked in the round's one read
-        self.drafter = None if drafter is None else EntropyBasedDrafter(drafter, self.config)
+        self.kv_cache, self.compile = kv_cache, compile
         if drafter is not None:
             v_d, v_v = drafter.config.vocab_size, verifier.config.vocab_size
             if v_d != v_v:
@@ -53,15 +61,21 @@ class EntropyBasedSpeculativeDecoder:
                                  "the pair must share one tokenizer and output size")
             if drafter.device != verifier.device:
                 raise ValueError(f"drafter is on {drafter.device} but verifier is on {verifier.device}")
+        # NaN is checked in the round's one read
+        self.verifier = cached_model(verifier, kv_cache=kv_cache, compile=compile, check_nan=False)
+        self.drafter: EntropyBasedDrafter | NullDrafter = (
+            NullDrafter(verifier.config.vocab_size) if drafter is None
+            else EntropyBasedDrafter(drafter, self.config, kv_cache=kv_cache, compile=compile))
 
     @classmethod
-    def autoregressive(cls, verifier: PreTrainedModel) -> "EntropyBasedSpeculativeDecoder":
-        """The baseline: the verifier alone, one token per forward, in the same engine."""
-        return cls(None, verifier)
+    def autoregressive(cls, verifier: PreTrainedModel, kv_cache: str = "dynamic",
+                       compile: bool | str = False) -> "EntropyBasedSpeculativeDecoder":
+        """The baseline: the verifier alone, one token per forward, in the same engine (a `NullDrafter`)."""
+        return cls(None, verifier, kv_cache=kv_cache, compile=compile)
 
     @property
     def method(self) -> str:
-        return "autoregressive" if self.drafter is None else "speculative"
+        return self.drafter.method
 
     def generate(
         self,
@@ -86,12 +100,13 @@ class EntropyBasedSpeculativeDecoder:
         generator = torch.Generator(device=device).manual_seed(seed)
         start = time.perf_counter()
 
-        # Prefill: both caches take the prompt and keep the logits of the first new position.
+        # Prefill: both caches take the prompt and keep the logits of the first new position. A static cache is
+        # sized for the whole generation: the verifier holds at most the committed tokens and one round's draft.
+        max_length = sequence.shape[1] + max_new_tokens + self.config.max_draft_len + 1
         with Stopwatch(device) as prefill:
-            self.verifier.prefill(sequence)
-            if self.drafter is not None:
-                self.drafter.start()
-                self.drafter.prefill(sequence)
+            self.verifier.prefill(sequence, max_length)
+            self.drafter.start()
+            self.drafter.prefill(sequence, max_length)
 
         new_tokens: list[int] = []
         rounds: list[RoundRecord] = []
@@ -124,19 +139,9 @@ class EntropyBasedSpeculativeDecoder:
         length = sequence.shape[1]
 
         # 1. Draft: at most budget - 1 tokens, since the verifier always adds one of its own; none while the
-        #    gate finds that speculation does not pay (the verifier then decodes one token, as plain decoding).
-        threshold = None if self.drafter is None else self.drafter.criterion.threshold  # as used this round
-        vocab = self.verifier.model.config.vocab_size
-        if self.drafter is not None:
-            max_tokens = min(self.config.max_draft_len, budget - 1)
-            allowed = self.drafter.gate.draft_limit(max_tokens) if max_tokens >= 1 else 0
-            if max_tokens >= 1 and allowed == 0:
-                draft = _empty_draft(sequence, vocab, "gate")
-            else:
-                limit_reason = "probe" if allowed < max_tokens else None
-                draft = self.drafter.draft(sequence, allowed, sampling, generator, eos, limit_reason)
-        else:
-            draft = _empty_draft(sequence, vocab)
+        #    gate finds that speculation does not pay, and never with the null drafter (autoregressive).
+        threshold = self.drafter.threshold  # as used this round
+        draft = self.drafter.propose(sequence, budget, sampling, generator, eos)
         n = len(draft)
 
         with Stopwatch(self.verifier.device) as verify:
@@ -167,10 +172,9 @@ class EntropyBasedSpeculativeDecoder:
         self.verifier.crop(length + accepted)
         emitted = draft_ids[:accepted] + [next_token]
         emitted = _cut(emitted, budget, eos)
-        if self.drafter is not None:
-            self.drafter.rollback(length + accepted)
-            # 5. Feedback to adaptive rules.
-            self.drafter.update(draft, accepted)
+        self.drafter.rollback(length + accepted)
+        # 5. Feedback to adaptive rules.
+        self.drafter.update(draft, accepted)
 
         record = RoundRecord(
             drafted=n,
@@ -217,13 +221,6 @@ class EntropyBasedSpeculativeDecoder:
         if eos_token_id is None:
             return set()
         return {int(eos_token_id)} if isinstance(eos_token_id, int) else {int(t) for t in eos_token_id}
-
-
-def _empty_draft(sequence: torch.Tensor, vocab: int, stop_reason: str = "none") -> Draft:
-    from .stopping import DraftState
-
-    return Draft(sequence.new_zeros(0), torch.zeros(0, vocab, device=sequence.device), DraftState(), stop_reason,
-                 token_ids=[])
 
 
 def _cut(tokens: list[int], budget: int, eos: set[int]) -> list[int]:

@@ -17,7 +17,7 @@ from transformers import PreTrainedModel
 
 from .config import EntropyConfig
 from .entropy import ENTROPY_TYPES, EntropyComputer, shannon_entropy
-from .kv import CachedModel
+from .kv import CachedModel, cached_model
 from .timing import Stopwatch
 from .sampling import SamplingParams, sample
 from .gate import SpeculationGate
@@ -48,11 +48,18 @@ class EntropyBasedDrafter:
 
     `draft` extends the committed sequence token by token and stops when the stopping rule fires (after at
     least `min_draft_len` tokens), at `max_draft_len`, at EOS, or at the token budget. `rollback` drops
-    rejected positions from the cache; `update` passes the verifier's verdict to adaptive rules.
+    rejected positions from the cache; `update` passes the verifier's verdict to adaptive rules. `propose` is
+    what the decode loop calls: the round's draft within the token budget and the gate's limit.
+
+    ``kv_cache`` and ``compile`` choose the drafter's KV cache (see `entspec.engine.kv.cached_model`).
     """
 
-    def __init__(self, model: PreTrainedModel, config: EntropyConfig) -> None:
-        self.lm = CachedModel(model, check_nan=False)  # NaN is checked once per round, in `draft`
+    method = "speculative"  # the decoding method a decode loop with this drafter runs
+
+    def __init__(self, model: PreTrainedModel, config: EntropyConfig, kv_cache: str = "dynamic",
+                 compile: bool | str = False) -> None:
+        # NaN is checked once per round, in `draft`
+        self.lm = cached_model(model, kv_cache=kv_cache, compile=compile, check_nan=False)
         self.config = config
         self.entropy = EntropyComputer(config.entropy_type, config.renyi_alpha, config.entropy_topk,
                                        config.entropy_unit)
@@ -68,9 +75,28 @@ class EntropyBasedDrafter:
         self.criterion.reset()
         self.gate.reset()
 
-    def prefill(self, prompt: torch.Tensor) -> None:
-        """Cache ``prompt [1, T]``; its last logits give the first draft token."""
-        self.lm.prefill(prompt)
+    def prefill(self, prompt: torch.Tensor, max_length: int | None = None) -> None:
+        """Cache ``prompt [1, T]``; its last logits give the first draft token. ``max_length``: the most
+        positions the cache will hold in this generation (sizes a static cache; a dynamic one ignores it)."""
+        self.lm.prefill(prompt, max_length)
+
+    @property
+    def threshold(self) -> float | None:
+        """The stopping rule's threshold as it stands for the next round (None for rules without one)."""
+        return self.criterion.threshold
+
+    def propose(self, sequence: torch.Tensor, budget: int, sampling: SamplingParams,
+                generator: torch.Generator | None, eos_token_ids: set[int]) -> Draft:
+        """The round's draft after the committed ``sequence [1, L]`` with ``budget`` tokens left to emit.
+
+        At most ``budget - 1`` tokens, since the verifier always adds one of its own; none while the gate finds
+        that speculation does not pay (the verifier then decodes one token, as plain decoding)."""
+        max_tokens = min(self.config.max_draft_len, budget - 1)
+        allowed = self.gate.draft_limit(max_tokens) if max_tokens >= 1 else 0
+        if max_tokens >= 1 and allowed == 0:
+            return empty_draft(sequence, self.lm.model.config.vocab_size, "gate")
+        limit_reason = "probe" if allowed < max_tokens else None
+        return self.draft(sequence, allowed, sampling, generator, eos_token_ids, limit_reason)
 
     def draft(
         self,
@@ -212,6 +238,42 @@ class EntropyBasedDrafter:
         self.criterion.update(RoundFeedback(len(draft), accepted, list(draft.state.entropies),
                                             list(draft.state.token_probs)))
         self.gate.update(len(draft), accepted)
+
+
+class NullDrafter:
+    """The drafter of autoregressive decoding: it drafts nothing and costs nothing (no model, no cache, no read).
+
+    It has `EntropyBasedDrafter`'s interface, so the decode loop has one path: with it every round verifies the
+    pending token alone (n = 0) and emits the verifier's own next token.
+    """
+
+    method = "autoregressive"
+    threshold = None
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+
+    def start(self) -> None:
+        pass
+
+    def prefill(self, prompt: torch.Tensor, max_length: int | None = None) -> None:
+        pass
+
+    def propose(self, sequence: torch.Tensor, budget: int, sampling: SamplingParams,
+                generator: torch.Generator | None, eos_token_ids: set[int]) -> Draft:
+        return empty_draft(sequence, self.vocab_size)
+
+    def rollback(self, length: int) -> None:
+        pass
+
+    def update(self, draft: Draft, accepted: int) -> None:
+        pass
+
+
+def empty_draft(sequence: torch.Tensor, vocab: int, stop_reason: str = "none") -> Draft:
+    """A round without draft tokens (``stop_reason`` "none", or "gate" when the gate skipped drafting)."""
+    return Draft(sequence.new_zeros(0), torch.zeros(0, vocab, device=sequence.device), DraftState(), stop_reason,
+                 token_ids=[])
 
 
 def _raise_nan(lm: CachedModel) -> None:
