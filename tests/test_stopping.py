@@ -130,6 +130,79 @@ def test_a_registered_rule_appears_in_every_tool_with_no_other_edit(capsys):
     assert "test_low_prob" not in RULES
 
 
+def test_a_rule_with_its_own_parameter_is_one_class_with_no_other_edit(capsys):
+    """Issue 11: a rule declares its parameter (typed, bounded, with a default) and every tool takes it:
+    EntropyConfig (keyword, attribute, validation, to_dict), methods of an experiment, the tuning sweep, the
+    analysis sweep axis, the CLI help and the bench's Targets line."""
+    from dataclasses import dataclass, field
+
+    import pandas as pd
+
+    from entspec.analysis.load import sweep_parameter
+    from entspec.bench.report import targets
+    from entspec.cli import build_parser
+    from entspec.experiment.methods import _make
+    from entspec.replay.tune import configurations
+    from entspec.validate import bounds
+
+    @dataclass(frozen=True)
+    class MarginParams:
+        margin_nats: float = field(default=1.0, metadata=bounds(min=0, max=5))
+
+    @register("test_margin", threshold="margin_nats", params=MarginParams, sweep={"margin_nats": (0.5, 1.5)})
+    class EntropyMargin(StoppingCriterion):
+        """Stop when the entropy rises more than margin_nats above the round's first token's."""
+
+        def should_stop(self, s):
+            return s.entropies[-1] - s.entropies[0] > self.config.margin_nats
+
+    try:
+        cfg = EntropyConfig(strategy="test_margin", margin_nats=0.5)
+        assert cfg.margin_nats == 0.5 and EntropyConfig(strategy="test_margin").margin_nats == 1.0
+        assert cfg.to_dict()["margin_nats"] == 0.5 and EntropyConfig.from_dict(cfg.to_dict()) == cfg
+        assert RULES["test_margin"].make_params(cfg) == MarginParams(0.5)
+        assert build_criterion(cfg).should_stop(state([0.1, 0.7]))
+        with pytest.raises(ConfigError, match="^margin_nats: must be in"):
+            EntropyConfig(strategy="test_margin", margin_nats=9.0)
+        with pytest.raises(ConfigError, match="margin_nats: expected float"):
+            _make("entspec", {"strategy": "test_margin", "margin_nats": "wide"}, "methods[0]")
+        assert _make("entspec", {"strategy": "test_margin", "margin_nats": 0.5}, "m").id == "test_margin[margin_nats=0.5]"
+        swept = [c for c in configurations(20, {}) if c["strategy"] == "test_margin"]
+        assert [c["margin_nats"] for c in swept] == [0.5, 1.5]
+        assert sweep_parameter("test_margin", {"margin_nats": 1.5}) == ("margin_nats", 1.5)
+        assert "test_margin" in entropy_rules()
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["tune", "--help"])
+        assert "test_margin" in capsys.readouterr().out
+        speed = pd.DataFrame([{"method": m, "strategy": s, "category": "all", "speedup": v} for m, s, v in [
+            ("autoregressive", "autoregressive", 1.0), ("hf_assisted[default]", "hf_assisted", 1.2),
+            ("svip", "svip", 1.3), ("test_margin[margin_nats=0.5]", "test_margin", 1.4)]])
+        assert "best rule test_margin[margin_nats=0.5]" in targets(speed)[-1]
+    finally:
+        unregister("test_margin")
+    assert "test_margin" not in RULES
+    with pytest.raises(ConfigError, match="^margin_nats: unknown"):
+        EntropyConfig(margin_nats=0.5)
+
+
+def test_rule_parameters_are_declared_once():
+    """A parameter shadowing a shared field, or declared twice with different defaults, is refused."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Shadow:
+        theta_abs: float = 1.0
+
+    @dataclass(frozen=True)
+    class Clash:
+        svip_threshold: float = 0.9
+
+    for params in (Shadow, Clash):
+        with pytest.raises(ValueError, match="register"):
+            register("test_bad", params=params)(type("Bad", (StoppingCriterion,), {"should_stop": lambda s, x: False}))
+        assert "test_bad" not in RULES
+
+
 @pytest.mark.parametrize("field,value", [
     ("strategy", "nope"), ("entropy_type", "tsallis"), ("theta_abs", -1.0), ("theta_rel", float("nan")),
     ("max_draft_len", 0), ("max_draft_len", 2.5), ("min_draft_len", 99), ("window_size", 0),

@@ -1,4 +1,4 @@
-"""The `entspec` command: run, analyze, bench, demo, generate, models."""
+"""The `entspec` command: run, demo, analyze, bench, generate, rules, trace, tune, models."""
 
 from __future__ import annotations
 
@@ -7,30 +7,18 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand lives in its subpackage's ``cli`` module and registers itself here."""
+    from .analysis import cli as analysis_cli
+    from .bench import cli as bench_cli
+    from .engine import cli as engine_cli
     from .experiment import cli as experiment_cli
     from .models import cli as models_cli
-    from .engine import cli as generate_cli
+    from .replay import cli as replay_cli
 
     parser = argparse.ArgumentParser(prog="entspec", description="Entropy-based speculative decoding.")
     sub = parser.add_subparsers(dest="command", required=True)
-    experiment_cli.register(sub)
-    try:
-        from .analysis import cli as analysis_cli
-
-        analysis_cli.register(sub)
-    except ImportError:  # pragma: no cover - analysis is optional only while it is being built
-        pass
-    try:
-        from .bench import cli as bench_cli
-
-        bench_cli.register(sub)
-    except ImportError:  # pragma: no cover
-        pass
-    generate_cli.register(sub)
-    from .replay import cli as replay_cli
-
-    replay_cli.register(sub)
-    models_cli.register(sub)
+    for module in (experiment_cli, analysis_cli, bench_cli, engine_cli, replay_cli, models_cli):
+        module.register(sub)
     return parser
 
 

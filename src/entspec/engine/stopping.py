@@ -4,17 +4,22 @@ A rule sees the drafted tokens of the current round (their entropies and draft p
 outcome of earlier rounds (through `update`), and says stop or continue. The drafter consults a rule only
 after `min_draft_len` tokens and always stops at `max_draft_len`; a token whose statistics trip the rule
 is still part of the draft. A new rule is one class with a `@register("name")` line; nothing else changes.
+A rule with parameters of its own declares them as a small dataclass (``params=``): typed, with defaults and
+bounds (`entspec.validate.bounds`); `EntropyConfig` then accepts and validates them like its own fields.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-
-import numpy as np
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
+
+from ..validate import ConfigError, bounds, check
 from .config import EntropyConfig
 
 
@@ -80,6 +85,7 @@ class RuleInfo:
             rules that decide from the draft length and feedback alone (the drafter then reads nothing back).
         threshold: the `EntropyConfig` field that is the rule's main knob (x axis of sweeps), if any.
         sweep: candidate values per `EntropyConfig` field, the grid `entspec tune` replays.
+        params: the dataclass of the rule's own parameters (None: it has none beyond the shared fields).
     """
 
     name: str
@@ -87,14 +93,34 @@ class RuleInfo:
     reads: frozenset[str]
     threshold: str | None
     sweep: dict[str, tuple]
+    params: type | None = None
 
     @property
     def reads_entropy(self) -> bool:
         return bool(self.reads & {"entropies", "shannon_nats"})
 
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self.params)) if self.params else ()
+
+    def make_params(self, config: EntropyConfig) -> Any:
+        """The rule's parameters from ``config`` as its typed dataclass (None if it declares none)."""
+        return self.params(**{n: getattr(config, n) for n in self.param_names}) if self.params else None
+
+
+@dataclass(frozen=True)
+class ParamDecl:
+    """One rule parameter as declared: its type hint, default, bounds (field metadata) and declaring rule."""
+
+    hint: Any
+    default: Any
+    metadata: Any
+    owner: str
+
 
 STOPPING_CRITERIA: dict[str, type[StoppingCriterion]] = {}
 RULES: dict[str, RuleInfo] = {}
+RULE_PARAMS: dict[str, ParamDecl] = {}  # every registered rule's parameters, by name
 
 
 def register(
@@ -103,8 +129,14 @@ def register(
     reads: tuple[str, ...] = ("entropies",),
     threshold: str | None = None,
     sweep: dict[str, tuple] | None = None,
+    params: type | None = None,
 ) -> Callable[[type[StoppingCriterion]], type[StoppingCriterion]]:
-    """Class decorator adding a rule under ``name``, with its self-description (`RuleInfo`)."""
+    """Class decorator adding a rule under ``name``, with its self-description (`RuleInfo`).
+
+    ``params`` is a dataclass of the rule's own parameters (typed, with defaults; bounds as field metadata,
+    cross-field checks in its ``__post_init__``); a name another rule already declares must agree in type and
+    default, and no name may shadow a shared `EntropyConfig` field.
+    """
     unknown = set(reads) - set(DraftState.__dataclass_fields__)
     if unknown:
         raise ValueError(f"register({name!r}): reads names unknown DraftState fields {sorted(unknown)}")
@@ -112,18 +144,51 @@ def register(
     def add(cls: type[StoppingCriterion]) -> type[StoppingCriterion]:
         if name in STOPPING_CRITERIA:
             raise ValueError(f"stopping criterion {name!r} is registered twice")
+        decls = _declarations(name, params)
+        info = RuleInfo(name, cls, frozenset(reads), threshold, dict(sweep or {}), params)
+        known = EntropyConfig.parameter_names() | set(decls)
+        for key in [threshold, *info.sweep]:
+            if key is not None and key not in known:
+                raise ValueError(f"register({name!r}): {key!r} is neither an EntropyConfig field nor a declared parameter")
         cls.name = name
         STOPPING_CRITERIA[name] = cls
-        RULES[name] = RuleInfo(name, cls, frozenset(reads), threshold, dict(sweep or {}))
+        RULES[name] = info
+        RULE_PARAMS.update(decls)
         return cls
 
     return add
 
 
+def _declarations(rule: str, params: type | None) -> dict[str, ParamDecl]:
+    if params is None:
+        return {}
+    if not dataclasses.is_dataclass(params):
+        raise ValueError(f"register({rule!r}): params must be a dataclass")
+    hints = typing.get_type_hints(params)
+    shared = {f.name for f in dataclasses.fields(EntropyConfig)}
+    out = {}
+    for f in dataclasses.fields(params):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ValueError(f"register({rule!r}): parameter {f.name!r} needs a default")
+        if f.name in shared:
+            raise ValueError(f"register({rule!r}): parameter {f.name!r} shadows an EntropyConfig field")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        decl = ParamDecl(hints[f.name], default, f.metadata, rule)
+        other = RULE_PARAMS.get(f.name)
+        if other is not None and (other.hint, other.default) != (decl.hint, decl.default):
+            raise ValueError(f"register({rule!r}): parameter {f.name!r} is declared differently by {other.owner!r}")
+        out[f.name] = other or decl
+    return out
+
+
 def unregister(name: str) -> None:
-    """Remove a rule (tests and notebooks that register a throw-away rule)."""
+    """Remove a rule and the parameters only it declares (tests and notebooks that register a throw-away rule)."""
     STOPPING_CRITERIA.pop(name, None)
-    RULES.pop(name, None)
+    info = RULES.pop(name, None)
+    still_declared = {p for other in RULES.values() for p in other.param_names}
+    for param in info.param_names if info else ():
+        if param not in still_declared:
+            del RULE_PARAMS[param]
 
 
 def entropy_rules() -> tuple[str, ...]:
@@ -157,7 +222,13 @@ class AbsoluteEntropy(StoppingCriterion):
         return self.config.theta_abs
 
 
-@register("relative", threshold="theta_rel",
+@dataclass(frozen=True)
+class RelativeParams:
+    theta_rel: float = field(default=1.5, metadata=bounds(min=0))  # stop when H_t > theta_rel x reference
+    reference_momentum: float = field(default=0.9, metadata=bounds(min=0, max=1))  # EMA of accepted tokens' entropy
+
+
+@register("relative", threshold="theta_rel", params=RelativeParams,
           sweep={"theta_rel": (0.5, 1.0, 1.5, 2.0, 3.0, 5.0), "theta_abs": (1.0, 2.0), "max_draft_len": (8, 12, 20)})
 class RelativeEntropy(StoppingCriterion):
     """Stop when H_t > theta_rel x reference entropy.
@@ -185,7 +256,13 @@ class RelativeEntropy(StoppingCriterion):
         return self.config.theta_rel * self.reference
 
 
-@register("window", threshold="theta_window",
+@dataclass(frozen=True)
+class WindowParams:
+    window_size: int = field(default=3, metadata=bounds(min=1))
+    theta_window: float | None = field(default=None, metadata=bounds(min=0))  # None: theta_abs
+
+
+@register("window", threshold="theta_window", params=WindowParams,
           sweep={"theta_window": (0.25, 0.5, 1.0, 1.5, 2.0, 3.0), "window_size": (2, 3), "max_draft_len": (8, 12, 20)})
 class WindowEntropy(StoppingCriterion):
     """Stop when the mean entropy of the last `window_size` drafted tokens exceeds `theta_window`.
@@ -203,7 +280,16 @@ class WindowEntropy(StoppingCriterion):
         return self.config.theta_abs if w is None else w
 
 
-@register("combined", reads=("entropies", "token_probs", "shannon_nats"), threshold="theta_abs",
+@dataclass(frozen=True)
+class CombinedParams:
+    criteria: list[Any] = field(default_factory=lambda: ["absolute", "window"])  # names, or dicts of overrides
+    combine: str = field(default="any", metadata=bounds(choices=("any", "all")))
+
+    def __post_init__(self) -> None:
+        check(len(self.criteria) > 0, "criteria", self.criteria, "must be a non-empty list")
+
+
+@register("combined", reads=("entropies", "token_probs", "shannon_nats"), threshold="theta_abs", params=CombinedParams,
           sweep={"theta_abs": (0.5, 1.0, 2.0, 3.0), "max_draft_len": (8, 12, 20)})
 class CombinedCriterion(StoppingCriterion):
     """Several rules joined by ``combine`` = "any" (stop when one says stop) or "all".
@@ -278,7 +364,12 @@ class FixedLength(StoppingCriterion):
         return False
 
 
-@register("confidence", reads=("token_probs",), threshold="confidence_threshold",
+@dataclass(frozen=True)
+class ConfidenceParams:
+    confidence_threshold: float = field(default=0.4, metadata=bounds(min=0, max=1))
+
+
+@register("confidence", reads=("token_probs",), threshold="confidence_threshold", params=ConfidenceParams,
           sweep={"confidence_threshold": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), "max_draft_len": (8, 12, 20)})
 class ConfidenceCriterion(StoppingCriterion):
     """Hugging Face `ConfidenceCriteria`: stop when the drafted token's probability < threshold (static)."""
@@ -291,7 +382,12 @@ class ConfidenceCriterion(StoppingCriterion):
         return self.config.confidence_threshold
 
 
-@register("heuristic", reads=(), threshold="heuristic_initial",
+@dataclass(frozen=True)
+class HeuristicParams:
+    heuristic_initial: int = field(default=5, metadata=bounds(min=1))
+
+
+@register("heuristic", reads=(), threshold="heuristic_initial", params=HeuristicParams,
           sweep={"heuristic_initial": (1, 3, 5, 8), "max_draft_len": (8, 12, 20)})
 class HeuristicSchedule(StoppingCriterion):
     """Hugging Face's "heuristic" schedule: draft k tokens; k += 2 after a fully accepted round, else k -= 1.
@@ -316,7 +412,13 @@ class HeuristicSchedule(StoppingCriterion):
         return float(self.k)
 
 
-@register("svip", reads=("shannon_nats",), threshold="svip_threshold",
+@dataclass(frozen=True)
+class SvipParams:
+    svip_gamma: float = field(default=0.15, metadata=bounds(min=0))
+    svip_threshold: float = field(default=0.3, metadata=bounds(min=0))  # nats
+
+
+@register("svip", reads=("shannon_nats",), threshold="svip_threshold", params=SvipParams,
           sweep={"svip_threshold": (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6), "max_draft_len": (8, 12, 20, 40)})
 class SVIP(StoppingCriterion):
     """SVIP (arXiv 2411.18462): stop when sqrt(svip_gamma * H) > svip_threshold, H Shannon entropy in nats."""
@@ -329,7 +431,13 @@ class SVIP(StoppingCriterion):
         return self.config.svip_threshold**2 / self.config.svip_gamma  # the same rule as an entropy bound
 
 
-@register("adaedl", reads=("shannon_nats",), threshold="adaedl_lambda",
+@dataclass(frozen=True)
+class AdaEDLParams:
+    adaedl_gamma: float = field(default=0.2, metadata=bounds(min=0))
+    adaedl_lambda: float = field(default=0.3, metadata=bounds(min=0, max=1))  # starting lower bound
+
+
+@register("adaedl", reads=("shannon_nats",), threshold="adaedl_lambda", params=AdaEDLParams,
           sweep={"adaedl_lambda": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7), "target_acceptance": (0.7, 0.8, 0.9),
                  "max_draft_len": (8, 12, 20)})
 class AdaEDL(StoppingCriterion):
@@ -360,7 +468,31 @@ class AdaEDL(StoppingCriterion):
 # --- cost-aware ------------------------------------------------------------------------------------------
 
 
-@register("goodput", reads=("entropies", "token_probs"), threshold="goodput_margin",
+@dataclass(frozen=True)
+class GoodputParams:
+    """Acceptance of a drafted token = sigmoid(calib_intercept + calib_slope * H + calib_prob * q), fitted on
+    traces by `entspec tune`, updated online by SGD at rate calib_lr; or an isotonic curve ``calib_curve``
+    ([[H, beta], ...], H ascending). ``next_*``: the next token's acceptance from the current token's statistics
+    (None: the current token's beta stands in)."""
+
+    goodput_margin: float = field(default=1.0, metadata=bounds(min=0))  # continue while gain > margin * rate * cost
+    calib_intercept: float = field(default=2.5, metadata=bounds(finite=True))
+    calib_slope: float = field(default=-1.5, metadata=bounds(finite=True))
+    calib_prob: float = field(default=0.0, metadata=bounds(finite=True))
+    calib_lr: float = field(default=0.05, metadata=bounds(min=0))
+    calib_curve: list[list[float]] | None = None
+    next_intercept: float | None = field(default=None, metadata=bounds(finite=True))
+    next_slope: float = field(default=0.0, metadata=bounds(finite=True))
+    next_prob: float = field(default=0.0, metadata=bounds(finite=True))
+
+    def __post_init__(self) -> None:
+        curve = self.calib_curve
+        check(curve is None or (len(curve) >= 2 and all(len(k) == 2 for k in curve)
+                                and all(a[0] <= b[0] for a, b in zip(curve, curve[1:]))),
+              "calib_curve", curve, "must be null or a list of >= 2 [entropy, probability] knots, entropy ascending")
+
+
+@register("goodput", reads=("entropies", "token_probs"), threshold="goodput_margin", params=GoodputParams,
           sweep={"goodput_margin": (0.4, 0.55, 0.7, 0.85, 1.0, 1.2, 1.5), "max_draft_len": (12, 20)})
 class Goodput(StoppingCriterion):
     """Draft one more token while it is expected to add tokens faster than the generation is producing them.

@@ -1,21 +1,20 @@
 """`ExperimentConfig`: one typed, validated declaration of an experiment, loadable from YAML or Python.
 
-Validation happens here and only here: unknown keys, wrong types and impossible values get a one-line
+Validation goes through `entspec.validate`, like `EntropyConfig`'s: each field's type hint and declared bounds,
+then the checks that relate fields. Unknown keys, wrong types and impossible values get a one-line
 `ConfigError` that names the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..engine.config import ConfigError, EntropyConfig
+from ..validate import DTYPE_NAMES, ConfigError, bounds, canonical_dtype, check, check_fields, check_keys, parse_overrides
 
 
 @dataclass
@@ -36,16 +35,16 @@ class ExperimentConfig:
     verifier_model_path: str = "qwen2.5-coder-1.5b-instruct"
     dataset_name: str = "mix"  # built-in dataset name or a local .jsonl/.txt/.csv path
     dataset_split: str = "test"
-    num_samples: int = 6
+    num_samples: int = field(default=6, metadata=bounds(min=1))
     max_sequence_length: int = 1024  # prompt + new tokens; longer prompts keep their last tokens
     experiment_name: str = "quick"
     output_dir: str = "runs/quick"
     # --- generation
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    top_k: int | None = None
+    max_new_tokens: int = field(default=64, metadata=bounds(min=1))
+    temperature: float = field(default=0.0, metadata=bounds(min=0))
+    top_k: int | None = field(default=None, metadata=bounds(min=1))
     top_p: float | None = None
-    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
+    dtype: str = field(default="auto", metadata=bounds(choices=tuple(DTYPE_NAMES)))  # auto: bf16 on CUDA, fp32 on CPU
     device: str = "auto"
     # int8 drafter weights (entspec.models.quantize): none | int8 | int8-weight-only | int8-dynamic (CPU);
     # the verifier is never quantized, so outputs stay the verifier's
@@ -60,60 +59,48 @@ class ExperimentConfig:
     ablation: dict[str, Any] | None = None
     baselines: bool = True
     # --- execution
-    warmup_tokens: int = 8  # one untimed generation per method before timing starts
-    threads: int | None = None  # torch CPU threads (None: torch's default)
+    warmup_tokens: int = field(default=8, metadata=bounds(min=0))  # one untimed generation per method before timing starts
+    threads: int | None = field(default=None, metadata=bounds(min=1))  # torch CPU threads (None: torch's default)
     analyze: bool = True  # run the analysis after the experiment (run_full_experiment)
     # --- where the units run (docs/cluster.md); not identity fields: a run may resume on another executor
-    executor: str = "local"  # local: this process | ray: Ray actors, each holding the model pair once
+    executor: str = field(default="local", metadata=bounds(choices=("local", "ray")))  # local: this process | ray: Ray actors, each holding the model pair once
     ray_address: str | None = None  # None: start a local Ray instance | "auto" | "HOST:PORT" | "ray://HOST:PORT"
-    ray_workers: int | None = None  # None: one per GPU of the cluster, else one per `threads` CPUs (1 if unset)
+    ray_workers: int | None = field(default=None, metadata=bounds(min=1))  # None: one per GPU of the cluster, else one per `threads` CPUs (1 if unset)
 
     def __post_init__(self) -> None:
         self.validate()
 
     # ---------------------------------------------------------------- validation (the one place)
     def validate(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), hints[f.name])
+        check_fields(self)  # types and declared bounds
 
-        def check(ok: bool, name: str, why: str) -> None:
-            if not ok:
-                raise ConfigError(f"{name}: {why} (got {getattr(self, name)!r})")
+        def rule(ok: bool, name: str, why: str) -> None:
+            check(ok, name, getattr(self, name), why)
 
-        check(self.num_samples >= 1, "num_samples", "must be >= 1")
-        check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
-        check(self.max_sequence_length > self.max_new_tokens, "max_sequence_length", "must exceed max_new_tokens")
-        check(self.temperature >= 0, "temperature", "must be >= 0")
-        check(self.top_k is None or self.top_k >= 1, "top_k", "must be >= 1 or null")
-        check(self.top_p is None or 0 < self.top_p <= 1, "top_p", "must be in (0, 1] or null")
-        check(self.dtype in DTYPE_NAMES, "dtype", "must be auto, float32, bfloat16 or float16")
+        rule(self.max_sequence_length > self.max_new_tokens, "max_sequence_length", "must exceed max_new_tokens")
+        rule(self.top_p is None or 0 < self.top_p <= 1, "top_p", "must be in (0, 1] or null")
         self.dtype = canonical_dtype(self.dtype)  # bf16 and bfloat16 are one setting, saved under one name
         from ..models.quantize import QUANTIZATIONS
 
-        check(self.drafter_quantization in QUANTIZATIONS, "drafter_quantization",
-              f"must be one of {', '.join(QUANTIZATIONS)}")
-        check(len(self.seeds) >= 1, "seeds", "must list at least one seed")
-        check(all(s >= 0 for s in self.seeds), "seeds", "must be >= 0")
-        check(len(set(self.seeds)) == len(self.seeds), "seeds", "must not repeat a seed (a seed is part of a unit key)")
-        check(self.categories is None or len(set(self.categories)) == len(self.categories), "categories",
-              "must not repeat a category")
-        check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "device",
-              "must be auto, cpu, cuda, cuda:N or mps")
-        check(self.warmup_tokens >= 0, "warmup_tokens", "must be >= 0")
-        check(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
-        check(self.executor in ("local", "ray"), "executor", "must be local or ray")
-        check(self.ray_address is None or bool(self.ray_address.strip()), "ray_address", "must not be empty")
-        check(self.ray_workers is None or self.ray_workers >= 1, "ray_workers", "must be >= 1 or null")
-        check(bool(self.experiment_name.strip()), "experiment_name", "must not be empty")
-        check(bool(self.output_dir.strip()), "output_dir", "must not be empty")
+        rule(self.drafter_quantization in QUANTIZATIONS, "drafter_quantization",
+             f"must be one of {', '.join(QUANTIZATIONS)}")
+        rule(len(self.seeds) >= 1, "seeds", "must list at least one seed")
+        rule(all(s >= 0 for s in self.seeds), "seeds", "must be >= 0")
+        rule(len(set(self.seeds)) == len(self.seeds), "seeds", "must not repeat a seed (a seed is part of a unit key)")
+        rule(self.categories is None or len(set(self.categories)) == len(self.categories), "categories",
+             "must not repeat a category")
+        rule(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "device",
+             "must be auto, cpu, cuda, cuda:N or mps")
+        rule(self.ray_address is None or bool(self.ray_address.strip()), "ray_address", "must not be empty")
+        rule(bool(self.experiment_name.strip()), "experiment_name", "must not be empty")
+        rule(bool(self.output_dir.strip()), "output_dir", "must not be empty")
         if self.grid is not None:
-            _check_keys("grid", self.grid, required={"axes"}, allowed={"base", "axes"})
+            check_keys("grid", self.grid, required={"axes"}, allowed={"base", "axes"})
         if self.ablation is not None:
-            _check_keys("ablation", self.ablation, required={"base", "vary"}, allowed={"base", "vary"})
+            check_keys("ablation", self.ablation, required={"base", "vary"}, allowed={"base", "vary"})
         from .methods import expand_methods  # validates every method declaration
 
-        check(len(expand_methods(self)) >= 1, "methods", "declare at least one method (or keep baselines)")
+        rule(len(expand_methods(self)) >= 1, "methods", "declare at least one method (or keep baselines)")
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -138,14 +125,7 @@ class ExperimentConfig:
             raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of fields at the top level")
-        for item in overrides or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"--set {item!r}: expected key=value")
-            try:
-                data[key.strip()] = yaml.safe_load(value)
-            except yaml.YAMLError as err:
-                raise ConfigError(f"--set {key.strip()}: not valid YAML ({str(err).splitlines()[0]})") from None
+        parse_overrides(overrides, data)
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,56 +138,3 @@ class ExperimentConfig:
         return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_k": self.top_k,
                 "top_p": self.top_p, "dtype": self.dtype, "device": self.device,
                 "drafter_quantization": self.drafter_quantization, "ignore_eos": self.ignore_eos}
-
-
-# dtype spellings -> the one name saved and compared
-DTYPE_NAMES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-               "float16": "float16", "fp16": "float16", "half": "float16"}
-
-
-def canonical_dtype(name: Any) -> Any:
-    """``bf16`` -> ``bfloat16``, ``fp32`` -> ``float32``, ...; anything else unchanged."""
-    return DTYPE_NAMES.get(name, name) if isinstance(name, str) else name
-
-
-def _check_keys(name: str, value: dict, required: set[str], allowed: set[str]) -> None:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{name}: must be a mapping (got {value!r})")
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise ConfigError(f"{name}.{unknown[0]}: unknown key (allowed: {sorted(allowed)})")
-    missing = sorted(required - set(value))
-    if missing:
-        raise ConfigError(f"{name}.{missing[0]}: required")
-
-
-def _check_type(name: str, value: Any, hint: Any) -> None:
-    """Check ``value`` against a simple type hint (int, float, str, bool, list[...], dict[...], X | None)."""
-    if not _matches(value, hint):
-        shown = str(hint) if typing.get_origin(hint) else getattr(hint, "__name__", str(hint))
-        shown = shown.replace("typing.", "")
-        raise ConfigError(f"{name}: expected {shown}, got {type(value).__name__} {value!r}")
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is Any:
-        return True
-    if origin is list:
-        (arg,) = typing.get_args(hint) or (Any,)
-        return isinstance(value, list) and all(_matches(v, arg) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def entropy_config_fields() -> set[str]:
-    return {f.name for f in dataclasses.fields(EntropyConfig)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import typing
@@ -15,14 +16,22 @@ from ..engine.decoder import EntropyBasedSpeculativeDecoder
 from .hf_baselines import hf_generate
 from ..engine.records import GenerationResult
 from ..engine.stopping import build_criterion
-from .config import _check_type
+from ..validate import bounds, check_value
 
 if TYPE_CHECKING:
     from .config import ExperimentConfig
 
 KINDS = ("entspec", "autoregressive", "hf_generate", "hf_assisted")
-HF_ASSISTED_PARAMS = {"num_assistant_tokens", "schedule", "confidence_threshold"}
 _DEFAULTS = EntropyConfig().to_dict()
+
+
+@dataclass(frozen=True)
+class HFAssistedParams:
+    """What an ``hf_assisted`` method may set (unset ones keep the library's defaults)."""
+
+    num_assistant_tokens: int = field(default=20, metadata=bounds(min=1))
+    schedule: str = field(default="constant", metadata=bounds(choices=("constant", "heuristic")))
+    confidence_threshold: float = field(default=0.0, metadata=bounds(min=0, max=1))
 
 
 @dataclass
@@ -133,29 +142,17 @@ def _make(kind: str, params: dict[str, Any], where: str) -> MethodSpec:
     if kind not in KINDS:
         raise ConfigError(f"{where}.kind: must be one of {list(KINDS)} (got {kind!r})")
     if kind == "entspec":
-        unknown = sorted(set(params) - set(_DEFAULTS))
-        if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: unknown EntropyConfig field")
-        hints = typing.get_type_hints(EntropyConfig)
-        for name, value in params.items():  # wrong types get the field's name, not an operator's complaint
-            _check_type(f"{where}.{name}", value, hints[name])
-        try:
+        try:  # the one validation path: unknown fields, types, bounds, the rule's own parameters
             build_criterion(EntropyConfig(**params))  # builds combined's inner rules: unknown ones fail here
         except (ConfigError, TypeError, ValueError) as err:
             raise ConfigError(f"{where}.{err}") from None
     elif kind == "hf_assisted":
-        unknown = sorted(set(params) - HF_ASSISTED_PARAMS)
-        if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: unknown hf_assisted parameter "
-                              f"(allowed: {sorted(HF_ASSISTED_PARAMS)})")
-        k = params.get("num_assistant_tokens", 1)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ConfigError(f"{where}.num_assistant_tokens: must be an integer >= 1 (got {k!r})")
-        if params.get("schedule", "constant") not in ("constant", "heuristic"):
-            raise ConfigError(f"{where}.schedule: must be 'constant' or 'heuristic' (got {params['schedule']!r})")
-        t = params.get("confidence_threshold", 0.0)
-        if not isinstance(t, (int, float)) or not 0 <= t <= 1:
-            raise ConfigError(f"{where}.confidence_threshold: must be in [0, 1] (got {t!r})")
+        declared = {f.name: f for f in dataclasses.fields(HFAssistedParams)}
+        hints = typing.get_type_hints(HFAssistedParams)
+        for name, value in params.items():
+            if name not in declared:
+                raise ConfigError(f"{where}.{name}: unknown hf_assisted parameter (allowed: {sorted(declared)})")
+            check_value(f"{where}.{name}", value, hints[name], declared[name].metadata)
     elif params:
         raise ConfigError(f"{where}.{sorted(params)[0]}: {kind} takes no parameters")
     return MethodSpec(kind, dict(params))

@@ -20,9 +20,9 @@ import torch
 
 from entspec.models.fetch import fetch_gguf_file, fetch_model
 from entspec.models.registry import MODELS, PAIRS, get_pair
+from entspec.validate import DTYPE_NAMES, canonical_dtype
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # canonical names
 
 
 class TokenizerMismatchError(ValueError):
@@ -85,9 +85,9 @@ def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device 
         kind = resolve_device(device).type if str(device) == "auto" else torch.device(device).type
         return torch.bfloat16 if kind == "cuda" else torch.float32
     try:
-        return _DTYPES[dtype]
+        return _TORCH_DTYPES[canonical_dtype(dtype)]
     except KeyError:
-        raise ValueError(f"dtype must be auto or one of {', '.join(_DTYPES)}, got {dtype!r}") from None
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}") from None
 
 
 def resolve_model_dir(spec: str | Path, *, progress: bool = True) -> str:

@@ -50,7 +50,7 @@ def _row_values(row: dict[str, Any], traces: dict, cost) -> dict[str, Any]:
     if len(result.new_tokens) > len(trace) or config.get("max_new_tokens", trace.meta.max_new_tokens) \
             != trace.meta.max_new_tokens:
         return {}
-    fields = set(EntropyConfig.__dataclass_fields__)
+    fields = EntropyConfig.parameter_names()
     cfg = EntropyConfig(**{k: v for k, v in config.items() if k in fields})
     if cfg.max_draft_len > trace.meta.cap:
         return {}

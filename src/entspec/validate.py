@@ -1,0 +1,126 @@
+"""The one validation path for every configuration: engine (`EntropyConfig`, a rule's parameters), experiment
+(`ExperimentConfig`, method declarations) and the CLI's ``--set key=value``.
+
+A field is checked against its type hint and its declared bounds, written once on the field itself::
+
+    theta_abs: float = field(default=2.0, metadata=bounds(min=0))
+    combine: str = field(default="any", metadata=bounds(choices=("any", "all")))
+
+Every failure is a `ConfigError` whose message is one line that starts with the field's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message is one line naming the field."""
+
+
+def bounds(*, min: float | None = None, max: float | None = None, choices: tuple | None = None,
+           finite: bool = False) -> dict[str, Any]:
+    """Field metadata: the value must lie in [min, max], be one of ``choices``, or be finite (numbers)."""
+    return {"bounds": {"min": min, "max": max, "choices": choices, "finite": finite}}
+
+
+def check(ok: bool, name: str, value: Any, why: str) -> None:
+    """Raise ``ConfigError("name: why (got value)")`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{name}: {why} (got {value!r})")
+
+
+def check_value(name: str, value: Any, hint: Any, metadata: Mapping[str, Any] | None = None) -> None:
+    """One field: its type (`check_type`), then its declared bounds (skipped for None)."""
+    check_type(name, value, hint)
+    rule = (metadata or {}).get("bounds")
+    if not rule or value is None:
+        return
+    if rule["choices"] is not None:
+        check(value in rule["choices"], name, value, f"must be one of {', '.join(map(str, rule['choices']))}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        check(not math.isnan(value), name, value, "must be a number, not NaN")
+        check(not rule["finite"] or math.isfinite(value), name, value, "must be a finite number")
+        lo, hi = rule["min"], rule["max"]
+        if lo is not None and hi is not None:
+            check(lo <= value <= hi, name, value, f"must be in [{lo}, {hi}]")
+        elif lo is not None:
+            check(value >= lo, name, value, f"must be >= {lo}")
+        elif hi is not None:
+            check(value <= hi, name, value, f"must be <= {hi}")
+
+
+def check_fields(obj: Any, prefix: str = "") -> None:
+    """Every field of a dataclass instance against its type hint and bounds."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        check_value(prefix + f.name, getattr(obj, f.name), hints[f.name], f.metadata)
+
+
+def check_keys(name: str, value: Any, required: set[str], allowed: set[str]) -> None:
+    """A mapping with exactly the allowed keys, the required ones present."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: must be a mapping (got {value!r})")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}: unknown key (allowed: {sorted(allowed)})")
+    missing = sorted(required - set(value))
+    if missing:
+        raise ConfigError(f"{name}.{missing[0]}: required")
+
+
+def check_type(name: str, value: Any, hint: Any) -> None:
+    """Check ``value`` against a simple type hint (int, float, str, bool, list[...], dict[...], X | None)."""
+    if not _matches(value, hint):
+        shown = str(hint) if typing.get_origin(hint) else getattr(hint, "__name__", str(hint))
+        shown = shown.replace("typing.", "")
+        raise ConfigError(f"{name}: expected {shown}, got {type(value).__name__} {value!r}")
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if origin is list:
+        (arg,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_matches(v, arg) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def parse_overrides(items: list[str] | None, data: dict[str, Any]) -> dict[str, Any]:
+    """Apply ``--set key=value`` strings (values parsed as YAML) on top of ``data``; returns ``data``."""
+    import yaml
+
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        try:
+            data[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key.strip()}: not valid YAML ({str(err).splitlines()[0]})") from None
+    return data
+
+
+# dtype spellings -> the one name saved, compared and loaded (entspec.models.loading maps names to torch)
+DTYPE_NAMES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+               "float16": "float16", "fp16": "float16", "half": "float16"}
+
+
+def canonical_dtype(name: Any) -> Any:
+    """``bf16`` -> ``bfloat16``, ``fp32`` -> ``float32``, ...; anything else unchanged."""
+    return DTYPE_NAMES.get(name, name) if isinstance(name, str) else name
