@@ -81,3 +81,23 @@ def test_replay_reproduces_gated_rounds(name, models):
         replayed = replay(trace, cfg, cost)
         assert replayed.rounds() == [(r.drafted, r.accepted, r.emitted) for r in engine.rounds]
         assert replayed.stop_reasons == [r.stop_reason for r in engine.rounds]
+
+
+def test_gate_reads_the_measured_verify_curve():
+    """With the CPU's measured curve (a 2-token call cheaper than a 1-token one) a one-token draft accepted 40% of
+    the time pays (1.4 tokens for 0.89 + 0.4 = 1.29 units), so the gate stays open where the linear model
+    (1 + 0.02 + 0.4 = 1.42 units) closes it."""
+    from entspec.engine.gate import SpeculationGate, verify_cost
+
+    curve = [[1, 1.0], [2, 0.89], [3, 0.93], [5, 1.02], [9, 1.19], [17, 1.53]]
+    measured = EntropyConfig(gate=True, cost_ratio=0.4, verify_curve=curve, max_draft_len=1)
+    linear = EntropyConfig(gate=True, cost_ratio=0.4, max_draft_len=1)
+    assert verify_cost(measured, 4) == pytest.approx((0.93 + 1.02) / 2)
+    assert verify_cost(linear, 4) == pytest.approx(1.06)
+    gates = {name: SpeculationGate(cfg) for name, cfg in (("measured", measured), ("linear", linear))}
+    for gate in gates.values():
+        for i in range(40):  # one drafted token per round, accepted 2 rounds in 5
+            gate.update(1, int(i % 5 in (0, 2)))
+    assert gates["measured"].draft_limit(1) == 1 and gates["linear"].draft_limit(1) == 0
+    with pytest.raises(ConfigError, match="^verify_curve:"):
+        EntropyConfig(verify_curve=[[2, 1.0], [1, 0.9]])

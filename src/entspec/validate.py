@@ -61,6 +61,13 @@ def check_fields(obj: Any, prefix: str = "") -> None:
         check_value(prefix + f.name, getattr(obj, f.name), hints[f.name], f.metadata)
 
 
+def check_knots(name: str, knots: Any, what: str) -> None:
+    """A piecewise-linear curve: null or >= 1 pairs ``[x, y]`` with x ascending (``what`` names x and y)."""
+    check(knots is None or (isinstance(knots, list) and len(knots) >= 1 and all(len(k) == 2 for k in knots)
+                            and all(a[0] <= b[0] for a, b in zip(knots, knots[1:]))),
+          name, knots, f"must be null or a list of [{what}] knots, ascending")
+
+
 def check_keys(name: str, value: Any, required: set[str], allowed: set[str]) -> None:
     """A mapping with exactly the allowed keys, the required ones present."""
     if not isinstance(value, dict):

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..validate import ConfigError, bounds, check, check_fields, check_value
+from ..validate import ConfigError, bounds, check, check_fields, check_knots, check_value
 from .entropy import ENTROPY_TYPES
 
 __all__ = ["ConfigError", "EntropyConfig"]
@@ -48,11 +48,15 @@ class EntropyConfig:
     # Costs in units of a one-token verifier call (from the cost model; `entspec tune` writes measured values):
     cost_ratio: float = field(default=0.45, metadata=bounds(min=0))  # c: one drafter step
     verify_slope: float = field(default=0.02, metadata=bounds(min=0))  # s: each extra verified token
+    # The measured verifier call over m tokens relative to one token, [[m, verify(m) / verify(1)], ...] (the cost
+    # model's; `entspec tune` writes it), interpolated; None: 1 + verify_slope (m - 1). Read by the gate.
+    verify_curve: list[list[float]] | None = None
     # gate (entspec.engine.gate): before each round, draft nothing while speculative rounds emit fewer tokens per unit
     # of cost than plain decoding; probe again after 1, 2, 4, ... 32 rounds. Never changes what is emitted.
     # Off by default: measured to cost 4-6% when sampling at T = 0.7 on spec6 (docs/benchmarks.md).
     gate: bool = False
     gate_memory: float = field(default=0.9, metadata=bounds(min=0, max=1))  # decay per speculative round (~10 rounds)
+    gate_margin: float = field(default=1.0, metadata=bounds(min=0, max=1))  # close below margin x plain's rate
     record_all_entropies: bool = True  # trace every entropy type per drafted token (for analysis)
     rule_params: dict[str, Any] = field(default_factory=dict)
 
@@ -92,6 +96,7 @@ class EntropyConfig:
         check(self.min_draft_len <= self.max_draft_len, "min_draft_len", self.min_draft_len,
               "must be in [0, max_draft_len]")
         check(self.theta_min <= self.theta_max, "theta_min", self.theta_min, "must be <= theta_max")
+        check_knots("verify_curve", self.verify_curve, "verified tokens, relative cost")
         declared = _declared_params()
         for name, value in self.rule_params.items():
             check_value(name, value, declared[name].hint, declared[name].metadata)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..validate import ConfigError, bounds, check
+from ..validate import ConfigError, bounds, check, check_knots
 from .config import EntropyConfig
 
 
@@ -486,10 +486,7 @@ class GoodputParams:
     next_prob: float = field(default=0.0, metadata=bounds(finite=True))
 
     def __post_init__(self) -> None:
-        curve = self.calib_curve
-        check(curve is None or (len(curve) >= 2 and all(len(k) == 2 for k in curve)
-                                and all(a[0] <= b[0] for a, b in zip(curve, curve[1:]))),
-              "calib_curve", curve, "must be null or a list of >= 2 [entropy, probability] knots, entropy ascending")
+        check_knots("calib_curve", self.calib_curve, "entropy, probability")
 
 
 @register("goodput", reads=("entropies", "token_probs"), threshold="goodput_margin", params=GoodputParams,

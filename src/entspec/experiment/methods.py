@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import typing
@@ -80,6 +81,10 @@ class MethodSpec:
 
 
 def _short(value: Any) -> str:
+    """A value as it appears in a method id; a curve (a list of knots) as a short digest of its knots."""
+    if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+        digest = hashlib.sha1(json.dumps(value).encode()).hexdigest()[:6]
+        return f"{len(value)}knots#{digest}"
     if isinstance(value, list):
         return "+".join(_short(v) if not isinstance(v, dict) else v.get("strategy", "?") for v in value)
     return str(value)

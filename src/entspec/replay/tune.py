@@ -114,11 +114,12 @@ def fit_next_calibration(traces: list[Trace], entropy_type: str = "shannon", wit
             "next_prob": round(float(coef[1]), 4) if with_prob else 0.0}
 
 
-def cost_fields(cost: CostModel) -> dict[str, float]:
-    """The goodput rule's costs in units of a one-token verifier call, from the cost model."""
+def cost_fields(cost: CostModel) -> dict[str, Any]:
+    """The costs the goodput rule and the gate read, in units of a one-token verifier call, from the cost model."""
     v1 = cost.verify(1)
     return {"cost_ratio": round(cost.draft_step_s / v1, 4),
-            "verify_slope": round(max(0.0, (cost.verify(17) - v1) / 16 / v1), 4)}
+            "verify_slope": round(max(0.0, (cost.verify(17) - v1) / 16 / v1), 4),
+            "verify_curve": [[m, round(cost.verify(m) / v1, 4)] for m in cost.verify_tokens]}
 
 
 def configurations(cap: int, base: dict[str, Any], rules: list[str] | None = None,
@@ -144,7 +145,7 @@ def configurations(cap: int, base: dict[str, Any], rules: list[str] | None = Non
 
 def _gate_fields(base: dict[str, Any]) -> dict[str, Any]:
     """What every rule takes from the base: the costs the speculation gate reads."""
-    return {k: v for k, v in base.items() if k in ("cost_ratio", "verify_slope")}
+    return {k: v for k, v in base.items() if k in ("cost_ratio", "verify_slope", "verify_curve")}
 
 
 def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: int = 0,
@@ -302,7 +303,7 @@ def report_markdown(result: TuneResult, cost: CostModel, command: str) -> str:
 
 def _short_params(params: str) -> str:
     data = json.loads(params)
-    hidden = {"strategy", "calib_intercept", "calib_slope", "cost_ratio", "verify_slope"}
+    hidden = {"strategy", "calib_intercept", "calib_slope", "cost_ratio", "verify_slope", "verify_curve"}
     if data.get("calib_prob"):
         data["calibration"] = "entropy + probability"
     if data.get("calib_curve"):
