@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
+from entspec import ConfigError, EntropyBasedSpeculativeDecoder, EntropyConfig
 from entspec.engine.gate import SpeculationGate
 from entspec.replay.cost import CostModel
 from entspec.replay.engine import replay
