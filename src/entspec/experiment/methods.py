@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from ..engine.config import ConfigError, EntropyConfig
 from ..engine.decoder import EntropyBasedSpeculativeDecoder
 from .hf_baselines import hf_generate
 from ..engine.records import GenerationResult
-from ..engine.stopping import build_criterion
+from ..engine.stopping import RULE_PARAMS, build_criterion
 from ..validate import bounds, check_value
 
 if TYPE_CHECKING:
@@ -126,8 +127,19 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
-# Fields whose value is itself a list, with the nesting depth of one value: they sweep only as a list of values.
-_LIST_VALUED = {"criteria": 1, "calib_curve": 2}
+def _list_depth(name: str) -> int:
+    """How deeply one value of an `EntropyConfig` field or rule parameter nests lists, from its type hint
+    (``criteria``: 1, ``calib_curve``/``verify_curve``: 2, a number: 0). Such fields sweep only as a list of values."""
+    hint = RULE_PARAMS[name].hint if name in RULE_PARAMS else typing.get_type_hints(EntropyConfig).get(name, Any)
+    depth = 0
+    while True:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) is list:
+            depth, hint = depth + 1, (args or [Any])[0]
+        elif typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+            hint = args[0]
+        else:
+            return depth
 
 
 def _depth(value: Any) -> int:
@@ -138,7 +150,7 @@ def _sweep(decl: dict[str, Any]) -> list[dict[str, Any]]:
     """List values are swept (product); list-valued fields (``criteria``, ``calib_curve``) sweep only as a list of
     their values."""
     axes = {k: v for k, v in decl.items()
-            if isinstance(v, list) and all(_depth(x) >= _LIST_VALUED.get(k, 0) for x in v)}
+            if isinstance(v, list) and all(_depth(x) >= _list_depth(k) for x in v)}
     fixed = {k: v for k, v in decl.items() if k not in axes}
     return [{**fixed, **dict(zip(axes, values))} for values in itertools.product(*axes.values())]
 
