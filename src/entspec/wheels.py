@@ -67,8 +67,8 @@ def _download(requirement: str, dest: Path, find_links: str | Path | None) -> Pa
             last = (proc.stderr.strip().splitlines() or ["no wheel produced"])[-1]
             raise WheelDownloadError(f"could not download {requirement}: {last}")
         if not _hash_ok(requirement, wheels[0]):
-            raise WheelChecksumError(f"{requirement}: {wheels[0].name} has sha256 {_sha256(wheels[0])}, pinned "
-                                     f"{pinned_sha256(requirement, wheels[0].name)}; not used")
+            raise WheelChecksumError(f"{requirement}: {wheels[0].name} has sha256 {sha256_file(wheels[0])}, "
+                                     f"pinned {pinned_sha256(requirement, wheels[0].name)}; not used")
         target = dest / wheels[0].name
         os.replace(wheels[0], target)  # atomic: a half-downloaded wheel never appears in the cache
     return target
@@ -87,10 +87,11 @@ def _hash_ok(requirement: str, wheel: Path) -> bool:
     if expected is None:
         log.warning("%s: no sha256 pinned for %s (add it to entspec/wheel_pins.py)", requirement, wheel.name)
         return True
-    return _sha256(wheel) == expected
+    return sha256_file(wheel) == expected
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file, hex."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 23):

