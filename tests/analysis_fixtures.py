@@ -18,7 +18,7 @@ import yaml
 
 from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
 from entspec.experiment.hf_baselines import hf_generate
-from entspec.engine.records import append_jsonl, make_row
+from entspec.engine.records import ResultRow, append_jsonl
 from tiny import perturbed, tiny_llama
 
 GENERATION = dict(max_new_tokens=24, temperature=0.0, top_k=None, top_p=None, dtype="float32", device="cpu")
@@ -78,11 +78,11 @@ def _build(root: Path, n_prompts: int, seeds: tuple[int, ...], entspec_methods: 
         "date": "2025-01-01T00:00:00", "python": sys.version.split()[0], "platform": platform.platform(),
     }))
 
-    def write(res, method, kind, strategy, config, prompt_id, category, seed):
-        row = make_row(res, config={**config, **GENERATION}, unit_key=f"{method}|{prompt_id}|{seed}",
-                       method=method, method_kind=kind, strategy=strategy, prompt_id=prompt_id,
-                       category=category, seed=seed)
-        append_jsonl(results, row)
+    def write(res, method, kind, strategy, params, config, prompt_id, category, seed):
+        append_jsonl(results, ResultRow(method=method, method_kind=kind, strategy=strategy, params=params,
+                                        prompt_id=prompt_id, category=category, seed=seed,
+                                        config={**config, **GENERATION}, result=res,
+                                        unit_key=f"{method}|{prompt_id}|{seed}"))
 
     decoders = {m: EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(**kw))
                 for m, kw in entspec_methods.items()}
@@ -93,14 +93,14 @@ def _build(root: Path, n_prompts: int, seeds: tuple[int, ...], entspec_methods: 
             keys = dict(prompt_id=prompt_id, category=category, seed=seed)
             if "hf_generate" in baselines:
                 write(hf_generate(verifier, ids, seed=seed, **gen), "hf_generate", "hf_generate", "hf_generate",
-                      {}, **keys)
+                      {}, {}, **keys)
             if "autoregressive" in baselines:
                 write(autoregressive.generate(ids, seed=seed, **gen), "autoregressive", "autoregressive",
-                      "autoregressive", {}, **keys)
+                      "autoregressive", {}, {}, **keys)
             if "hf_assisted" in baselines:
                 write(hf_generate(verifier, ids, drafter=drafter, seed=seed, **gen), "hf_assisted[default]",
-                      "hf_assisted", "hf_assisted", {"num_assistant_tokens": "default"}, **keys)
+                      "hf_assisted", "hf_assisted", {}, {"num_assistant_tokens": "default"}, **keys)
             for method, dec in decoders.items():
                 write(dec.generate(ids, seed=seed, **gen), method, "entspec", dec.config.strategy,
-                      dec.config.to_dict(), **keys)
+                      entspec_methods[method], dec.config.to_dict(), **keys)
     return root

@@ -246,6 +246,19 @@ def test_degenerate_folders_do_not_crash(tmp_path):
     assert all(p.is_file() for p in result.figures.values())
 
 
+def test_a_folder_of_schema_1_rows_loads_as_before(experiment, tmp_path):
+    exp = tmp_path / "old"
+    (exp / "results").mkdir(parents=True)
+    for line in (experiment / "results" / "results.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        assert row.pop("schema_version") == 2 and row.pop("params") is not None
+        append_jsonl(exp / "results" / "results.jsonl", {"schema_version": 1, **row})  # as the old runner wrote
+    old, new = load_experiment(exp), load_experiment(experiment)
+    assert all(r.schema_version == 2 and r.params == {} for r in old.rows)
+    assert [r.columns() for r in old.rows] == [r.columns() for r in new.rows]
+    pd.testing.assert_frame_equal(processed_frame(old), processed_frame(new))
+
+
 def test_rows_without_a_baseline_pair_get_nan_speedup(experiment, tmp_path):
     exp = tmp_path / "exp"
     (exp / "results").mkdir(parents=True)

@@ -33,7 +33,7 @@ from entspec.metrics import (
     stop_reason_counts,
     token_table,
 )
-from entspec.engine.records import GenerationResult, RoundRecord, append_jsonl, make_row, read_jsonl
+from entspec.engine.records import GenerationResult, ResultRow, RoundRecord, append_jsonl, read_jsonl
 from tiny import context_free_gpt2
 
 
@@ -282,8 +282,9 @@ def test_jsonl_round_trip_matches_in_memory(tmp_path):
     path = tmp_path / "runs.jsonl"
     results = [greedy_trace(), autoregressive_trace()]
     for i, res in enumerate(results):
-        append_jsonl(path, make_row(res, config={"strategy": "fixed", "sampling": {"temperature": 0.0}},
-                                    method="fixed-4", prompt_id=f"p{i}", category="qa", seed=0))
+        append_jsonl(path, ResultRow(method="fixed-4", method_kind="entspec", strategy="fixed",
+                                     params={"max_draft_len": 4}, prompt_id=f"p{i}", category="qa", seed=0,
+                                     config={"strategy": "fixed", "sampling": {"temperature": 0.0}}, result=res))
     from_disk = SpeculativeDecodingEvaluator(path)
     in_memory = SpeculativeDecodingEvaluator(results)
     a, b = from_disk.per_generation(), in_memory.per_generation()
@@ -294,6 +295,60 @@ def test_jsonl_round_trip_matches_in_memory(tmp_path):
     assert from_disk.per_position_acceptance() == in_memory.per_position_acceptance()
     # rows read back are accepted as well as paths
     assert SpeculativeDecodingEvaluator(list(read_jsonl(path))).per_generation()["new_tokens"].tolist() == [9, 5]
+
+
+def test_result_row_round_trips_through_jsonl_and_pandas(tmp_path):
+    import pandas as pd
+
+    from entspec.engine.records import SCHEMA_VERSION, read_rows
+
+    path = tmp_path / "results.jsonl"
+    rows = [ResultRow(method="fixed[max_draft_len=4]", method_kind="entspec", strategy="fixed",
+                      params={"strategy": "fixed", "max_draft_len": 4}, prompt_id="p0", category="qa", seed=3,
+                      config={"strategy": "fixed", "max_draft_len": 4, "temperature": 0.0}, result=greedy_trace(),
+                      unit_key="fixed[max_draft_len=4]|p0|3"),
+            ResultRow(method="autoregressive", method_kind="autoregressive", strategy="autoregressive",
+                      prompt_id="p0", category="qa", seed=3, config={"temperature": 0.0},
+                      result=autoregressive_trace(), unit_key="autoregressive|p0|3",
+                      worker={"host": "h", "device": "cpu", "pid": 7}, extra={"note": "hand-added"})]
+    for row in rows:
+        append_jsonl(path, row)
+    assert list(read_rows(path)) == rows  # typed rows back, field for field
+    frame = pd.read_json(path, lines=True, precise_float=True)  # flat JSON: one column per field
+    assert {"schema_version", "unit_key", "method", "method_kind", "strategy", "params", "prompt_id", "category",
+            "seed", "worker", "note", "config", "result"} == set(frame.columns)
+    assert frame["schema_version"].tolist() == [SCHEMA_VERSION] * 2 and frame["seed"].tolist() == [3, 3]
+    assert frame["params"][0] == {"strategy": "fixed", "max_draft_len": 4} and frame["params"][1] == {}
+    records = [{k: v for k, v in r.items() if not (k in ("worker", "note") and not isinstance(v, (dict, str)))}
+               for r in frame.to_dict("records")]  # a column absent from a row reads back as NaN
+    assert [ResultRow.from_json(r) for r in records] == rows
+    assert rows[0].params_text == "max_draft_len=4" and rows[1].params_text == ""
+
+
+def test_schema_1_rows_load_with_the_keys_filled():
+    from entspec.engine.records import upgrade_row
+
+    written = ResultRow(method="absolute[theta_abs=0.5]", method_kind="entspec", strategy="absolute",
+                        params={"strategy": "absolute", "theta_abs": 0.5}, prompt_id="p1", category="code", seed=2,
+                        config={"strategy": "absolute", "theta_abs": 0.5}, result=greedy_trace(),
+                        unit_key="absolute[theta_abs=0.5]|p1|2").to_json()
+    # a row as the schema 1 runner wrote it: the same keys, no params
+    old = {k: v for k, v in written.items() if k != "params"} | {"schema_version": 1}
+    row = ResultRow.from_json(old)
+    assert (row.schema_version, row.method, row.method_kind, row.strategy, row.prompt_id, row.category, row.seed,
+            row.unit_key, row.params) == (2, "absolute[theta_abs=0.5]", "entspec", "absolute", "p1", "code", 2,
+                                          "absolute[theta_abs=0.5]|p1|2", {})
+    assert row.result == greedy_trace() and row.to_json()["schema_version"] == 2
+    # older or hand-written schema 1 rows: what the analysis groups by is derived from the result and config
+    bare = ResultRow.from_json({"schema_version": 1, "config": {"strategy": "fixed"}, "result": greedy_trace().to_dict()})
+    assert (bare.method, bare.method_kind, bare.strategy, bare.prompt_id, bare.category, bare.seed) == \
+        ("speculative", "entspec", "fixed", "prompt", "all", 0)
+    ar = ResultRow.from_json({"result": autoregressive_trace().to_dict(), "run": 4})  # no version: schema 1
+    assert (ar.method, ar.method_kind, ar.strategy, ar.config, ar.extra) == \
+        ("autoregressive", "autoregressive", "autoregressive", {}, {"run": 4})
+    assert upgrade_row(written) == written  # schema 2 passes through
+    with pytest.raises(ValueError, match="schema_version 3"):
+        ResultRow.from_json({**written, "schema_version": 3})
 
 
 def test_evaluator_summary():
@@ -325,9 +380,11 @@ def paired_rows(factor: float, noise: float = 0.0, n: int = 12, seed: int = 0):
     method, baseline = [], []
     for i, tps in enumerate(base_tps):
         keys = dict(prompt_id=f"p{i}", category="math" if i % 2 else "qa", seed=0)
-        baseline.append(make_row(timed(20, tps), config={}, method="autoregressive", **keys))
+        baseline.append(ResultRow(method="autoregressive", method_kind="autoregressive", strategy="autoregressive",
+                                  config={}, result=timed(20, tps), **keys))
         speed = tps * factor * (1 + noise * rng.standard_normal())
-        method.append(make_row(timed(20, speed), config={}, method="entropy", **keys))
+        method.append(ResultRow(method="entropy", method_kind="entspec", strategy="absolute", config={},
+                                result=timed(20, speed), **keys))
     return method, baseline, base_tps
 
 

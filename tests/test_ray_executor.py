@@ -16,7 +16,7 @@ from entspec.cli import main
 from entspec.engine.config import ConfigError
 from entspec.experiment import ExperimentConfig, ExperimentRunner
 from entspec.experiment.ray_executor import WorkerError, check_address
-from entspec.engine.records import read_jsonl
+from entspec.engine.records import GenerationResult, ResultRow, read_jsonl
 from tiny import save_tiny_pair
 
 
@@ -160,15 +160,19 @@ class FakeRef:
 
 
 class FakeWorker:
-    """Turns a unit key into a minimal row at once."""
+    """Turns a unit key into a minimal results row at once."""
 
     def __init__(self):
         self.run, self.calls = self, []
 
     def remote(self, key):
         self.calls.append(key)
-        return FakeRef({"unit_key": key, "worker": {"host": "h", "pid": id(self), "device": "cpu",
-                                                    "device_name": "cpu", "dtype": "float32"}})
+        empty = GenerationResult(new_tokens=[], rounds=[], prompt_len=0, wall_time_s=0.0, prefill_time_s=0.0,
+                                 time_to_first_token_s=0.0, finish_reason="empty")
+        return FakeRef(ResultRow(method="fake", method_kind="entspec", strategy="fixed", prompt_id="p",
+                                 category="c", seed=0, config={}, result=empty, unit_key=key,
+                                 worker={"host": "h", "pid": id(self), "device": "cpu", "device_name": "cpu",
+                                         "dtype": "float32"}))
 
 
 def test_the_driver_writes_a_unit_once_when_a_retry_races_a_late_result(tiny_pair, tmp_path):

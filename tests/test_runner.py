@@ -13,7 +13,7 @@ import yaml
 
 from entspec.engine.config import ConfigError
 from entspec.experiment import ExperimentConfig, ExperimentRunner
-from entspec.engine.records import read_jsonl
+from entspec.engine.records import SCHEMA_VERSION, read_jsonl, read_rows
 from tiny import save_tiny_pair
 
 
@@ -35,16 +35,20 @@ def grid_config(tiny_pair, out, **kw):
 def test_grid_of_two_by_two_on_three_prompts_completes(tiny_pair, tmp_path):
     runner = ExperimentRunner(grid_config(tiny_pair, tmp_path / "exp"), progress=False)
     path = runner.run()
-    rows = list(read_jsonl(path))
+    rows = list(read_rows(path))
     assert len(rows) == 4 * 3
-    assert {r["method"] for r in rows} == {"absolute[max_draft_len=4,theta_abs=0.5]",
-                                           "absolute[max_draft_len=4,theta_abs=1.5]",
-                                           "adaptive[max_draft_len=4,theta_abs=0.5]",
-                                           "adaptive[max_draft_len=4,theta_abs=1.5]"}
-    assert {r["category"] for r in rows} == {"code", "math", "chat"}
+    assert {r.method for r in rows} == {"absolute[max_draft_len=4,theta_abs=0.5]",
+                                        "absolute[max_draft_len=4,theta_abs=1.5]",
+                                        "adaptive[max_draft_len=4,theta_abs=0.5]",
+                                        "adaptive[max_draft_len=4,theta_abs=1.5]"}
+    assert {r.category for r in rows} == {"code", "math", "chat"}
     row = rows[0]
-    assert row["schema_version"] == 1 and row["config"]["max_new_tokens"] == 12
-    assert row["config"]["strategy"] in ("absolute", "adaptive") and row["result"]["rounds"]
+    assert row.schema_version == SCHEMA_VERSION == 2 and row.config["max_new_tokens"] == 12
+    assert row.config["strategy"] in ("absolute", "adaptive") and row.result.rounds
+    # method identity as fields: kind, strategy and the declared parameters
+    assert {(r.method_kind, r.strategy, r.params["theta_abs"], r.params["max_draft_len"]) for r in rows} == \
+        {("entspec", s, t, 4) for s in ("absolute", "adaptive") for t in (0.5, 1.5)}
+    assert all(r.unit_key == f"{r.method}|{r.prompt_id}|{r.seed}" and r.worker is None for r in rows)
     exp = tmp_path / "exp"
     manifest = json.loads((exp / "configs" / "manifest.json").read_text())
     assert {"git_hash", "versions", "device", "date"} <= set(manifest)
@@ -59,16 +63,22 @@ def test_baselines_and_declared_methods_run_interleaved(tiny_pair, tmp_path):
                       methods=[{"strategy": "fixed", "max_draft_len": [2, 3]},
                                {"kind": "hf_assisted", "num_assistant_tokens": 3, "confidence_threshold": 0.0}])
     runner = ExperimentRunner(cfg, progress=False)
-    rows = list(read_jsonl(runner.run()))
-    kinds = [r["method_kind"] for r in rows]
+    rows = list(read_rows(runner.run()))
+    kinds = [r.method_kind for r in rows]
     assert kinds.count("hf_generate") == kinds.count("autoregressive") == 2 and kinds.count("hf_assisted") == 4
-    first_prompt = [r["method"] for r in rows[:6]]
-    second_prompt = [r["method"] for r in rows[6:]]
+    assert {(r.method, r.strategy) for r in rows if r.method_kind != "entspec"} == {
+        ("hf_generate", "hf_generate"), ("autoregressive", "autoregressive"),
+        ("hf_assisted[default]", "hf_assisted"),
+        ("hf_assisted[confidence_threshold=0.0,num_assistant_tokens=3]", "hf_assisted")}
+    assert {r.params_text for r in rows if r.method_kind == "hf_assisted"} == \
+        {"", "confidence_threshold=0.0,num_assistant_tokens=3"}
+    first_prompt = [r.method for r in rows[:6]]
+    second_prompt = [r.method for r in rows[6:]]
     assert sorted(first_prompt) == sorted(second_prompt) and first_prompt != second_prompt  # rotated order
     # greedy: every method gives the verifier's own tokens on the same prompt
     by_prompt = {}
     for r in rows:
-        by_prompt.setdefault(r["prompt_id"], set()).add(tuple(r["result"]["new_tokens"]))
+        by_prompt.setdefault(r.prompt_id, set()).add(tuple(r.result.new_tokens))
     assert all(len(outputs) == 1 for outputs in by_prompt.values())
 
 

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from entspec.metrics import load_rows, oracle_bound, summarize
-from entspec.engine.records import DamagedRowError, GenerationResult, read_jsonl
+from entspec.metrics import oracle_bound, summarize
+from entspec.engine.records import KEY_FIELDS, DamagedRowError, GenerationResult, ResultRow, read_rows
 from entspec.engine.stopping import threshold_parameter
 
 __all__ = [
@@ -40,9 +40,6 @@ RESULTS_FILE = Path("results") / "results.jsonl"
 CONFIG_FILE = Path("configs") / "experiment.yaml"
 MANIFEST_FILE = Path("configs") / "manifest.json"
 
-# Keys at the top level of a row (the runner's contract); the config columns never shadow them.
-KEY_COLUMNS = ("method", "method_kind", "strategy", "prompt_id", "category", "seed", "unit_key")
-
 
 class AnalysisError(ValueError):
     """The experiment folder cannot be analysed; the message names the path."""
@@ -50,21 +47,22 @@ class AnalysisError(ValueError):
 
 @dataclass
 class Experiment:
-    """A loaded experiment folder: its rows (``result`` parsed), resolved config, manifest and table."""
+    """A loaded experiment folder: its rows, resolved config and manifest."""
 
     path: Path
-    rows: list[dict[str, Any]]
+    rows: list[ResultRow]
     config: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     damaged_lines: list[int] = field(default_factory=list)  # results.jsonl lines skipped with skip_damaged
 
     def results(self, method: str | None = None) -> list[GenerationResult]:
-        return [r["result"] for r in self.rows if method is None or r.get("method") == method]
+        return [r.result for r in self.rows if method is None or r.method == method]
 
 
 def load_experiment(experiment_dir: str | Path, *, skip_damaged: bool = False) -> Experiment:
     """Read an experiment folder; :class:`AnalysisError` when the folder, its results or its rows are missing
-    or its config or manifest is unreadable.
+    or its config or manifest is unreadable. Rows of an older schema are upgraded as they are read
+    (:func:`entspec.engine.records.upgrade_row`).
 
     A damaged row of ``results.jsonl`` (anything but a torn last line) raises
     :class:`entspec.engine.records.DamagedRowError` naming the line, unless ``skip_damaged`` (then it is skipped,
@@ -78,20 +76,13 @@ def load_experiment(experiment_dir: str | Path, *, skip_damaged: bool = False) -
         raise AnalysisError(f"no results file in the experiment folder: {results}")
     try:
         damaged: list[int] = []
-        rows = load_rows(list(read_jsonl(results, skip_damaged=skip_damaged, damaged=damaged)))
+        rows = list(read_rows(results, skip_damaged=skip_damaged, damaged=damaged))
     except DamagedRowError as e:
         raise AnalysisError(f"{e}, or skip damaged rows explicitly (--skip-damaged)") from None
-    except (TypeError, KeyError) as e:  # a row without "result" or with a foreign schema
+    except (TypeError, KeyError, ValueError) as e:  # a row without "result", or of a foreign schema
         raise AnalysisError(f"malformed row in {results}: {e}") from e
     if not rows:
         raise AnalysisError(f"results file has no rows: {results}")
-    for row in rows:  # older or hand-written rows: derive the keys the analysis groups by
-        row.setdefault("method", row["result"].method)
-        row.setdefault("method_kind", "entspec" if row["result"].method == "speculative" else row["result"].method)
-        row.setdefault("strategy", row["config"].get("strategy", row["method_kind"]))
-        row.setdefault("prompt_id", "prompt")
-        row.setdefault("category", "all")
-        row.setdefault("seed", 0)
     return Experiment(path, rows, _read_yaml(path / CONFIG_FILE), _read_json(path / MANIFEST_FILE), damaged)
 
 
@@ -187,26 +178,26 @@ def processed_frame(experiment: Experiment, baseline: str | None = None) -> pd.D
     for column in table.columns:
         if column.startswith("config."):
             short = column[len("config."):]
-            if short not in metric_columns and short not in KEY_COLUMNS:
+            if short not in metric_columns and short not in KEY_FIELDS:
                 rename[column] = short
     table = table.rename(columns=rename)
     table["category"] = table["category"].fillna("uncategorized")  # groupby would drop NaN keys
     # a config copy of a key (EntropyConfig.strategy) duplicates the key column: drop it when equal
-    for key in KEY_COLUMNS:
+    for key in KEY_FIELDS:
         dup = f"config.{key}"
         if dup in table and key in table and (table[dup].isna() | (table[dup] == table[key])).all():
             table = table.drop(columns=dup)
 
-    oracle = [oracle_bound(r["result"]) if r["result"].rounds else {} for r in rows]
+    oracle = [oracle_bound(r.result) if r.result.rounds else {} for r in rows]
     table["oracle_tokens_per_s"] = [o.get("oracle_tokens_per_s", np.nan) for o in oracle]
     table["oracle_gap"] = [o.get("oracle_gap", np.nan) for o in oracle]
-    table["mean_draft_entropy"] = [_mean_shannon_entropy(r["result"]) for r in rows]
+    table["mean_draft_entropy"] = [_mean_shannon_entropy(r.result) for r in rows]
     from entspec.replay.compare import COLUMNS as TRACE_COLUMNS, trace_columns
 
-    replayed = trace_columns(experiment.path, rows)  # None unless the folder holds traces/
+    replayed = trace_columns(experiment.path, [r.as_mapping() for r in rows])  # None unless there are traces/
     for column in TRACE_COLUMNS:
         table[column] = replayed[column] if replayed else np.nan
-    sweeps = [sweep_parameter(r["strategy"], r["config"]) if r["method_kind"] == "entspec" else (None, np.nan)
+    sweeps = [sweep_parameter(r.strategy, r.config) if r.method_kind == "entspec" else (None, np.nan)
               for r in rows]
     table["sweep_parameter"] = [s[0] for s in sweeps]
     table["sweep_value"] = [s[1] for s in sweeps]

@@ -22,16 +22,32 @@ from entspec.analysis.clustering import Clustering, cluster_items, configuration
 from entspec.analysis.load import AnalysisError, load_experiment, processed_frame
 from entspec.engine.stopping import entropy_rules, threshold_parameter
 from entspec.analysis.plots import plot_comparison, plot_entropy, plot_performance
-from entspec.analysis.report import best_row, build_report, level_label, summary_markdown
+from entspec.analysis.report import ReportInputs, best_row, build_report, level_label, summary_markdown
 from entspec.atomic import atomic_path, atomic_write_text
 from entspec.analysis.stats import method_table, paired_tests
-from entspec.metrics import entropy_acceptance, per_position_acceptance
+from entspec.engine.records import GenerationResult, ResultRow
+from entspec.metrics import EntropyAcceptance, entropy_acceptance, per_position_acceptance
 
 __all__ = ["AnalysisPipeline", "AnalysisResult"]
 
 FIGURES = {"entropy": "entropy_analysis.png", "performance": "performance_analysis.png",
            "comparison": "comparison_analysis.png"}
 REFERENCE_LABELS = ("best fixed k", "HF assisted (default)")
+
+
+@dataclass
+class _Traced:
+    """What the entspec rows with a round trace say: entropy vs acceptance, and per method the acceptance per
+    draft position and every round's draft length."""
+
+    acceptance: EntropyAcceptance
+    positions: dict[str, list[float]]
+    draft_lengths: dict[str, np.ndarray]
+
+
+def _labels(rows: list[ResultRow]) -> dict[str, str]:
+    """Method id -> its declared parameters as a point label (the id when it declares none)."""
+    return {row.method: row.params_text or row.method for row in rows}
 
 
 @dataclass
@@ -103,77 +119,86 @@ class AnalysisPipeline:
 
     def run_full_analysis(self) -> AnalysisResult:
         start = time.perf_counter()
-        out = self.output_dir
         # 1. Rows -> one row per generation (raises AnalysisError on a missing/empty folder)
         experiment = load_experiment(self.experiment_dir, skip_damaged=self.skip_damaged)
-        out.mkdir(parents=True, exist_ok=True)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         frame = processed_frame(experiment, self.baseline)
         baseline = frame.attrs["baseline"]
-        paths = {"processed_data": out / "processed_data.csv"}
-        _write_csv(frame, paths["processed_data"], index=False)
-
+        processed = self._write_csv(frame, "processed_data.csv", index=False)
         # 2. Per-method tables (all prompts and per category) with bootstrap CIs
         table = method_table(frame, confidence=self.confidence, n_resamples=self.n_resamples, seed=self.seed)
-        paths["summary_by_category"] = out / "summary_by_category.csv"
-        _write_csv(table, paths["summary_by_category"], index=False)
-
+        tables = {"summary_by_category": self._write_csv(table, "summary_by_category.csv", index=False)}
         # 3. Paired tests: each entropy configuration vs the best fixed k and HF assisted (defaults)
         references = self._references(table)
-        entropy_methods = sorted(frame.loc[(frame["method_kind"] == "entspec")
-                                           & frame["strategy"].isin(entropy_rules()), "method"].unique())
-        tests = paired_tests(frame, entropy_methods, {k: v for k, v in references.items() if v is not None},
-                             alpha=self.alpha)
-        paths["paired_tests"] = out / "paired_tests.csv"
-        _write_csv(tests, paths["paired_tests"], index=False)
-
+        tests = self._paired_tests(frame, references)
+        tables["paired_tests"] = self._write_csv(tests, "paired_tests.csv", index=False)
         # 4. Entropy vs acceptance, on every traced speculative generation
-        spec_rows = [r for r in experiment.rows if r["method_kind"] == "entspec" and r["result"].rounds]
-        ea = entropy_acceptance([r["result"] for r in spec_rows], bins=self.entropy_bins, confidence=self.confidence)
-        paths["entropy_stats"] = out / "entropy_stats.csv"
-        _write_csv(ea.stats, paths["entropy_stats"])
-        by_method: dict[str, list] = {}
-        for r in spec_rows:
-            by_method.setdefault(r["method"], []).append(r["result"])
-        positions = {m: per_position_acceptance(results) for m, results in sorted(by_method.items())}
-        draft_lengths = {m: np.array([rnd.drafted for res in results for rnd in res.rounds])
-                         for m, results in by_method.items()}
-
+        traced = self._traced(experiment.rows)
+        tables["entropy_stats"] = self._write_csv(traced.acceptance.stats, "entropy_stats.csv")
         # 5. Clustering of configurations and of prompts
         clusterings = [cluster_items(configuration_features(frame), "configurations", seed=self.seed),
                        cluster_items(prompt_features(frame), "prompts", seed=self.seed)]
-        paths["clusters"] = out / "clusters.csv"
-        _write_csv(pd.concat([c.table() for c in clusterings], ignore_index=True), paths["clusters"], index=False)
-
+        tables["clusters"] = self._write_csv(pd.concat([c.table() for c in clusterings], ignore_index=True),
+                                             "clusters.csv", index=False)
         # 6. Figures
+        figures = self._figures(frame, table, references, traced, _labels(experiment.rows), baseline)
+        # 7. Report and the compact summary
+        report = self.output_dir / "final_report.md"
+        atomic_write_text(report, build_report(ReportInputs(
+            title=f"entspec analysis: {self._name(experiment.config)}", experiment_dir=str(self.experiment_dir),
+            config=experiment.config, manifest=experiment.manifest, damaged_lines=experiment.damaged_lines,
+            frame=frame, table=table, baseline=baseline, tests=tests, references=references,
+            entropy_stats=traced.acceptance.stats, n_tokens=len(traced.acceptance.tokens), clusterings=clusterings,
+            figures={name: path.name for name, path in figures.items()}, entropy_strategies=entropy_rules(),
+            alpha=self.alpha, confidence=self.confidence, n_resamples=self.n_resamples)))
+        return AnalysisResult(
+            output_dir=self.output_dir, processed_data=processed, report=report, figures=figures, tables=tables,
+            summary_markdown=summary_markdown(table, baseline, self.confidence), baseline=baseline,
+            references=references, frame=frame, method_table=table, paired_tests=tests, clusterings=clusterings,
+            seconds=time.perf_counter() - start)
+
+    def _write_csv(self, frame: pd.DataFrame, name: str, **kwargs: Any) -> Path:
+        path = self.output_dir / name
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, **kwargs)
+        return path
+
+    def _name(self, config: dict[str, Any]) -> str:
+        return config.get("experiment_name") or config.get("name") or self.experiment_dir.name
+
+    def _paired_tests(self, frame: pd.DataFrame, references: dict[str, str | None]) -> pd.DataFrame:
+        """Each entropy configuration (an entspec method whose strategy is an entropy rule) vs the references."""
+        entropy_methods = sorted(frame.loc[(frame["method_kind"] == "entspec")
+                                           & frame["strategy"].isin(entropy_rules()), "method"].unique())
+        return paired_tests(frame, entropy_methods, {k: v for k, v in references.items() if v is not None},
+                            alpha=self.alpha)
+
+    def _traced(self, rows: list[ResultRow]) -> _Traced:
+        """Entropy vs acceptance, acceptance per draft position and draft lengths of the traced entspec rows."""
+        spec = [row for row in rows if row.method_kind == "entspec" and row.result.rounds]
+        by_method: dict[str, list[GenerationResult]] = {}
+        for row in spec:
+            by_method.setdefault(row.method, []).append(row.result)
+        return _Traced(
+            acceptance=entropy_acceptance([row.result for row in spec], bins=self.entropy_bins,
+                                          confidence=self.confidence),
+            positions={method: per_position_acceptance(results) for method, results in sorted(by_method.items())},
+            draft_lengths={method: np.array([rnd.drafted for res in results for rnd in res.rounds])
+                           for method, results in by_method.items()})
+
+    def _figures(self, frame: pd.DataFrame, table: pd.DataFrame, references: dict[str, str | None],
+                 traced: _Traced, labels: dict[str, str], baseline: str | None) -> dict[str, Path]:
+        out, level = self.output_dir, level_label(self.confidence)
         overall = table[table["category"] == "all"]
         ref_speedups = {label: float(overall.loc[overall["method"] == method, "speedup"].iloc[0])
                         if method is not None else float("nan") for label, method in references.items()}
-        level = level_label(self.confidence)
-        figures = {
-            "entropy": plot_entropy(ea, positions, out / FIGURES["entropy"], level=level),
-            "performance": plot_performance(table, draft_lengths, out / FIGURES["performance"], baseline, level),
+        return {
+            "entropy": plot_entropy(traced.acceptance, traced.positions, out / FIGURES["entropy"], level=level),
+            "performance": plot_performance(table, traced.draft_lengths, out / FIGURES["performance"], baseline,
+                                            level),
             "comparison": plot_comparison(overall, self._sweeps(frame), ref_speedups, out / FIGURES["comparison"],
-                                          baseline, level),
+                                          baseline, level, labels=labels),
         }
-
-        # 7. Report and the compact summary
-        summary = summary_markdown(table, baseline, self.confidence)
-        name = experiment.config.get("experiment_name") or experiment.config.get("name") or self.experiment_dir.name
-        title = f"entspec analysis: {name}"
-        report = build_report(
-            title=title, experiment_dir=str(self.experiment_dir), config=experiment.config,
-            manifest=experiment.manifest, frame=frame, table=table, baseline=baseline, tests=tests,
-            references=references, entropy_stats=ea.stats, n_tokens=len(ea.tokens), clusterings=clusterings,
-            figures={name: path.name for name, path in figures.items()}, entropy_strategies=entropy_rules(),
-            alpha=self.alpha, confidence=self.confidence, n_resamples=self.n_resamples,
-            damaged_lines=experiment.damaged_lines)
-        paths["report"] = out / "final_report.md"
-        atomic_write_text(paths["report"], report)
-        return AnalysisResult(
-            output_dir=out, processed_data=paths["processed_data"], report=paths["report"], figures=figures,
-            tables={k: v for k, v in paths.items() if k not in ("processed_data", "report")},
-            summary_markdown=summary, baseline=baseline, references=references, frame=frame, method_table=table,
-            paired_tests=tests, clusterings=clusterings, seconds=time.perf_counter() - start)
 
     def _references(self, table: pd.DataFrame) -> dict[str, str | None]:
         """{"best fixed k": method or None, "HF assisted (default)": method or None}."""
@@ -227,11 +252,6 @@ def _check_settings(*, confidence: Any, alpha: Any, n_resamples: Any, entropy_bi
     for ok, name, value, why in checks:
         if not ok:
             raise AnalysisError(f"{name}: {why} (got {value!r})")
-
-
-def _write_csv(frame: pd.DataFrame, path: Path, **kwargs: Any) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, **kwargs)
 
 
 def _short(value: Any) -> str:

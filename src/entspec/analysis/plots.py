@@ -280,7 +280,8 @@ def _oracle_gap(ax: plt.Axes, overall: pd.DataFrame, order: Sequence[str], level
 
 # ------------------------------------------------------------------------------------------ comparison
 def plot_comparison(overall: pd.DataFrame, sweeps: pd.DataFrame, references: Mapping[str, float], path: Path,
-                    baseline: str | None = None, level: str = "95%") -> Path:
+                    baseline: str | None = None, level: str = "95%",
+                    labels: Mapping[str, str] | None = None) -> Path:
     """One panel per entspec strategy (speedup vs its threshold parameter, one line per setting of the other
     parameters that vary), then a scatter of acceptance rate vs mean draft length.
 
@@ -289,6 +290,7 @@ def plot_comparison(overall: pd.DataFrame, sweeps: pd.DataFrame, references: Map
         sweeps: per entspec method: strategy, sweep_parameter, sweep_value, line (label of the other varying
             parameters, "" when none).
         references: label -> speedup drawn as a horizontal line on every sweep panel (NaN: not drawn).
+        labels: method -> label of its point in the acceptance scatter (default the method id).
     """
     strategies = sorted(sweeps["strategy"].unique()) if not sweeps.empty else []
     n_sweep = max(len(strategies), 1)  # one "no data" panel when there is no strategy
@@ -311,7 +313,7 @@ def plot_comparison(overall: pd.DataFrame, sweeps: pd.DataFrame, references: Map
     if strategies:
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9,
                    title="reference lines on every sweep panel", title_fontsize=9)
-    _acceptance_vs_length(flat[n_sweep], overall)
+    _acceptance_vs_length(flat[n_sweep], overall, labels or {})
     for ax in flat[n_panels:]:
         ax.axis("off")
     return _save(fig, path)
@@ -358,7 +360,7 @@ def _short_number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
-def _acceptance_vs_length(ax: plt.Axes, overall: pd.DataFrame) -> None:
+def _acceptance_vs_length(ax: plt.Axes, overall: pd.DataFrame, labels: Mapping[str, str]) -> None:
     title = "Acceptance rate vs mean draft length"
     data = overall[overall["acceptance_rate"].notna() & overall["mean_draft_length"].notna()]
     if data.empty:
@@ -369,8 +371,7 @@ def _acceptance_vs_length(ax: plt.Axes, overall: pd.DataFrame) -> None:
                    edgecolor="black", linewidth=0.4, zorder=3)
     if len(data) <= 16:  # label points with their parameters; alternate above/below to limit overlaps
         for i, (_, row) in enumerate(data.sort_values("mean_draft_length").iterrows()):
-            name = str(row["method"])
-            label = name[name.index("[") + 1:-1] if "[" in name and name.endswith("]") else name
+            label = labels.get(row["method"], str(row["method"]))
             ax.annotate(label, (row["mean_draft_length"], row["acceptance_rate"]), fontsize=7,
                         xytext=(5, 6 if i % 2 == 0 else -11), textcoords="offset points", color="0.2")
     ax.set_xlabel("mean draft length (drafted tokens per verifier call)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 
 from entspec.analysis.clustering import Clustering
 
-__all__ = ["markdown_table", "fmt_ci", "category_table", "summary_markdown", "build_report"]
+__all__ = ["markdown_table", "fmt_ci", "category_table", "summary_markdown", "ReportInputs", "build_report"]
 
 NA = "n/a"
 
@@ -237,36 +238,67 @@ def _limitations(frame: pd.DataFrame, manifest: Mapping, baseline: str | None) -
     return "\n".join(f"- {item}" for item in items) or "- none noted"
 
 
-def build_report(*, title: str, experiment_dir: str, config: Mapping, manifest: Mapping, frame: pd.DataFrame,
-                 table: pd.DataFrame, baseline: str | None, tests: pd.DataFrame, references: Mapping[str, str | None],
-                 entropy_stats: pd.DataFrame, n_tokens: int, clusterings: Sequence[Clustering],
-                 figures: Mapping[str, str], entropy_strategies: Sequence[str], alpha: float,
-                 confidence: float, n_resamples: int, damaged_lines: Sequence[int] = ()) -> str:
+@dataclass
+class ReportInputs:
+    """Everything ``final_report.md`` is made of (:func:`build_report`)."""
+
+    title: str
+    experiment_dir: str
+    config: Mapping  # configs/experiment.yaml
+    manifest: Mapping  # configs/manifest.json
+    frame: pd.DataFrame  # processed_data: one row per generation
+    table: pd.DataFrame  # entspec.analysis.stats.method_table
+    baseline: str | None
+    tests: pd.DataFrame  # entspec.analysis.stats.paired_tests
+    references: Mapping[str, str | None]  # label -> reference method of the paired tests
+    entropy_stats: pd.DataFrame  # EntropyAcceptance.stats
+    n_tokens: int  # drafted tokens behind entropy_stats
+    clusterings: Sequence[Clustering]
+    figures: Mapping[str, str]  # name -> file name
+    entropy_strategies: Sequence[str]
+    alpha: float
+    confidence: float
+    n_resamples: int
+    damaged_lines: Sequence[int] = ()  # results.jsonl lines skipped on request
+
+
+def build_report(inputs: ReportInputs) -> str:
     """The whole ``final_report.md``."""
-    categories = sorted(c for c in table["category"].unique() if c != "all")
-    level = level_label(confidence)
-    method_notes = (
+    r = inputs
+    sections = [
+        f"# {r.title}",
+        "## Setup\n\n" + _setup(r.experiment_dir, r.config, r.manifest, r.frame, r.baseline, r.damaged_lines),
+        "## Summary (all prompts)\n\n" + _method_notes(r.confidence, r.n_resamples) + "\n\n"
+        + category_table(r.table, "all", r.confidence),
+        "## Results per category (Spec-Bench style)\n\n" + _per_category(r.table, r.confidence),
+        "## Best configuration per category\n\n" + _best_per_category(r.table, r.entropy_strategies, r.confidence),
+        "## Paired tests: entropy configurations vs best fixed k and HF assisted generation\n\n"
+        + _references_line(r.references) + "\n\n" + _tests(r.tests, r.references, r.alpha),
+        "## Does entropy predict rejection?\n\n" + _entropy_section(r.entropy_stats, r.n_tokens),
+        "## Performance clustering\n\n" + _clustering_section(r.clusterings),
+        "## Figures\n\n" + "\n\n".join(f"### {name}\n\n![{name}]({path})" for name, path in r.figures.items()),
+        "## Limitations\n\n" + _limitations(r.frame, r.manifest, r.baseline),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def _method_notes(confidence: float, n_resamples: int) -> str:
+    return (
         f"Each prompt is one unit: seeds are averaged within a prompt, then values are means over prompts with a "
-        f"{level} bootstrap interval ({n_resamples} resamples of prompts, BCa; `entspec.metrics.bootstrap_ci`). "
+        f"{level_label(confidence)} bootstrap interval ({n_resamples} resamples of prompts, BCa; "
+        "`entspec.metrics.bootstrap_ci`). "
         "Speedup = mean tokens/s / mean baseline tokens/s over the prompts of the category (Spec-Bench), interval "
         "from a paired bootstrap. Mean accepted tokens = tokens per verifier call (1 + accepted drafts per call; "
         "for HF rows the realised new tokens per call). Per-generation values: `processed_data.csv`.")
-    sections = [
-        f"# {title}",
-        "## Setup\n\n" + _setup(experiment_dir, config, manifest, frame, baseline, damaged_lines),
-        "## Summary (all prompts)\n\n" + method_notes + "\n\n" + category_table(table, "all", confidence),
-        "## Results per category (Spec-Bench style)\n\n"
-        + "\n\n".join(f"### Category: {c}\n\n" + category_table(table, c, confidence) for c in categories),
-        "## Best configuration per category\n\n" + _best_per_category(table, entropy_strategies, confidence),
-        "## Paired tests: entropy configurations vs best fixed k and HF assisted generation\n\n"
-        + "References: " + ", ".join(f"{k} = `{v}`" if v else f"{k} = none" for k, v in references.items())
-        + "\n\n" + _tests(tests, references, alpha),
-        "## Does entropy predict rejection?\n\n" + _entropy_section(entropy_stats, n_tokens),
-        "## Performance clustering\n\n" + _clustering_section(clusterings),
-        "## Figures\n\n" + "\n\n".join(f"### {name}\n\n![{name}]({path})" for name, path in figures.items()),
-        "## Limitations\n\n" + _limitations(frame, manifest, baseline),
-    ]
-    return "\n\n".join(sections) + "\n"
+
+
+def _per_category(table: pd.DataFrame, confidence: float) -> str:
+    categories = sorted(c for c in table["category"].unique() if c != "all")
+    return "\n\n".join(f"### Category: {c}\n\n" + category_table(table, c, confidence) for c in categories)
+
+
+def _references_line(references: Mapping[str, str | None]) -> str:
+    return "References: " + ", ".join(f"{k} = `{v}`" if v else f"{k} = none" for k, v in references.items())
 
 
 def best_row(table: pd.DataFrame, mask: pd.Series) -> pd.Series | None:

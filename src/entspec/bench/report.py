@@ -17,16 +17,16 @@ BASELINE = "hf_generate"
 def bench_tables(experiment_dir: str | Path) -> dict[str, pd.DataFrame]:
     """Per-method comparison with HF `generate` (per category and overall) and the time split."""
     rows = load_rows(Path(experiment_dir) / "results" / "results.jsonl")
-    baseline = [r for r in rows if r["method"] == BASELINE]
+    baseline = [r for r in rows if r.method == BASELINE]
     if not baseline:
         raise ValueError(f"{experiment_dir}: no {BASELINE} rows to compare with")
     per_gen = summarize(rows)
     speed = []
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
+    for method in dict.fromkeys(r.method for r in rows):
+        mine = [r for r in rows if r.method == method]
         table = ComparativeEvaluator(mine, baseline).summary(n_resamples=2000)
         table.insert(0, "method", method)
-        table.insert(1, "strategy", mine[0]["strategy"])
+        table.insert(1, "strategy", mine[0].strategy)
         speed.append(table)
     speed = pd.concat(speed, ignore_index=True)
     pooled = per_gen.groupby("method").agg(
@@ -109,14 +109,14 @@ def bench_markdown(experiment_dir: str | Path, command: str) -> str:
 def seed_variance(experiment_dir: str | Path) -> pd.DataFrame | None:
     """Per method: sd of the speedup across seeds within a prompt vs across prompts (None with one seed)."""
     rows = load_rows(Path(experiment_dir) / "results" / "results.jsonl")
-    if len({r.get("seed") for r in rows}) < 2:
+    if len({r.seed for r in rows}) < 2:
         return None
-    baseline = [r for r in rows if r["method"] == BASELINE]
+    baseline = [r for r in rows if r.method == BASELINE]
     out = {}
-    for method in dict.fromkeys(r["method"] for r in rows):
+    for method in dict.fromkeys(r.method for r in rows):
         if method == BASELINE:
             continue
-        pairs = ComparativeEvaluator([r for r in rows if r["method"] == method], baseline).per_prompt()
+        pairs = ComparativeEvaluator([r for r in rows if r.method == method], baseline).per_prompt()
         by_prompt = pairs.groupby("prompt_id").speedup
         out[method] = {"seeds": pairs.groupby("prompt_id").size().max(), "within_sd": by_prompt.std().mean(),
                        "between_sd": by_prompt.mean().std()}
@@ -128,12 +128,11 @@ def replay_table(experiment_dir: str | Path) -> pd.DataFrame | None:
     from ..replay.compare import trace_columns
 
     rows = load_rows(Path(experiment_dir) / "results" / "results.jsonl")
-    columns = trace_columns(experiment_dir, rows)
+    columns = trace_columns(experiment_dir, [r.as_mapping() for r in rows])
     if columns is None:
         return None
-    frame = pd.DataFrame({"method": [r["method"] for r in rows],
-                          "tokens": [len(r["result"].new_tokens) for r in rows],
-                          "wall": [r["result"].wall_time_s for r in rows], **columns})
+    frame = pd.DataFrame({"method": [r.method for r in rows], "tokens": [len(r.result.new_tokens) for r in rows],
+                          "wall": [r.result.wall_time_s for r in rows], **columns})
     frame = frame[frame.predicted_tokens_per_s.notna()]
     frame["predicted_s"] = frame.tokens / frame.predicted_tokens_per_s
     out = frame.groupby("method", sort=False).agg(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: ResultRow (method identity as fields, params); 1 is read via upgrade_row
 log = logging.getLogger(__name__)
 
 
@@ -65,19 +65,113 @@ class GenerationResult:
         return cls(**data)
 
 
-def make_row(result: GenerationResult, *, config: dict[str, Any], **keys: Any) -> dict[str, Any]:
-    """One JSONL row: schema version, the identifying keys (method, prompt id, seed, ...), config, trace."""
-    return {"schema_version": SCHEMA_VERSION, **keys, "config": config, "result": result.to_dict()}
+# The fields of a ResultRow that identify it in a table (ResultRow.columns; unit_key only when set).
+KEY_FIELDS = ("unit_key", "method", "method_kind", "strategy", "prompt_id", "category", "seed")
 
 
-def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
-    """Append one row and flush it to disk, so a killed process loses at most the row in flight."""
+@dataclass
+class ResultRow:
+    """One row of ``results.jsonl``: which unit ran (method identity, prompt, seed), its config, its trace.
+
+    The JSON form (:meth:`to_json`) is one flat object; ``pandas.read_json(path, lines=True,
+    precise_float=True)`` reads a results file into one column per key, and ``from_json`` takes its records::
+
+        {"schema_version": 2, "unit_key": ..., "method": ..., "method_kind": ..., "strategy": ...,
+         "params": {...}, "prompt_id": ..., "category": ..., "seed": ..., ["worker": {...}], ...,
+         "config": {...}, "result": {...}}
+
+    Keys a row carries besides these (hand-written rows) are kept in ``extra`` and written back at the top
+    level. Rows of schema 1 are read through :func:`upgrade_row`.
+    """
+
+    method: str  # the method id (MethodSpec.id), e.g. "fixed[max_draft_len=4]", "hf_assisted[default]"
+    method_kind: str  # entspec, autoregressive, hf_generate or hf_assisted (entspec.experiment.methods.KINDS)
+    strategy: str  # the stopping rule of an entspec method, else the kind
+    prompt_id: str
+    category: str
+    seed: int
+    config: dict[str, Any]  # everything that defines the method, plus the generation settings
+    result: GenerationResult
+    params: dict[str, Any] = field(default_factory=dict)  # the method's declared parameters (MethodSpec.params)
+    unit_key: str | None = None  # "method|prompt_id|seed": what a resumed run skips
+    worker: dict[str, Any] | None = None  # Ray runs: host, device, PID of the worker that ran the unit
+    extra: dict[str, Any] = field(default_factory=dict)  # any other top-level keys
+    schema_version: int = SCHEMA_VERSION
+
+    def columns(self) -> dict[str, Any]:
+        """The row's identifying columns for a table: method identity, prompt, seed and the other keys
+        (``unit_key`` and ``worker`` when set, ``extra``); not ``params``, ``config`` or ``result``."""
+        out = {name: getattr(self, name) for name in KEY_FIELDS if name != "unit_key" or self.unit_key is not None}
+        if self.worker is not None:
+            out["worker"] = self.worker
+        out.update(self.extra)
+        return out
+
+    @property
+    def params_text(self) -> str:
+        """The declared parameters but the strategy, ``k=v`` joined by commas ("" when there are none)."""
+        return ",".join(f"{k}={_param_text(v)}" for k, v in sorted(self.params.items()) if k != "strategy")
+
+    def as_mapping(self) -> dict[str, Any]:
+        """The row as a plain mapping, ``result`` kept a GenerationResult (for `entspec.replay.compare`,
+        which reads rows as mappings)."""
+        return {**self.columns(), "params": self.params, "config": self.config, "result": self.result}
+
+    def to_json(self) -> dict[str, Any]:
+        """The flat JSON object written to ``results.jsonl``."""
+        return {"schema_version": self.schema_version, **self.columns(), "params": self.params,
+                "config": self.config, "result": self.result.to_dict()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ResultRow":
+        """A row from its JSON object (any schema version; ``result`` a dict or a GenerationResult)."""
+        data = upgrade_row(data)
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if not isinstance(kwargs["result"], GenerationResult):
+            kwargs["result"] = GenerationResult.from_dict(kwargs["result"])
+        return cls(**kwargs, extra={k: v for k, v in data.items() if k not in known})
+
+    @classmethod
+    def from_result(cls, result: GenerationResult) -> "ResultRow":
+        """A bare generation as a row, its identity filled as for a schema 1 row without keys."""
+        return cls.from_json({"schema_version": 1, "result": result})
+
+
+def upgrade_row(data: dict[str, Any]) -> dict[str, Any]:
+    """A row's JSON object in the current schema (a copy). Schema 1 -> 2: the keys older or hand-written rows
+    may lack are derived (method and method_kind from ``result.method``, strategy from the config or the
+    kind) or defaulted (prompt_id "prompt", category "all", seed 0, config {}); schema 1 did not record the
+    declared parameters, so ``params`` is {}."""
+    version = data.get("schema_version", 1)
+    if version == SCHEMA_VERSION:
+        return dict(data)
+    if version != 1:
+        raise ValueError(f"unknown results schema_version {version!r} (this entspec reads 1 and {SCHEMA_VERSION})")
+    result = data["result"]
+    decoding = result.method if isinstance(result, GenerationResult) else result.get("method", "speculative")
+    kind = data.get("method_kind", "entspec" if decoding == "speculative" else decoding)
+    config = data.get("config", {})
+    defaults = {"method": decoding, "method_kind": kind, "strategy": config.get("strategy", kind),
+                "prompt_id": "prompt", "category": "all", "seed": 0, "config": config, "params": {}}
+    return {**defaults, **data, "schema_version": SCHEMA_VERSION}
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, list):
+        return "+".join(v.get("strategy", "?") if isinstance(v, dict) else _param_text(v) for v in value)
+    return str(value)
+
+
+def append_jsonl(path: str | Path, row: ResultRow | dict[str, Any]) -> None:
+    """Append one row (a ResultRow or a JSON object) and flush it to disk, so a killed process loses at most
+    the row in flight."""
     import os
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row, default=_json_default) + "\n")
+        f.write(_dumps(row) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -124,10 +218,21 @@ def _parse_row(raw: bytes) -> dict[str, Any] | None:
     return row if isinstance(row, dict) else None
 
 
-def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+def read_rows(path: str | Path, *, skip_damaged: bool = False,
+              damaged: list[int] | None = None) -> Iterator[ResultRow]:
+    """The :class:`ResultRow` s of a results file (schema 1 rows upgraded); damage as in :func:`read_jsonl`."""
+    for data in read_jsonl(path, skip_damaged=skip_damaged, damaged=damaged):
+        yield ResultRow.from_json(data)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[ResultRow | dict[str, Any]]) -> None:
     with Path(path).open("w", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps(row, default=_json_default) + "\n")
+            f.write(_dumps(row) + "\n")
+
+
+def _dumps(row: ResultRow | dict[str, Any]) -> str:
+    return json.dumps(row.to_json() if isinstance(row, ResultRow) else row, default=_json_default)
 
 
 def _json_default(obj: Any) -> Any:

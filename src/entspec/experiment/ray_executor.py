@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_text
 from ..engine.config import ConfigError
-from ..engine.records import append_jsonl
+from ..engine.records import ResultRow, append_jsonl
 from .manifest import device_description, manifest
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class WorkerError(ValueError):
 
 
 class _Worker:
-    """A Ray actor: one model pair, loaded on first use, that turns unit keys into results rows."""
+    """A Ray actor: one model pair, loaded on first use, that turns unit keys into results rows (`ResultRow`)."""
 
     def __init__(self, config: dict[str, Any], prompts: list) -> None:
         self.config = config  # plain data: the actor is rebuilt from it after a restart
@@ -87,8 +87,8 @@ class _Worker:
             self.runner = runner
         return self.info
 
-    def run(self, key: str) -> dict[str, Any]:
-        """The results row of unit ``key`` (the local runner's row plus ``worker``: host, device, PID)."""
+    def run(self, key: str) -> ResultRow:
+        """The results row of unit ``key`` (the local runner's, with ``worker``: host, device, PID)."""
         self.setup()
         try:
             return self.runner.run_unit(self.units[key], worker=self.info)
@@ -155,10 +155,10 @@ class _Driver:
             except RayTaskError as err:  # an exception inside the worker: the run stops, as it would locally
                 cause = getattr(err, "cause", None)
                 raise (cause if isinstance(cause, WorkerError) else err) from None
-            if row["unit_key"] not in self.written:  # a retry racing a late result: the first row wins
+            if row.unit_key not in self.written:  # a retry racing a late result: the first row wins
                 append_jsonl(runner.results_path, row)  # flushed and fsynced: this unit is now safe
-                self.written.add(row["unit_key"])
-                self._note_worker(row["worker"])
+                self.written.add(row.unit_key)
+                self._note_worker(row.worker)
                 bar.update(1)
             if not self.pending[i]:  # this worker is idle
                 self._send(i)

@@ -32,7 +32,7 @@ import yaml
 
 from ..atomic import atomic_write_text
 from ..engine.config import ConfigError
-from ..engine.records import DamagedRowError, append_jsonl, make_row, read_jsonl
+from ..engine.records import DamagedRowError, ResultRow, append_jsonl, read_jsonl
 from .config import ExperimentConfig, canonical_dtype
 from .lock import FolderLock
 from .manifest import manifest
@@ -131,15 +131,18 @@ class ExperimentRunner:
             bar.update(1)
         bar.close()
 
-    def run_unit(self, unit: Unit, **keys: Any) -> dict[str, Any]:
-        """Run one unit on the loaded pair; its results row (``keys`` added). Both executors run units here."""
+    def run_unit(self, unit: Unit, *, worker: dict[str, Any] | None = None) -> ResultRow:
+        """Run one unit on the loaded pair; its results row (``worker``: where a Ray worker ran it). Both
+        executors run units here."""
         settings = self.config.generation_settings()
         prompt = self.prompts[unit.prompt_index]
-        result = unit.method.run(self.pair.drafter, self.pair.verifier, self.encoded[unit.prompt_index],
-                                 settings, unit.seed)
-        return make_row(result, config={**unit.method.config_dict(), **settings}, unit_key=unit.key,
-                        method=unit.method.id, method_kind=unit.method.kind, strategy=unit.method.strategy,
-                        prompt_id=prompt.id, category=prompt.category, seed=unit.seed, **keys)
+        method = unit.method
+        result = method.run(self.pair.drafter, self.pair.verifier, self.encoded[unit.prompt_index], settings,
+                            unit.seed)
+        return ResultRow(method=method.id, method_kind=method.kind, strategy=method.strategy,
+                         params=dict(method.params), prompt_id=prompt.id, category=prompt.category,
+                         seed=unit.seed, config={**method.config_dict(), **settings}, result=result,
+                         unit_key=unit.key, worker=worker)
 
     def units(self) -> list[Unit]:
         """All units, methods interleaved per prompt and seed, their order rotated from prompt to prompt."""

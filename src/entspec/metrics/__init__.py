@@ -6,7 +6,7 @@ rejection?), ``oracle`` (DISCO oracle bound), ``theory`` (Leviathan closed forms
 Definitions: ``docs/metrics.md``.
 """
 
-from entspec.metrics.aggregate import ROW_KEYS, bootstrap_ci, load_rows, paired_bootstrap_ci, summarize
+from entspec.metrics.aggregate import bootstrap_ci, load_rows, paired_bootstrap_ci, summarize
 from entspec.metrics.entropy_acceptance import (
     EntropyAcceptance,
     acceptance_by_bin,
@@ -58,5 +58,4 @@ __all__ = [
     "paired_bootstrap_ci",
     "summarize",
     "load_rows",
-    "ROW_KEYS",
 ]

@@ -1,10 +1,9 @@
 """Loading rows, per-generation tables and bootstrap confidence intervals.
 
-**Row convention.** A JSONL row is ``records.make_row(result, config=..., **keys)``. The identifying keys
-sit at the top level: ``method`` (str, the rule or system, e.g. "entropy-shannon", "fixed-4",
-"autoregressive"), ``prompt_id`` (str), ``category`` (str, the Spec-Bench task) and ``seed`` (int).
-Any other top-level key is carried along as a column. ``config`` is the run's config dict and
-``result`` the ``GenerationResult.to_dict()``.
+**Rows.** A results row is an :class:`entspec.engine.records.ResultRow`: method identity (``method``, the
+method id, e.g. "fixed[max_draft_len=4]"; ``method_kind``; ``strategy``; ``params``), ``prompt_id``,
+``category`` (the Spec-Bench task), ``seed``, the run's ``config`` and the ``result`` (a
+``GenerationResult``). Its table columns are :meth:`ResultRow.columns`.
 """
 
 from __future__ import annotations
@@ -18,52 +17,46 @@ import pandas as pd
 from scipy.stats import bootstrap
 
 from entspec.metrics.generation import generation_metrics
-from entspec.engine.records import GenerationResult, read_jsonl
+from entspec.engine.records import GenerationResult, ResultRow, read_rows
 
-__all__ = ["ROW_KEYS", "load_rows", "summarize", "bootstrap_ci", "paired_bootstrap_ci"]
+__all__ = ["load_rows", "summarize", "bootstrap_ci", "paired_bootstrap_ci"]
 
-ROW_KEYS: tuple[str, ...] = ("method", "prompt_id", "category", "seed")
-_RESERVED = ("schema_version", "config", "result")
-
-Source = Union[str, Path, GenerationResult, dict, Iterable[Union[str, Path, GenerationResult, dict]]]
+Row = Union[str, Path, GenerationResult, ResultRow, dict]
+Source = Union[Row, Iterable[Row]]
 
 
-def load_rows(source: Source) -> list[dict[str, Any]]:
-    """Normalise results into rows ``{**keys, "config": dict, "result": GenerationResult}``.
+def load_rows(source: Source) -> list[ResultRow]:
+    """Results in any form as :class:`ResultRow` s.
 
-    ``source`` may be a JSONL path, a row dict, a ``GenerationResult`` (no keys, empty config), or an
-    iterable mixing them. Rows are shallow-copied; ``result`` is parsed into a ``GenerationResult``.
+    ``source`` may be a JSONL path, a ``ResultRow``, a row's JSON object (any schema version), a
+    ``GenerationResult`` (:meth:`ResultRow.from_result`), or an iterable mixing them.
     """
-    if isinstance(source, (str, Path, GenerationResult, dict)):
+    if isinstance(source, (str, Path, GenerationResult, ResultRow, dict)):
         source = [source]
-    rows: list[dict[str, Any]] = []
+    rows: list[ResultRow] = []
     for item in source:
         if isinstance(item, (str, Path)):
-            rows.extend(load_rows(list(read_jsonl(item))))
+            rows.extend(read_rows(item))
+        elif isinstance(item, ResultRow):
+            rows.append(item)
         elif isinstance(item, GenerationResult):
-            rows.append({"config": {}, "result": item})
+            rows.append(ResultRow.from_result(item))
         elif isinstance(item, dict):
-            row = dict(item)
-            row.setdefault("config", {})
-            if not isinstance(row["result"], GenerationResult):
-                row["result"] = GenerationResult.from_dict(row["result"])
-            rows.append(row)
+            rows.append(ResultRow.from_json(item))
         else:
             raise TypeError(f"cannot read results from {type(item).__name__}")
     return rows
 
 
 def summarize(rows: Source) -> pd.DataFrame:
-    """One row per generation: the row keys, ``config.<name>`` columns, ``decoding`` (result.method),
-    ``finish_reason``, ``prompt_len`` and every :func:`generation_metrics` value."""
-    rows = load_rows(rows)
+    """One row per generation: the row's columns (:meth:`ResultRow.columns`), ``config.<name>`` columns,
+    ``decoding`` (result.method), ``finish_reason``, ``prompt_len`` and every :func:`generation_metrics` value."""
     records = []
-    for row in rows:
-        res: GenerationResult = row["result"]
-        keys = {k: v for k, v in row.items() if k not in _RESERVED}
-        config = pd.json_normalize(row["config"], sep=".").iloc[0].to_dict() if row["config"] else {}
+    for row in load_rows(rows):
+        res = row.result
+        config = pd.json_normalize(row.config, sep=".").iloc[0].to_dict() if row.config else {}
         records.append({
-            **keys,
+            **row.columns(),
             **{f"config.{k}": v for k, v in config.items()},
             "decoding": res.method,
             "finish_reason": res.finish_reason,

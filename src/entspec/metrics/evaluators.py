@@ -1,13 +1,14 @@
 """Evaluators: one method's traces (``SpeculativeDecodingEvaluator``) and a method against a baseline
 (``ComparativeEvaluator``, Spec-Bench style).
 
-Both read results in any form :func:`entspec.metrics.aggregate.load_rows` accepts (JSONL paths, rows,
-``GenerationResult`` objects) and follow its row-key convention: ``method``, ``prompt_id``,
-``category``, ``seed`` at the top level of each row.
+Both read results in any form :func:`entspec.metrics.aggregate.load_rows` accepts (JSONL paths,
+``ResultRow`` s or their JSON objects, ``GenerationResult`` objects) and pair rows by their columns
+(:meth:`entspec.engine.records.ResultRow.columns`: ``method``, ``prompt_id``, ``category``, ``seed``, ...).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,11 +26,9 @@ from entspec.metrics.generation import (
     stop_reason_counts,
 )
 from entspec.metrics.oracle import oracle_bound
-from entspec.engine.records import GenerationResult
+from entspec.engine.records import GenerationResult, ResultRow
 
 __all__ = ["SpeculativeDecodingEvaluator", "ComparativeEvaluator"]
-
-from math import nan as NAN  # noqa: E402  (one NaN, from the standard library)
 
 
 class SpeculativeDecodingEvaluator:
@@ -45,7 +44,7 @@ class SpeculativeDecodingEvaluator:
 
     @property
     def results(self) -> list[GenerationResult]:
-        return [row["result"] for row in self.rows]
+        return [row.result for row in self.rows]
 
     def per_generation(self) -> pd.DataFrame:
         """One row per generation: row keys, ``config.*`` columns and :func:`generation_metrics`."""
@@ -71,7 +70,7 @@ class SpeculativeDecodingEvaluator:
         out = []
         for group_key, part in groups:
             group_key = group_key if isinstance(group_key, tuple) else (group_key,)
-            pooled = pooled_metrics([self.rows[i]["result"] for i in part.index])
+            pooled = pooled_metrics([self.rows[i].result for i in part.index])
             for name in metrics:
                 values = part[name].to_numpy(dtype=float)
                 finite = values[~np.isnan(values)]
@@ -80,7 +79,7 @@ class SpeculativeDecodingEvaluator:
                     **dict(zip(by, group_key)),
                     "metric": name,
                     "n": int(finite.size),
-                    "mean": float(finite.mean()) if finite.size else NAN,
+                    "mean": float(finite.mean()) if finite.size else math.nan,
                     "ci_low": low,
                     "ci_high": high,
                     "pooled": float(pooled[name]),
@@ -130,15 +129,15 @@ class ComparativeEvaluator:
         self.baseline_rows = load_rows(baseline_rows)
         self.key = key
         self.metric = metric
-        method_keys = set().union(*(r.keys() for r in self.method_rows)) if self.method_rows else set()
-        base_keys = set().union(*(r.keys() for r in self.baseline_rows)) if self.baseline_rows else set()
+        method_keys = set().union(*(r.columns() for r in self.method_rows)) if self.method_rows else set()
+        base_keys = set().union(*(r.columns() for r in self.baseline_rows)) if self.baseline_rows else set()
         if key not in method_keys or key not in base_keys:
             raise KeyError(f"both sides need the pairing key {key!r} in their rows")
         self.pair_keys = [key] + (["seed"] if "seed" in method_keys and "seed" in base_keys else [])
 
-    def _side(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    def _side(self, rows: list[ResultRow]) -> pd.DataFrame:
         table = summarize(rows)
-        table["tokens"] = [tuple(r["result"].new_tokens) for r in rows]
+        table["tokens"] = [tuple(r.result.new_tokens) for r in rows]
         agg = {self.metric: "mean", "tokens": lambda s: s.iloc[0] if len(s) == 1 else None}
         if "category" in table:
             agg["category"] = "first"
@@ -165,17 +164,17 @@ class ComparativeEvaluator:
         match = pairs["outputs_match"]
         return {
             "n_pairs": int(len(pairs)),
-            f"mean_{self.metric}": float(x.mean()) if x.size else NAN,
-            f"mean_baseline_{self.metric}": float(y.mean()) if y.size else NAN,
-            "speedup": float(ratio_of_means(x, y)) if x.size else NAN,
+            f"mean_{self.metric}": float(x.mean()) if x.size else math.nan,
+            f"mean_baseline_{self.metric}": float(y.mean()) if y.size else math.nan,
+            "speedup": float(ratio_of_means(x, y)) if x.size else math.nan,
             "speedup_ci_low": low,
             "speedup_ci_high": high,
-            "mean_per_prompt_speedup": float(np.mean(x / y)) if x.size else NAN,
-            "geomean_per_prompt_speedup": float(np.exp(np.mean(np.log(x / y)))) if x.size else NAN,
+            "mean_per_prompt_speedup": float(np.mean(x / y)) if x.size else math.nan,
+            "geomean_per_prompt_speedup": float(np.exp(np.mean(np.log(x / y)))) if x.size else math.nan,
             "wilcoxon_statistic": stat,
             "wilcoxon_p": p,
             "output_match_rate": float(match.astype(float).mean()) if match.notna().all() and len(match)
-            else NAN,
+            else math.nan,
         }
 
     def speedup(self, confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0) -> dict[str, Any]:
