@@ -8,6 +8,7 @@ with a paired bootstrap interval (:func:`entspec.metrics.paired_bootstrap_ci`).
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -18,7 +19,6 @@ from entspec.metrics.compare import holm, paired_wilcoxon_test, ratio_of_means
 
 __all__ = ["per_prompt", "method_table", "paired_wilcoxon", "holm", "paired_tests", "TABLE_METRICS"]
 
-from math import nan as NAN  # noqa: E402  (one NaN, from the standard library)
 # (column in processed_data, name in the tables) of the metrics reported with a CI besides the speedup
 TABLE_METRICS = (
     ("tokens_per_s", "tokens_per_s"),
@@ -58,7 +58,7 @@ def method_table(frame: pd.DataFrame, by_category: bool = True, confidence: floa
             x = rows["tokens_per_s"].to_numpy(float)
             y = rows["baseline_tokens_per_s"].to_numpy(float)
             ok = ~(np.isnan(x) | np.isnan(y))
-            speedup = float(ratio_of_means(x[ok], y[ok])) if ok.any() else NAN
+            speedup = float(ratio_of_means(x[ok], y[ok])) if ok.any() else math.nan
             low, high = paired_bootstrap_ci((x, y), ratio_of_means, confidence, n_resamples, seed)
             n_gen = int(counts[method].sum()) if category == "all" else int(counts[method].get(category, 0))
             record = {"category": category, "method": method, "method_kind": info.loc[method, "method_kind"],
@@ -69,7 +69,7 @@ def method_table(frame: pd.DataFrame, by_category: bool = True, confidence: floa
             for metric in metrics:
                 values = rows[metric].to_numpy(float)
                 values = values[~np.isnan(values)]
-                record[metric] = float(values.mean()) if values.size else NAN
+                record[metric] = float(values.mean()) if values.size else math.nan
                 record[f"{metric}_ci_low"], record[f"{metric}_ci_high"] = bootstrap_ci(
                     values, confidence=confidence, n_resamples=n_resamples, seed=seed)
             out.append(record)
@@ -90,10 +90,10 @@ def paired_wilcoxon(frame: pd.DataFrame, method: str, other: str, metric: str = 
     stat, p = paired_wilcoxon_test(x, y)
     return {
         "n_pairs": int(x.size),
-        "mean": float(x.mean()) if x.size else NAN,
-        "mean_other": float(y.mean()) if y.size else NAN,
-        "ratio": float(x.mean() / y.mean()) if x.size else NAN,
-        "median_difference": float(np.median(x - y)) if x.size else NAN,
+        "mean": float(x.mean()) if x.size else math.nan,
+        "mean_other": float(y.mean()) if y.size else math.nan,
+        "ratio": float(ratio_of_means(x, y)) if x.size else math.nan,
+        "median_difference": float(np.median(x - y)) if x.size else math.nan,
         "statistic": stat,
         "p": p,
     }

@@ -19,6 +19,7 @@ Statistics per entropy type H (higher entropy should mean more rejections):
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Iterable, Literal
@@ -40,7 +41,6 @@ __all__ = [
     "entropy_acceptance",
 ]
 
-from math import nan as NAN  # noqa: E402  (one NaN, from the standard library)
 ENTROPY_PREFIX = "entropy_"
 
 
@@ -66,7 +66,7 @@ def token_table(results: GenerationResult | Iterable[GenerationResult]) -> pd.Da
                     "entropy": _at(rnd.entropies, i),
                     "draft_prob": _at(rnd.draft_token_probs, i),
                     "accept_prob": _at(rnd.accept_probs, i),
-                    "threshold": NAN if rnd.threshold is None else float(rnd.threshold),
+                    "threshold": math.nan if rnd.threshold is None else float(rnd.threshold),
                     "accepted": i < rnd.accepted,
                 }
                 for name, values in rnd.entropies_by_type.items():
@@ -80,7 +80,7 @@ def token_table(results: GenerationResult | Iterable[GenerationResult]) -> pd.Da
 
 
 def _at(values: list[float], i: int) -> float:
-    return float(values[i]) if i < len(values) and values[i] is not None else NAN
+    return float(values[i]) if i < len(values) and values[i] is not None else math.nan
 
 
 def entropy_columns(table: pd.DataFrame) -> list[str]:
@@ -93,7 +93,7 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     ok = ~(np.isnan(x) | np.isnan(y))
     x, y = x[ok], y[ok]
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return NAN, NAN
+        return math.nan, math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = spearmanr(x, y)
@@ -120,10 +120,10 @@ def entropy_acceptance_stats(table: pd.DataFrame, columns: list[str] | None = No
             "entropy_type": col,
             "n": int(ok.sum()),
             "n_rejected": int(rejected.sum()),
-            "acceptance_rate": float(np.mean(~rejected)) if rejected.size else NAN,
+            "acceptance_rate": float(np.mean(~rejected)) if rejected.size else math.nan,
             "spearman_rho": rho,
             "spearman_p": p,
-            "auroc_rejection": float(roc_auc_score(rejected, h[ok])) if both_classes else NAN,
+            "auroc_rejection": float(roc_auc_score(rejected, h[ok])) if both_classes else math.nan,
             "spearman_rho_accept_prob": rho_ap,
             "spearman_p_accept_prob": p_ap,
         })

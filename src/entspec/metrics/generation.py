@@ -30,6 +30,7 @@ that field) gives its call counts and tokens/s only; see :func:`_with_counters`.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Iterable
 
@@ -76,15 +77,13 @@ GENERATION_METRIC_NAMES: tuple[str, ...] = (
     "overhead_time_frac",
 )
 
-from math import nan as NAN  # noqa: E402  (one NaN, from the standard library)
-
 
 def _ratio(num: float, den: float) -> float:
-    return float(num) / float(den) if den else NAN
+    return float(num) / float(den) if den else math.nan
 
 
 def _percentile(values: np.ndarray, q: float) -> float:
-    return float(np.percentile(values, q)) if values.size else NAN
+    return float(np.percentile(values, q)) if values.size else math.nan
 
 
 def _as_list(results: GenerationResult | Iterable[GenerationResult]) -> list[GenerationResult]:
@@ -132,11 +131,11 @@ def pooled_metrics(results: Iterable[GenerationResult]) -> dict[str, float | int
         "new_tokens": new_tokens,
         "wall_time_s": float(wall),
         "tokens_per_s": _ratio(new_tokens, wall),
-        "time_to_first_token_s": float(np.mean(ttft)) if ttft else NAN,
+        "time_to_first_token_s": float(np.mean(ttft)) if ttft else math.nan,
         "latency_p50_ms": 1e3 * _percentile(per_token_s, 50),
         "latency_p90_ms": 1e3 * _percentile(per_token_s, 90),
         "latency_p99_ms": 1e3 * _percentile(per_token_s, 99),
-        "round_latency_mean_ms": 1e3 * float(round_s.mean()) if round_s.size else NAN,
+        "round_latency_mean_ms": 1e3 * float(round_s.mean()) if round_s.size else math.nan,
         "round_latency_p50_ms": 1e3 * _percentile(round_s, 50),
         "round_latency_p90_ms": 1e3 * _percentile(round_s, 90),
         "verifier_calls": n_calls,
@@ -144,7 +143,7 @@ def pooled_metrics(results: Iterable[GenerationResult]) -> dict[str, float | int
         "drafted_tokens": drafted,
         "accepted_tokens": accepted,
         "acceptance_rate": _ratio(accepted, drafted),
-        "mean_accepted_tokens": 1.0 + accepted / n_calls if n_calls else NAN,
+        "mean_accepted_tokens": 1.0 + accepted / n_calls if n_calls else math.nan,
         "tokens_per_verifier_call": _ratio(new_tokens, n_calls),
         "mean_draft_length": _ratio(drafted, n_calls),
         "wasted_draft_tokens": drafted - accepted,
@@ -179,7 +178,7 @@ def _with_counters(metrics: dict, traceless: list[GenerationResult], all_tracele
     out["verifier_calls"] += sum(int(res.counters.get("verifier_calls", 0)) for res in traceless)
     out["drafter_calls"] += sum(int(res.counters.get("drafter_calls", 0)) for res in traceless)
     out["tokens_per_verifier_call"] = _ratio(out["new_tokens"], out["verifier_calls"])
-    out.update({name: NAN for name in _ROUND_DERIVED})
+    out.update({name: math.nan for name in _ROUND_DERIVED})
     if all_traceless:
         out["mean_accepted_tokens"] = out["tokens_per_verifier_call"]
     return out

@@ -47,6 +47,8 @@ is reported beside it.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -54,8 +56,6 @@ import numpy as np
 from entspec.engine.records import GenerationResult, RoundRecord
 
 __all__ = ["oracle_bound", "oracle_draft_length", "expected_accepted"]
-
-from math import nan as NAN  # noqa: E402  (one NaN, from the standard library)
 
 
 def oracle_draft_length(rnd: RoundRecord) -> int:
@@ -69,7 +69,7 @@ def expected_accepted(accept_probs: list[float]) -> float:
 
 
 def _expected_accepted_of(rnd: RoundRecord) -> float:
-    return expected_accepted(rnd.accept_probs) if len(rnd.accept_probs) == rnd.drafted else NAN
+    return expected_accepted(rnd.accept_probs) if len(rnd.accept_probs) == rnd.drafted else math.nan
 
 
 def oracle_bound(
@@ -95,49 +95,91 @@ def oracle_bound(
         ``oracle_mean_draft_length``, ``drafted_tokens``, ``oracle_drafted_tokens``, ``verifier_calls``,
         ``new_tokens``, ``unresolved_round_frac`` and the three costs used.
     """
-    results = [results] if isinstance(results, GenerationResult) else list(results)
-    rounds = [r for res in results for r in res.rounds]
-    calls = len(rounds)
-    new_tokens = sum(len(res.new_tokens) for res in results)
-    drafted = sum(r.drafted for r in rounds)
-    oracle_drafted = sum(oracle_draft_length(r) for r in rounds)
-
-    if draft_step_s is None:
-        draft_step_s = sum(r.draft_time_s for r in rounds) / drafted if drafted else 0.0
-    if verify_call_s is None:
-        verify_call_s = sum(r.verify_time_s for r in rounds) / calls if calls else NAN
-    if overhead_call_s is None:  # the rest of the measured round time, so achieved time = Σ round_time_s
-        rest = sum(r.round_time_s for r in rounds) - drafted * draft_step_s - calls * verify_call_s
-        overhead_call_s = rest / calls if calls else NAN
-    prefill = sum(res.prefill_time_s for res in results) if include_prefill else 0.0
-
-    def tokens_per_s(drafter_steps: int) -> float:
-        time = prefill + drafter_steps * draft_step_s + calls * (verify_call_s + overhead_call_s)
-        return new_tokens / time if calls and time > 0 else NAN
-
-    achieved = tokens_per_s(drafted)
-    oracle = tokens_per_s(oracle_drafted)
-    wall = sum(res.wall_time_s for res in results)
+    trace = _Pooled.of([results] if isinstance(results, GenerationResult) else list(results), include_prefill)
+    costs = _costs(trace, draft_step_s, verify_call_s, overhead_call_s)
+    achieved = trace.tokens_per_s(trace.drafted, costs)
+    oracle = trace.tokens_per_s(trace.oracle_drafted, costs)
     return {
         "achieved_tokens_per_s": achieved,
         "oracle_tokens_per_s": oracle,
-        "oracle_gap": achieved / oracle if oracle == oracle and oracle > 0 else NAN,
-        "measured_tokens_per_s": new_tokens / wall if wall > 0 else NAN,
-        "achieved_tokens_per_call": new_tokens / calls if calls else NAN,
-        "oracle_tokens_per_call": new_tokens / calls if calls else NAN,
-        "achieved_expected_tokens_per_call": (
-            float(np.mean([1.0 + _expected_accepted_of(r) for r in rounds])) if calls else NAN
-        ),
-        "achieved_mean_draft_length": drafted / calls if calls else NAN,
-        "oracle_mean_draft_length": oracle_drafted / calls if calls else NAN,
-        "drafted_tokens": drafted,
-        "oracle_drafted_tokens": oracle_drafted,
-        "verifier_calls": calls,
-        "new_tokens": new_tokens,
+        "oracle_gap": achieved / oracle if oracle == oracle and oracle > 0 else math.nan,
+        "measured_tokens_per_s": trace.new_tokens / trace.wall_s if trace.wall_s > 0 else math.nan,
+        **_per_call(trace),
+        "drafted_tokens": trace.drafted,
+        "oracle_drafted_tokens": trace.oracle_drafted,
+        "verifier_calls": trace.calls,
+        "new_tokens": trace.new_tokens,
         "unresolved_round_frac": (
-            float(np.mean([r.accepted == r.drafted for r in rounds])) if calls else NAN
+            float(np.mean([r.accepted == r.drafted for r in trace.rounds])) if trace.calls else math.nan
         ),
-        "draft_step_s": float(draft_step_s),
-        "verify_call_s": float(verify_call_s),
-        "overhead_call_s": float(overhead_call_s),
+        "draft_step_s": float(costs.draft_step_s),
+        "verify_call_s": float(costs.verify_call_s),
+        "overhead_call_s": float(costs.overhead_call_s),
+    }
+
+
+@dataclass
+class _Pooled:
+    """The rounds of several generations pooled, with the totals the time model needs."""
+
+    rounds: list[RoundRecord]
+    new_tokens: int
+    drafted: int  # drafter steps taken
+    oracle_drafted: int  # drafter steps the oracle takes
+    prefill_s: float  # 0 without include_prefill
+    wall_s: float
+
+    @classmethod
+    def of(cls, results: list[GenerationResult], include_prefill: bool) -> "_Pooled":
+        rounds = [r for res in results for r in res.rounds]
+        return cls(rounds=rounds, new_tokens=sum(len(res.new_tokens) for res in results),
+                   drafted=sum(r.drafted for r in rounds), oracle_drafted=sum(oracle_draft_length(r) for r in rounds),
+                   prefill_s=sum(res.prefill_time_s for res in results) if include_prefill else 0.0,
+                   wall_s=sum(res.wall_time_s for res in results))
+
+    @property
+    def calls(self) -> int:
+        return len(self.rounds)
+
+    def tokens_per_s(self, drafter_steps: int, costs: _Costs) -> float:
+        """New tokens per second of the time model with ``drafter_steps`` drafter steps (module docstring)."""
+        time = self.prefill_s + drafter_steps * costs.draft_step_s \
+            + self.calls * (costs.verify_call_s + costs.overhead_call_s)
+        return self.new_tokens / time if self.calls and time > 0 else math.nan
+
+
+@dataclass
+class _Costs:
+    draft_step_s: float
+    verify_call_s: float
+    overhead_call_s: float
+
+
+def _costs(trace: _Pooled, draft_step_s: float | None, verify_call_s: float | None,
+           overhead_call_s: float | None) -> _Costs:
+    """The costs of the time model; each one not given is measured on the trace (module docstring)."""
+    rounds, calls, drafted = trace.rounds, trace.calls, trace.drafted
+    if draft_step_s is None:
+        draft_step_s = sum(r.draft_time_s for r in rounds) / drafted if drafted else 0.0
+    if verify_call_s is None:
+        verify_call_s = sum(r.verify_time_s for r in rounds) / calls if calls else math.nan
+    if overhead_call_s is None:  # the rest of the measured round time, so achieved time = Σ round_time_s
+        rest = sum(r.round_time_s for r in rounds) - drafted * draft_step_s - calls * verify_call_s
+        overhead_call_s = rest / calls if calls else math.nan
+    return _Costs(draft_step_s, verify_call_s, overhead_call_s)
+
+
+def _per_call(trace: _Pooled) -> dict[str, float]:
+    """Tokens and drafter steps per verifier call, achieved and oracle (NaN without rounds)."""
+    calls = trace.calls
+    if not calls:
+        return dict.fromkeys(("achieved_tokens_per_call", "oracle_tokens_per_call",
+                              "achieved_expected_tokens_per_call", "achieved_mean_draft_length",
+                              "oracle_mean_draft_length"), math.nan)
+    return {
+        "achieved_tokens_per_call": trace.new_tokens / calls,
+        "oracle_tokens_per_call": trace.new_tokens / calls,  # the conservative oracle keeps every call
+        "achieved_expected_tokens_per_call": float(np.mean([1.0 + _expected_accepted_of(r) for r in trace.rounds])),
+        "achieved_mean_draft_length": trace.drafted / calls,
+        "oracle_mean_draft_length": trace.oracle_drafted / calls,
     }
