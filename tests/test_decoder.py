@@ -28,13 +28,15 @@ def fresh_next_logits(model, sequence):
         return model(sequence).logits[0, -1]
 
 
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
 @pytest.mark.parametrize("gated", [False, True])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_after_every_round_both_caches_hold_exactly_the_accepted_prefix(verifier, drafter, temperature, gated):
+def test_after_every_round_both_caches_hold_exactly_the_accepted_prefix(verifier, drafter, temperature, gated,
+                                                                        kv_cache):
     # rejects often; with the gate on, an unrelated drafter: rounds without drafting, then catch-up forwards
     drafter = tiny_llama(seed=7) if gated else perturbed(verifier, noise=0.15)
     decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=4,
-                                                                              gate=gated))
+                                                                              gate=gated), kv_cache=kv_cache)
     prompt = torch.tensor([[3, 14, 15, 9, 2, 6]])
     checked = {"rejections": 0, "gated": 0, "resumed": 0, "last": None}
     original_round = decoder._round

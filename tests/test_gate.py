@@ -25,13 +25,14 @@ def greedy_reference(verifier, prompt, n):
     return out[0, prompt.shape[1]:].tolist()
 
 
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
 @pytest.mark.parametrize("name", sorted(RULES))
-def test_unrelated_drafter_drafts_almost_nothing_and_output_is_exact(name, models):
-    """With the gate on, every registered rule at its default settings."""
+def test_unrelated_drafter_drafts_almost_nothing_and_output_is_exact(name, kv_cache, models):
+    """With the gate on, every registered rule at its default settings (gated rounds: catch-up forwards)."""
     verifier, unrelated = models
     prompt = torch.tensor([[3, 14, 15, 9, 2, 6]])
-    result = EntropyBasedSpeculativeDecoder(unrelated, verifier, EntropyConfig(strategy=name, gate=True)).generate(
-        prompt, max_new_tokens=NEW_TOKENS)
+    result = EntropyBasedSpeculativeDecoder(unrelated, verifier, EntropyConfig(strategy=name, gate=True),
+                                            kv_cache=kv_cache).generate(prompt, max_new_tokens=NEW_TOKENS)
     assert result.new_tokens == greedy_reference(verifier, prompt, NEW_TOKENS)
     later = result.rounds[8:]  # once it has seen a few rounds
     assert sum(r.drafted for r in later) / len(later) <= 0.25, [r.drafted for r in result.rounds]

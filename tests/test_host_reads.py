@@ -75,12 +75,13 @@ ENTROPY_RULES = [name for name, info in RULES.items() if info.reads]
 SILENT_RULES = [name for name, info in RULES.items() if not info.reads]  # fixed, heuristic
 
 
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 @pytest.mark.parametrize("strategy", ENTROPY_RULES)
 def test_rules_that_read_cost_at_most_one_read_per_drafted_token(monkeypatch, verifier, drafter, strategy,
-                                                                 temperature):
+                                                                 temperature, kv_cache):
     cfg = EntropyConfig(strategy=strategy, theta_abs=1.0, max_draft_len=6, entropy_type="renyi")
-    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg)
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg, kv_cache=kv_cache)
     result, rounds, outside = reads_per_round(monkeypatch, decoder, temperature=temperature, seed=2,
                                               eos_token_id=7)
     assert len(rounds) == len(result.rounds) > 3
@@ -92,10 +93,13 @@ def test_rules_that_read_cost_at_most_one_read_per_drafted_token(monkeypatch, ve
     assert outside <= 2  # the input's token-id range check, once per generation
 
 
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 @pytest.mark.parametrize("strategy", SILENT_RULES)
-def test_rules_that_read_nothing_draft_without_reading(monkeypatch, verifier, drafter, strategy, temperature):
-    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy=strategy, max_draft_len=6))
+def test_rules_that_read_nothing_draft_without_reading(monkeypatch, verifier, drafter, strategy, temperature,
+                                                       kv_cache):
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy=strategy, max_draft_len=6),
+                                             kv_cache=kv_cache)
     # Greedy drafts are cut at EOS after the loop; a sampled draft has to see EOS as it is drawn, so no EOS there.
     result, rounds, _ = reads_per_round(monkeypatch, decoder, temperature=temperature, seed=2,
                                         eos_token_id=7 if temperature == 0 else None, ignore_eos=temperature > 0)

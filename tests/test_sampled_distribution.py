@@ -1,4 +1,8 @@
-"""Sampled output follows the verifier's exact distribution (chi-square, scipy.stats), end to end."""
+"""Sampled output follows the verifier's exact distribution (chi-square, scipy.stats), end to end.
+
+Every case runs on the dynamic KV cache; a subset also on the static cache, and (slow: a graph per model shape)
+on the static cache with torch.compile.
+"""
 
 import itertools
 
@@ -7,6 +11,7 @@ import pytest
 import torch
 
 from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig, SamplingParams
+from cache_paths import buckets_for, decoder_kwargs, slow_case
 from stats_helpers import chi2_pvalue
 from tiny import context_free_gpt2, perturbed, tiny_llama
 
@@ -16,7 +21,9 @@ SETTINGS = {
     "topk5": dict(temperature=1.0, top_k=5),
     "topp0.8": dict(temperature=1.0, top_p=0.8),
 }
-CASES = [(rule, setting) for rule in ("fixed", "absolute", "adaptive") for setting in SETTINGS]
+CASES = [(rule, setting, "dynamic") for rule in ("fixed", "absolute", "adaptive") for setting in SETTINGS]
+CASES += [("fixed", "t1.0", "static"), ("adaptive", "topp0.8", "static"),
+          slow_case("absolute", "t0.7", "compiled")]
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +34,15 @@ def context_free_pair():
     return context_free_gpt2(draft_logits), context_free_gpt2(target_logits), target_logits
 
 
-@pytest.mark.parametrize("strategy,setting", CASES)
-def test_long_generation_from_context_free_models_is_iid_from_p(strategy, setting, context_free_pair):
+@pytest.mark.parametrize("strategy,setting,path", CASES)
+def test_long_generation_from_context_free_models_is_iid_from_p(strategy, setting, path, context_free_pair):
     """Every position has the same p, so 1,200 generated tokens are 1,200 draws from p."""
     drafter, verifier, target_logits = context_free_pair
     kwargs = SETTINGS[setting]
     cfg = EntropyConfig(strategy=strategy, theta_abs=1.8, max_draft_len=4)
-    result = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg).generate(
+    with buckets_for(path):
+        decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg, **decoder_kwargs(path))
+    result = decoder.generate(
         torch.tensor([[0]]), max_new_tokens=1200, seed=11, ignore_eos=True, **kwargs)
     target_probs = torch.softmax(SamplingParams(**kwargs).process(target_logits[None]), -1)[0]
     rounds = result.rounds
@@ -51,16 +60,19 @@ def exact_joint_of_first_two(verifier, prompt, sampling):
     return (p1[:, None] * p2).numpy()
 
 
-@pytest.mark.parametrize("strategy,setting", [("absolute", "t1.0"), ("adaptive", "t1.0"), ("fixed", "t1.0"),
-                                              ("fixed", "topp0.8")])
-def test_first_two_tokens_follow_the_verifier_joint_distribution(strategy, setting):
+@pytest.mark.parametrize("strategy,setting,path", [
+    ("absolute", "t1.0", "dynamic"), ("adaptive", "t1.0", "dynamic"), ("fixed", "t1.0", "dynamic"),
+    ("fixed", "topp0.8", "dynamic"), ("absolute", "t1.0", "static"), slow_case("fixed", "t1.0", "compiled")])
+def test_first_two_tokens_follow_the_verifier_joint_distribution(strategy, setting, path):
     """A context-dependent pair: the joint of (t1, t2) over many seeds equals p(t1) p(t2 | t1)."""
     verifier = tiny_llama(seed=0, vocab=8, sharpness=6.0)
     drafter = perturbed(verifier, noise=0.3)
     prompt = torch.tensor([[1, 5, 2]])
     kwargs = SETTINGS[setting]
-    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy=strategy, theta_abs=1.0,
-                                                                              max_draft_len=3))
+    with buckets_for(path):
+        decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy=strategy, theta_abs=1.0,
+                                                                                  max_draft_len=3),
+                                                 **decoder_kwargs(path))
     pairs = []
     for seed in range(700):
         tokens = decoder.generate(prompt, max_new_tokens=3, seed=seed, **kwargs).new_tokens
@@ -69,8 +81,8 @@ def test_first_two_tokens_follow_the_verifier_joint_distribution(strategy, setti
     assert chi2_pvalue(np.array(pairs), joint.ravel()) > 1e-3
 
 
-@pytest.mark.parametrize("setting", ["t1.0", "t0.7"])
-def test_rounds_without_drafting_keep_the_distribution(setting):
+@pytest.mark.parametrize("setting,path", [("t1.0", "dynamic"), ("t0.7", "dynamic"), ("t1.0", "static")])
+def test_rounds_without_drafting_keep_the_distribution(setting, path):
     """Issue 15: with a poor drafter the gate skips drafting in most rounds; tokens still follow p exactly."""
     gen = torch.Generator().manual_seed(5)
     target_logits = torch.randn(12, generator=gen) * 1.5
@@ -78,7 +90,7 @@ def test_rounds_without_drafting_keep_the_distribution(setting):
     verifier = context_free_gpt2(target_logits)
     kwargs = SETTINGS[setting]
     result = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=4,
-                                                                                    gate=True)
+                                                                              gate=True), **decoder_kwargs(path)
                                             ).generate(torch.tensor([[0]]), max_new_tokens=1200, seed=7,
                                                        ignore_eos=True, **kwargs)
     reasons = [r.stop_reason for r in result.rounds]

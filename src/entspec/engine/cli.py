@@ -6,6 +6,8 @@ import argparse
 
 from .config import EntropyConfig
 from .decoder import EntropyBasedSpeculativeDecoder
+from .kv import KV_CACHES, check_cache_options
+from .static_kv import COMPILE_MODES
 from ..models.quantize import QUANTIZATIONS
 
 
@@ -14,6 +16,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from ..models.context import check_fits, context_length
 
     resolve_device(args.device)  # an unusable device is refused before any download or load
+    kv_cache = args.kv_cache or ("static" if args.compile else "dynamic")  # --compile alone implies static
+    compile = False if args.compile is None else True if args.compile == "auto" else args.compile
+    check_cache_options(kv_cache, compile)  # refused before any load
     pair = load_model_pair(args.drafter, args.verifier, dtype=args.dtype, device=args.device,
                            drafter_quantization=args.drafter_quantization)
     config = EntropyConfig(strategy=args.strategy, entropy_type=args.entropy_type, theta_abs=args.theta_abs,
@@ -22,8 +27,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     input_ids = encode_prompt(pair.tokenizer, prompt)
     contexts = [n for n in (context_length(pair.drafter), context_length(pair.verifier)) if n is not None]
     check_fits("PROMPT", input_ids.shape[1], args.max_new_tokens, min(contexts, default=None))
-    decoder = (EntropyBasedSpeculativeDecoder.autoregressive(pair.verifier) if args.autoregressive
-               else EntropyBasedSpeculativeDecoder(pair.drafter, pair.verifier, config))
+    decoder = (EntropyBasedSpeculativeDecoder.autoregressive(pair.verifier, kv_cache=kv_cache, compile=compile)
+               if args.autoregressive else
+               EntropyBasedSpeculativeDecoder(pair.drafter, pair.verifier, config, kv_cache=kv_cache, compile=compile))
     result = decoder.generate(input_ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     print(pair.tokenizer.decode(result.new_tokens, skip_special_tokens=True))
@@ -32,7 +38,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     rate = f"{accepted / drafted:.2f}" if drafted else "n/a"
     print(f"\n{len(result.new_tokens)} tokens in {result.wall_time_s:.2f} s "
           f"({len(result.new_tokens) / result.wall_time_s:.2f} tok/s); {len(result.rounds)} verifier calls, "
-          f"{drafted} drafted, {accepted} accepted (rate {rate})")
+          f"{drafted} drafted, {accepted} accepted (rate {rate}); {kv_cache} KV cache"
+          + (f", compiled ({decoder.verifier.mode})" if compile is not False else ""))
     return 0
 
 
@@ -57,4 +64,10 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--drafter-quantization", default="none", choices=QUANTIZATIONS,
                    help="int8 drafter weights (the verifier is never quantized); int8 = the CPU default method")
+    p.add_argument("--kv-cache", choices=KV_CACHES, default=None,
+                   help="dynamic: transformers' DynamicCache (default); static: a preallocated StaticCache, rollback "
+                        "moves the write position (default with --compile)")
+    p.add_argument("--compile", nargs="?", const="auto", default=None, choices=("auto", *COMPILE_MODES),
+                   help="torch.compile both forwards on the static cache (auto: reduce-overhead on CUDA, default "
+                        "elsewhere); the first calls pay the compilation")
     p.set_defaults(func=cmd_generate)
