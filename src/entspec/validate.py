@@ -40,18 +40,21 @@ def check_value(name: str, value: Any, hint: Any, metadata: Mapping[str, Any] | 
     rule = (metadata or {}).get("bounds")
     if not rule or value is None:
         return
+    null = " or null" if _matches(None, hint) else ""
     if rule["choices"] is not None:
-        check(value in rule["choices"], name, value, f"must be one of {', '.join(map(str, rule['choices']))}")
+        names = [str(c) for c in rule["choices"]]
+        shown = " or ".join(names) if len(names) == 2 else "one of " + ", ".join(names)
+        check(value in rule["choices"], name, value, f"must be {shown}{null}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         check(not math.isnan(value), name, value, "must be a number, not NaN")
-        check(not rule["finite"] or math.isfinite(value), name, value, "must be a finite number")
+        check(not rule["finite"] or math.isfinite(value), name, value, f"must be a finite number{null}")
         lo, hi = rule["min"], rule["max"]
         if lo is not None and hi is not None:
-            check(lo <= value <= hi, name, value, f"must be in [{lo}, {hi}]")
+            check(lo <= value <= hi, name, value, f"must be in [{lo}, {hi}]{null}")
         elif lo is not None:
-            check(value >= lo, name, value, f"must be >= {lo}")
+            check(value >= lo, name, value, f"must be >= {lo}{null}")
         elif hi is not None:
-            check(value <= hi, name, value, f"must be <= {hi}")
+            check(value <= hi, name, value, f"must be <= {hi}{null}")
 
 
 def check_fields(obj: Any, prefix: str = "") -> None:
