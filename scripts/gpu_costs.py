@@ -11,7 +11,11 @@ Randomly initialised Qwen2 models with the real Qwen2.5-0.5B (drafter) and Qwen2
    = round time - (k drafter steps + one verifier call over k + 1 tokens) at the forward costs of (1);
 3. end to end, same models, same prompt, greedy: entspec (fixed k, entropy rule, autoregressive),
    Hugging Face `generate` and Hugging Face assisted generation (constant k, no confidence stop);
-4. eager vs `torch.compile` where feasible: one-token decoding through Hugging Face `generate` with a static
+4. entspec's KV-cache paths (issue 10): the dynamic cache, the static cache, and the static cache with the
+   compiled step (`torch.compile`, "reduce-overhead" = CUDA graphs on CUDA, verify lengths padded to buckets):
+   drafter step, verifier call over 1 and k + 1 tokens, and end to end (fixed k, autoregressive), with the time
+   the first calls spent compiling and the number of graphs;
+5. eager vs `torch.compile` where feasible: one-token decoding through Hugging Face `generate` with a static
    cache (transformers compiles that step itself on CUDA) against the eager dynamic-cache step.
 
 Random models with tied embeddings tend to predict their input token again, so the two may agree more than
@@ -19,6 +23,7 @@ trained ones would: acceptance is reported, and the numbers are costs per round 
 
     PYTHONPATH=src python scripts/gpu_costs.py            # real shapes; cuda if available (< 5 minutes)
     PYTHONPATH=src python scripts/gpu_costs.py --tiny     # tiny shapes on CPU: a check of the script itself
+    PYTHONPATH=src python scripts/gpu_costs.py --only-paths   # section 4 alone (dynamic / static / compiled)
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, Qwen2Config, Qwen
 
 from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
 from entspec.experiment.hf_baselines import hf_generate
-from entspec.engine.kv import CachedModel
+from entspec.engine.kv import cached_model
 from entspec.engine.timing import synchronize
 
 # Qwen2.5 shapes as published in the checkpoints' config.json (both tie the LM head to the embedding).
@@ -93,10 +98,11 @@ def median_seconds(fn, device: torch.device, reps: int, warmup: int = 2) -> floa
 
 
 # ------------------------------------------------------------------------------------------ 1. forward costs
-def forward_costs(model, prompt: torch.Tensor, ns: list[int], reps: int) -> dict[int, float]:
+def forward_costs(model, prompt: torch.Tensor, ns: list[int], reps: int, kv_cache: str = "dynamic",
+                  compile: bool = False) -> dict[int, float]:
     """Median seconds of one cached forward over n new tokens after ``prompt`` (the cache is cropped back)."""
-    lm = CachedModel(model, check_nan=False)
-    lm.prefill(prompt)
+    lm = cached_model(model, kv_cache=kv_cache, compile=compile, check_nan=False)
+    lm.prefill(prompt, prompt.shape[1] + 64)
     length = len(lm)
     tokens = torch.randint(1, model.config.vocab_size, (1, max(ns)), device=prompt.device)
     out = {}
@@ -104,21 +110,24 @@ def forward_costs(model, prompt: torch.Tensor, ns: list[int], reps: int) -> dict
         def call(n=n):
             lm.forward(tokens[:, :n], logits_to_keep=n)
             lm.crop(length)
-        out[n] = median_seconds(call, prompt.device, reps)
+        out[n] = median_seconds(call, prompt.device, reps, warmup=3 if compile else 2)  # CUDA graphs: 3rd call
     return out
 
 
 # ------------------------------------------------------------------------------------------ 2./3. engines
-def entspec_run(drafter, verifier, cfg: EntropyConfig | None, prompt, new_tokens: int) -> dict:
-    decoder = (EntropyBasedSpeculativeDecoder.autoregressive(verifier) if cfg is None
-               else EntropyBasedSpeculativeDecoder(drafter, verifier, cfg))
-    decoder.generate(prompt, max_new_tokens=4, ignore_eos=True)  # warm-up
+def entspec_run(drafter, verifier, cfg: EntropyConfig | None, prompt, new_tokens: int, warmups: int = 1,
+                **cache) -> dict:
+    """One timed greedy generation after ``warmups`` (``cache``: kv_cache / compile for the decoder)."""
+    decoder = (EntropyBasedSpeculativeDecoder.autoregressive(verifier, **cache) if cfg is None
+               else EntropyBasedSpeculativeDecoder(drafter, verifier, cfg, **cache))
+    for _ in range(warmups):  # the same length as the timed run: the same cache size and compiled graphs
+        decoder.generate(prompt, max_new_tokens=new_tokens if cache else 4, ignore_eos=True)
     res = decoder.generate(prompt, max_new_tokens=new_tokens, ignore_eos=True)
     rounds = res.rounds
     return dict(wall_s=res.wall_time_s, prefill_s=res.prefill_time_s, tokens=len(res.new_tokens),
                 rounds=len(rounds), drafted=[r.drafted for r in rounds], accepted=sum(r.accepted for r in rounds),
                 round_s=[r.round_time_s for r in rounds], draft_s=[r.draft_time_s for r in rounds],
-                verify_s=[r.verify_time_s for r in rounds])
+                verify_s=[r.verify_time_s for r in rounds], new_tokens=res.new_tokens)
 
 
 def hf_run(drafter, verifier, prompt, new_tokens: int, k: int | None) -> dict:
@@ -200,6 +209,26 @@ def report(r: dict) -> str:
                          f"{calls} | {drafted} | {row.get('accepted', '')} |")
         lines.append("(HF rows: drafted = drafter forward calls, prefill included; accepted is not exposed.)")
         lines.append("")
+    paths = r.get("paths")
+    if paths:
+        k = r["k"]
+        lines += [f"entspec KV-cache paths (issue 10): forwards at context {r['context']} (median of {r['reps']}), "
+                  f"and end to end ({r['paths_new_tokens']} new tokens, greedy; fixed k={k}):", "",
+                  f"| path | drafter step (ms) | verifier n=1 (ms) | verifier n={k + 1} (ms) | c(1) | "
+                  f"fixed k={k} ms/token | autoregressive ms/token | first-call compile (s) | graphs |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, row in paths.items():
+            f = row.get("forward", {})
+            d, v1, vk = f.get("drafter"), f.get("verifier_1"), f.get("verifier_k")
+            e2e = {key: ms(v["wall_s"] / v["tokens"]) for key, v in row.get("end_to_end", {}).items()}
+            cells = [name, *(ms(x) if x else "n/a" for x in (d, v1, vk)), f"{d / v1:.2f}" if d and v1 else "n/a",
+                     e2e.get("fixed", "n/a"), e2e.get("autoregressive", "n/a"),
+                     f"{row['compile_s']:.1f}" if "compile_s" in row else "-", str(row.get("graphs", 0))]
+            lines.append("| " + " | ".join(cells) + " |")
+        same = r.get("paths_same_tokens")
+        if same is not None:
+            lines.append(f"\nSame tokens on every path as on the dynamic cache: {same}.")
+        lines.append("")
     comp = r.get("compiled")
     if comp:
         lines += ["One-token decoding step through `generate` (median ms between steps; transformers compiles the "
@@ -260,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new-tokens", type=int, default=64, help="new tokens per engine / HF run")
     p.add_argument("--reps", type=int, default=15, help="timed repetitions per forward cost")
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--only-paths", action="store_true",
+                   help="only section 4: dynamic vs static vs static + compiled KV-cache paths of the engine")
     p.add_argument("--profile", action="store_true",
                    help="only profile entspec rounds (fixed k with and without trace entropies, autoregressive) and "
                         "HF generate with torch.profiler: op tables and chrome traces in --out")
@@ -344,11 +375,51 @@ def main(argv: list[str] | None = None) -> int:
             r["compiled"][label] = dict(eager=eager, static=static, graphs=graphs)
             log(f"compiled {label}: eager {ms(eager)} ms, static {ms(static)} ms")
 
+    def paths() -> None:
+        """Dynamic vs static vs static + compiled: forwards, then end to end, per path (compiling costs time)."""
+        from torch._dynamo.utils import counters
+
+        k, new_tokens = args.k, args.new_tokens
+        r["paths"], r["paths_new_tokens"], tokens = {}, new_tokens, {}
+        options = {"dynamic": dict(kv_cache="dynamic"), "static": dict(kv_cache="static"),
+                   "static + compiled": dict(kv_cache="static", compile=True)}
+        for name, cache in options.items():
+            if cache.get("compile") and (args.no_compile or elapsed() > args.budget_s):
+                r["errors"].append(f"paths {name}: " + ("--no-compile" if args.no_compile else
+                                                        f"time budget spent ({elapsed():.0f} s)"))
+                continue
+            row = r["paths"][name] = {}
+            graphs, start = counters["stats"]["unique_graphs"], time.perf_counter()
+            if cache.get("compile"):  # the first calls compile (and record CUDA graphs): timed apart
+                forward_costs(drafter, prompt, [1, 2], 1, **cache)
+                forward_costs(verifier, prompt, [1, k, k + 1], 1, **cache)
+                entspec_run(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=k), prompt, new_tokens,
+                            warmups=0, **cache)
+                row["compile_s"] = time.perf_counter() - start
+            row["forward"] = dict(drafter=forward_costs(drafter, prompt, [1], args.reps, **cache)[1])
+            v = forward_costs(verifier, prompt, [1, k + 1], args.reps, **cache)
+            row["forward"].update(verifier_1=v[1], verifier_k=v[k + 1])
+            row["end_to_end"] = {
+                "fixed": entspec_run(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=k), prompt,
+                                     new_tokens, **cache),
+                "autoregressive": entspec_run(None, verifier, None, prompt, new_tokens, **cache)}
+            row["graphs"] = counters["stats"]["unique_graphs"] - graphs
+            tokens[name] = [row["end_to_end"][m].pop("new_tokens") for m in ("fixed", "autoregressive")]
+            log(f"paths {name}: drafter {ms(row['forward']['drafter'])} ms, verifier n=1 "
+                f"{ms(row['forward']['verifier_1'])} ms, n={k + 1} {ms(row['forward']['verifier_k'])} ms")
+            write()
+        r["paths_same_tokens"] = all(t == tokens["dynamic"] for t in tokens.values())
+
     if args.profile:
         section("profile", lambda: profile(drafter, verifier, prompt, args, out))
         return 0
+    if args.only_paths:
+        section("kv cache paths", paths)
+        print("\n" + report(r), flush=True)
+        return 0
     section("forward costs", forward)
     section("engine rounds and end to end", engine)
+    section("kv cache paths", paths)
     if not args.no_compile:
         section("compiled step", compiled)
     print("\n" + report(r), flush=True)
