@@ -112,6 +112,9 @@ def test_the_cache_is_sized_per_generation_and_reused(verifier):
     lm.prefill(torch.tensor([[1, 2, 3]]), max_length=130)
     with pytest.raises(ValueError, match="static KV cache full"):
         lm.forward(torch.ones(1, 254, dtype=torch.long))
+    lm.prefill(torch.tensor([[1, 2, 3]]), max_length=90)  # a capacity seen before: its tensors again
+    assert lm.cache is first and len(lm) == 3
+    assert all(int(layer.cumulative_length) == 3 for layer in first.layers)
 
 
 def test_a_full_generation_fits_the_cache_it_sizes(verifier, drafter):

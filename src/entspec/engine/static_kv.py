@@ -12,7 +12,8 @@ the number of new tokens m is padded up to a bucket (1, 2, 4, 8, 16, 32): the pa
 ones, so causal attention keeps them out of every real position's result; they are written to the cache past the
 real tokens, and the write position is then set back to the end of the real ones (their entries are stale). The
 prefill, and any call longer than the largest bucket, runs eagerly. The capacity is rounded up to a power of two
-(at least 128), so prompts of similar length share one cache shape and one set of graphs.
+(at least 128), so prompts of similar length share one cache shape and one set of graphs; the cache of each
+capacity is kept, so a decoder reused across prompts writes into the same tensors again.
 
 Positions are tracked as a Python int, so ``len()`` and rollback never read from the device.
 """
@@ -82,8 +83,9 @@ class StaticCachedModel(CachedModel):
         self.mode = compile_mode(compile, model.device)
         self.buckets = tuple(sorted(buckets or BUCKETS)) if self.mode else ()
         self.capacity = 0
-        self._length = 0  # the write position, as a Python int (the layers hold it as device tensors)
-        self._positions: list[torch.Tensor] = []
+        # One cache per capacity, kept: a decoder reused across prompts finds the same tensors again (CUDA graphs
+        # recorded on them stay valid). The write position of each is its `host_length` (a Python int).
+        self._caches: dict[int, EngineStaticCache] = {}
         self._compiled = None
         if self.mode:
             _raise_recompile_limit()
@@ -91,19 +93,21 @@ class StaticCachedModel(CachedModel):
         self.compiled_calls = self.eager_calls = 0  # forwards through the compiled graphs / eagerly
 
     def __len__(self) -> int:
-        return self._length
+        return 0 if self.cache is None else self.cache.host_length
 
     def reset(self, max_length: int | None = None) -> None:
-        """An empty cache with room for ``max_length`` positions (the existing one when its capacity fits)."""
+        """An empty cache with room for ``max_length`` positions (default: the current one, if any)."""
         self.next_logits = None
-        capacity = capacity_for(max_length + (self.buckets[-1] if self.buckets else 0)) if max_length else 0
-        if self.cache is None or (capacity and capacity != self.capacity):
-            capacity = capacity or capacity_for(DEFAULT_NEW_POSITIONS)
-            self.cache = EngineStaticCache(config=self.model.config, max_cache_len=capacity)
-            self.capacity, self._length, self._positions = capacity, 0, []
-            self.cache.host_length = 0
-            _check_layers(self.cache, self.model)
-        self._move(-self._length)  # keys and values stay: every entry past the position is stale
+        if max_length is not None or self.cache is None:
+            extra = self.buckets[-1] if self.buckets else 0  # a padded call may write past the real tokens
+            capacity = capacity_for((max_length or DEFAULT_NEW_POSITIONS) + extra)
+            if capacity not in self._caches:
+                cache = EngineStaticCache(config=self.model.config, max_cache_len=capacity)
+                _check_layers(cache, self.model)
+                cache.host_length = 0
+                self._caches[capacity] = cache
+            self.cache, self.capacity = self._caches[capacity], capacity
+        self._move(-len(self))  # keys and values stay: every entry past the position is stale
 
     def prefill(self, prompt: torch.Tensor, max_length: int | None = None) -> None:
         """Cache ``prompt [1, T]`` (eagerly) in a cache with room for ``max_length`` positions (default: the
@@ -114,17 +118,17 @@ class StaticCachedModel(CachedModel):
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, logits_to_keep: int = 1) -> torch.Tensor:
         """Run ``input_ids [1, m]`` after the cached prefix; return the last ``logits_to_keep`` logits ``[k, V]``."""
-        m = input_ids.shape[1]
-        if self._length + m > self.capacity:
-            raise ValueError(f"static KV cache full: {self._length} + {m} positions > capacity {self.capacity} "
+        m, length = input_ids.shape[1], len(self)
+        if length + m > self.capacity:
+            raise ValueError(f"static KV cache full: {length} + {m} positions > capacity {self.capacity} "
                              "(prefill was given a max_length that is too small)")
-        bucket = next((b for b in self.buckets if b >= m), None) if self._length else None  # prefill: eager
-        if bucket is None or self._length + bucket > self.capacity:
+        bucket = next((b for b in self.buckets if b >= m), None) if length else None  # the prefill runs eagerly
+        if bucket is None or length + bucket > self.capacity:
             out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=logits_to_keep,
                              **{self._cache_kwarg: self.cache})
             logits = out.logits[0, -logits_to_keep:]
             self.eager_calls += 1
-            self._after_forward(m)
+            self.cache.host_length += m  # the layers advanced their positions by m
         else:
             # A fresh [1, bucket] tensor (same strides and dispatch keys every call: no recompile for a sliced
             # input), padded after the real tokens: causal attention keeps the padding out of their results.
@@ -136,40 +140,30 @@ class StaticCachedModel(CachedModel):
                                  **{self._cache_kwarg: self.cache})
             logits = out.logits[0, m - logits_to_keep:m].clone()  # our own copy of the graph's output buffer
             self.compiled_calls += 1
-            self._after_forward(m, written=bucket)
+            self.cache.host_length += bucket  # the layers advanced by the bucket; the padding's entries are stale:
+            self._move(m - bucket)  # back to the end of the real tokens
         if self.check_nan and torch.isnan(logits).any():
             raise ValueError(f"{type(self.model).__name__} produced NaN logits (check the dtype and the weights)")
         return logits
 
     def crop(self, length: int) -> None:
         """Keep only the first ``length`` positions: the write position moves back (no copy, no read)."""
-        extra = self._length - length
+        extra = len(self) - length
         if extra > 0:
             self._move(-extra)
             self.next_logits = None
 
-    def _after_forward(self, m: int, written: int | None = None) -> None:
-        """The layers advanced their write positions by the tokens written; the real ones are ``m``."""
-        if not self._positions:  # the layers allocate their tensors at the first forward
-            self._positions = [layer.cumulative_length for layer in self.cache.layers]
-        self._length += m
-        self.cache.host_length = self._length
-        if written is not None and written > m:
-            self._move(m - written, track=False)
-
     @torch.inference_mode()
-    def _move(self, delta: int, track: bool = True) -> None:
+    def _move(self, delta: int) -> None:
         """Move every layer's write position by ``delta`` (one fused op on CUDA; no device -> host read)."""
-        if track:
-            self._length += delta
-            self.cache.host_length = self._length
-        if delta and self._positions:
-            torch._foreach_add_(self._positions, delta)
+        if delta:
+            self.cache.host_length += delta
+            torch._foreach_add_([layer.cumulative_length for layer in self.cache.layers], delta)
 
 
 def _check_layers(cache: StaticCache, model: PreTrainedModel) -> None:
     """Refuse caches whose rollback is not a move of one write position per layer (sliding windows, old layouts)."""
-    for layer in cache.layers:
+    for layer in getattr(cache, "layers", None) or [cache]:  # transformers 4.x: no layers (refused below)
         if getattr(layer, "is_sliding", False) or not isinstance(getattr(layer, "cumulative_length", None),
                                                                  torch.Tensor):
             raise ValueError(f"kv_cache='static': {type(model).__name__} has {type(layer).__name__} layers, whose "
