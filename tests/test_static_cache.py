@@ -117,6 +117,19 @@ def test_the_cache_is_sized_per_generation_and_reused(verifier):
     assert all(int(layer.cumulative_length) == 3 for layer in first.layers)
 
 
+def test_cache_len_gives_every_prompt_one_cache_shape(verifier, drafter):
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(max_draft_len=5), kv_cache="static",
+                                             cache_len=200)
+    for prompt_len in (2, 40, 90):
+        decoder.generate(torch.ones(1, prompt_len, dtype=torch.long), max_new_tokens=10)
+        assert decoder.verifier.capacity == decoder.drafter.lm.capacity == 256
+    decoder.generate(torch.ones(1, 250, dtype=torch.long), max_new_tokens=10)  # needs more: gets more
+    assert decoder.verifier.capacity == 512
+    decoder.warm_up()  # nothing to compile on the eager static path
+    with pytest.raises(ValueError, match="cache_len: must be a positive integer"):
+        EntropyBasedSpeculativeDecoder(drafter, verifier, kv_cache="static", cache_len=0)
+
+
 def test_a_full_generation_fits_the_cache_it_sizes(verifier, drafter):
     """Budget edges: max_new_tokens reached mid-draft, one-token prompt, the largest drafts."""
     cfg = EntropyConfig(strategy="fixed", max_draft_len=8)
@@ -168,11 +181,13 @@ def test_compiled_path_gives_the_static_paths_tokens_with_one_graph(verifier, dr
     cases = greedy_cases(verifier, 2, 16, max_prompt_len=8)
     cfg = EntropyConfig(strategy="absolute", theta_abs=1.0, max_draft_len=5)
     with buckets_for("compiled"):
-        decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg, **decoder_kwargs("compiled"))
-    for prompt, reference in cases:  # compiles at most one graph for this model shape (may be cached already)
-        assert decoder.generate(prompt, max_new_tokens=16).new_tokens == reference
+        decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg, cache_len=30, **decoder_kwargs("compiled"))
+    decoder.warm_up()  # compiles at most one graph for this model shape (may be cached already)
+    assert decoder.verifier.compiled_calls == 3 and len(decoder.verifier) == 0
     graphs = counters["stats"]["unique_graphs"]
     assert decoder.verifier.buckets == (FAST_BUCKET,) and decoder.verifier.mode == "default"
+    for prompt, reference in cases:
+        assert decoder.generate(prompt, max_new_tokens=16).new_tokens == reference
     for seed, (prompt, reference) in enumerate(cases * 2):
         assert decoder.generate(prompt, max_new_tokens=16).new_tokens == reference
         for kwargs in (dict(temperature=1.0, seed=seed), dict(temperature=0.7, top_k=5, seed=seed)):
@@ -181,8 +196,8 @@ def test_compiled_path_gives_the_static_paths_tokens_with_one_graph(verifier, dr
             assert compiled.new_tokens == static.new_tokens and rounds(compiled) == rounds(static)
     assert counters["stats"]["unique_graphs"] == graphs  # no recompilation: new prompts, seeds, lengths
     generations = len(cases) * 7
-    for lm in (decoder.verifier, decoder.drafter.lm):
-        assert lm.eager_calls == generations and lm.compiled_calls > 3 * generations  # eager: the prefills only
+    for lm in (decoder.verifier, decoder.drafter.lm):  # eager: the prefills only (+ the warm-up's)
+        assert lm.eager_calls == generations + 1 and lm.compiled_calls > 3 * generations
 
 
 @pytest.mark.slow
@@ -199,3 +214,19 @@ def test_compiled_path_with_the_default_buckets(verifier, drafter):
                                                                                 max_draft_len=5), **decoder_kwargs("compiled"))
             for prompt, reference in cases:
                 assert decoder.generate(prompt, max_new_tokens=24).new_tokens == reference, name
+
+
+@pytest.mark.slow
+def test_generate_cli_compiled(tmp_path, capsys):
+    """`entspec generate --compile`: compiled ahead (warm_up), the same text as the dynamic cache."""
+    from entspec.cli import main
+    from tiny import save_tiny_pair
+
+    drafter, verifier = save_tiny_pair(tmp_path)
+    outputs = []
+    for flags in ([], ["--compile"]):
+        assert main(["generate", "abc", "--drafter", drafter, "--verifier", verifier, "--device", "cpu",
+                     "--max-new-tokens", "12", "--max-draft-len", "3", *flags]) == 0
+        outputs.append(capsys.readouterr())
+    assert outputs[0].out.split("\n\n")[0] == outputs[1].out.split("\n\n")[0]
+    assert "static KV cache, compiled (default)" in outputs[1].out and "compiling" in outputs[1].err

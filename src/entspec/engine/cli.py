@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .config import EntropyConfig
 from .decoder import EntropyBasedSpeculativeDecoder
@@ -30,6 +31,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     decoder = (EntropyBasedSpeculativeDecoder.autoregressive(pair.verifier, kv_cache=kv_cache, compile=compile)
                if args.autoregressive else
                EntropyBasedSpeculativeDecoder(pair.drafter, pair.verifier, config, kv_cache=kv_cache, compile=compile))
+    if compile is not False:  # compile ahead, so the figures below are of decoding, not of compiling
+        print("compiling the decode steps (once per process) ...", file=sys.stderr, flush=True)
+        decoder.warm_up(input_ids.shape[1], args.max_new_tokens)
     result = decoder.generate(input_ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     print(pair.tokenizer.decode(result.new_tokens, skip_special_tokens=True))

@@ -42,18 +42,23 @@ class EntropyBasedSpeculativeDecoder:
             preallocated ``StaticCache`` sized per generation; rollback moves the write position), for both models.
         compile: ``torch.compile`` the forwards of both models (needs ``kv_cache="static"``): True (mode
             "reduce-overhead" on CUDA, "default" elsewhere) or a mode name. The verify length is padded to a
-            few bucket sizes so compiled graphs are reused; the prefill runs eagerly.
+            few bucket sizes so compiled graphs are reused; the prefill runs eagerly. `warm_up` compiles ahead.
+        cache_len: size the static cache for at least this many positions in every generation (e.g. an
+            experiment's max_sequence_length), so every prompt shares one cache shape and one set of compiled
+            graphs; a generation that needs more gets more. Default: what each generation needs.
     """
 
     def __init__(self, drafter: PreTrainedModel | None, verifier: PreTrainedModel,
                  config: EntropyConfig | None = None, kv_cache: str = "dynamic",
-                 compile: bool | str = False) -> None:
+                 compile: bool | str = False, cache_len: int | None = None) -> None:
         if config is not None and not isinstance(config, EntropyConfig):
             raise ValueError(f"config: must be an EntropyConfig, got {type(config).__name__} "
                              "(a dict d becomes one with EntropyConfig(**d))")
         check_cache_options(kv_cache, compile)
         self.config = config or EntropyConfig()
-        self.kv_cache, self.compile = kv_cache, compile
+        if cache_len is not None and (not isinstance(cache_len, int) or isinstance(cache_len, bool) or cache_len < 1):
+            raise ValueError(f"cache_len: must be a positive integer or None, got {cache_len!r}")
+        self.kv_cache, self.compile, self.cache_len = kv_cache, compile, cache_len
         if drafter is not None:
             v_d, v_v = drafter.config.vocab_size, verifier.config.vocab_size
             if v_d != v_v:
@@ -68,10 +73,22 @@ class EntropyBasedSpeculativeDecoder:
             else EntropyBasedDrafter(drafter, self.config, kv_cache=kv_cache, compile=compile))
 
     @classmethod
-    def autoregressive(cls, verifier: PreTrainedModel, kv_cache: str = "dynamic",
-                       compile: bool | str = False) -> "EntropyBasedSpeculativeDecoder":
+    def autoregressive(cls, verifier: PreTrainedModel, kv_cache: str = "dynamic", compile: bool | str = False,
+                       cache_len: int | None = None) -> "EntropyBasedSpeculativeDecoder":
         """The baseline: the verifier alone, one token per forward, in the same engine (a `NullDrafter`)."""
-        return cls(None, verifier, kv_cache=kv_cache, compile=compile)
+        return cls(None, verifier, kv_cache=kv_cache, compile=compile, cache_len=cache_len)
+
+    def warm_up(self, prompt_len: int = 1, max_new_tokens: int = 1) -> None:
+        """Compile every graph a generation of ``max_new_tokens`` after a ``prompt_len``-token prompt can use
+        (with `cache_len`: every generation that fits it), so no compilation lands in a timed generation.
+        Nothing to do without ``compile``."""
+        max_length = self._max_length(prompt_len, max_new_tokens)
+        self.verifier.warm_up(max_length, self.config.max_draft_len + 1)
+        self.drafter.warm_up(max_length)
+
+    def _max_length(self, prompt_len: int, max_new_tokens: int) -> int:
+        """The positions a generation's caches hold at most: the committed tokens and one round's draft."""
+        return max(prompt_len + max_new_tokens + self.config.max_draft_len + 1, self.cache_len or 0)
 
     @property
     def method(self) -> str:
@@ -101,8 +118,8 @@ class EntropyBasedSpeculativeDecoder:
         start = time.perf_counter()
 
         # Prefill: both caches take the prompt and keep the logits of the first new position. A static cache is
-        # sized for the whole generation: the verifier holds at most the committed tokens and one round's draft.
-        max_length = sequence.shape[1] + max_new_tokens + self.config.max_draft_len + 1
+        # sized for the whole generation.
+        max_length = self._max_length(sequence.shape[1], max_new_tokens)
         with Stopwatch(device) as prefill:
             self.verifier.prefill(sequence, max_length)
             self.drafter.start()

@@ -80,6 +80,11 @@ class EntropyBasedDrafter:
         positions the cache will hold in this generation (sizes a static cache; a dynamic one ignores it)."""
         self.lm.prefill(prompt, max_length)
 
+    def warm_up(self, max_length: int) -> None:
+        """Compile the draft step's graphs ahead of timing (a no-op on an eager cache)."""
+        # One token per step, two after a fully accepted round; with the gate, catch-ups of any length.
+        self.lm.warm_up(max_length, None if self.config.gate else 2)
+
     @property
     def threshold(self) -> float | None:
         """The stopping rule's threshold as it stands for the next round (None for rules without one)."""
@@ -257,6 +262,9 @@ class NullDrafter:
         pass
 
     def prefill(self, prompt: torch.Tensor, max_length: int | None = None) -> None:
+        pass
+
+    def warm_up(self, max_length: int) -> None:
         pass
 
     def propose(self, sequence: torch.Tensor, budget: int, sampling: SamplingParams,

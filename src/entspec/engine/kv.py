@@ -59,6 +59,10 @@ class CachedModel:
         self.reset()
         self.next_logits = self.forward(prompt)
 
+    def warm_up(self, max_length: int, up_to: int | None = None) -> None:
+        """Prepare forwards of 1..``up_to`` new tokens on a cache of ``max_length`` positions (compiled graphs);
+        nothing to prepare for a dynamic cache."""
+
     def extend(self, input_ids: torch.Tensor, num_logits: int) -> torch.Tensor:
         """Feed ``input_ids [1, m]`` after the cache; logits ``[num_logits, V]`` of the last positions.
 

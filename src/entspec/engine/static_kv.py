@@ -109,6 +109,22 @@ class StaticCachedModel(CachedModel):
             self.cache, self.capacity = self._caches[capacity], capacity
         self._move(-len(self))  # keys and values stay: every entry past the position is stale
 
+    def warm_up(self, max_length: int, up_to: int | None = None) -> None:
+        """Compile (and, with CUDA graphs, record) the graphs of every bucket a forward of 1..``up_to`` tokens uses
+        (default: every bucket), on the cache for ``max_length`` positions; the cache is left empty. Eagerly:
+        nothing to do."""
+        if not self.mode:
+            return
+        up_to = min(up_to or self.buckets[-1], self.buckets[-1])  # longer forwards run eagerly
+        sizes = sorted({next(b for b in self.buckets if b >= m) for m in range(1, up_to + 1)})
+        device = self.model.device
+        self.prefill(torch.zeros(1, 1, dtype=torch.long, device=device), max_length)
+        for size in sizes:
+            for _ in range(3):  # compile, then CUDA graph warm-up and recording
+                self.forward(torch.zeros(1, size, dtype=torch.long, device=device))
+                self.crop(1)
+        self.reset()
+
     def prefill(self, prompt: torch.Tensor, max_length: int | None = None) -> None:
         """Cache ``prompt [1, T]`` (eagerly) in a cache with room for ``max_length`` positions (default: the
         prompt and `DEFAULT_NEW_POSITIONS` more); keep the logits of the position after it."""
