@@ -43,7 +43,7 @@ class EntropyBasedSpeculativeDecoder:
         compile: ``torch.compile`` the forwards of both models (needs ``kv_cache="static"``): True (mode
             "reduce-overhead" on CUDA, "default" elsewhere) or a mode name. The verify length is padded to a
             few bucket sizes so compiled graphs are reused; the prefill runs eagerly. `warm_up` compiles ahead.
-        cache_len: size the static cache for at least this many positions in every generation (e.g. an
+        cache_len: size the static cache for at least this many prompt + new tokens in every generation (an
             experiment's max_sequence_length), so every prompt shares one cache shape and one set of compiled
             graphs; a generation that needs more gets more. Default: what each generation needs.
     """
@@ -88,7 +88,7 @@ class EntropyBasedSpeculativeDecoder:
 
     def _max_length(self, prompt_len: int, max_new_tokens: int) -> int:
         """The positions a generation's caches hold at most: the committed tokens and one round's draft."""
-        return max(prompt_len + max_new_tokens + self.config.max_draft_len + 1, self.cache_len or 0)
+        return max(prompt_len + max_new_tokens, self.cache_len or 0) + self.config.max_draft_len + 1
 
     @property
     def method(self) -> str:
