@@ -174,3 +174,22 @@ def test_autoregressive_is_the_one_loop_with_a_null_drafter(verifier):
         assert (r.drafted, r.accepted, r.emitted, r.stop_reason, r.threshold) == (0, 0, 1, "none", None)
         assert r.entropies == r.draft_token_probs == r.accept_probs == [] and r.entropies_by_type == {}
         assert r.draft_time_s == 0.0
+
+
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
+def test_a_decoder_reused_across_prompts_gives_what_fresh_ones_give(verifier, drafter, kv_cache):
+    """An experiment builds each method's decoder once and reuses it for every unit (MethodSpec.decoder): every
+    generation must equal a fresh decoder's, greedy and sampled, speculative and autoregressive."""
+    from entspec.experiment.methods import MethodSpec
+
+    settings = {"max_new_tokens": 12, "temperature": 0.0, "top_k": None, "top_p": None, "ignore_eos": True,
+                "kv_cache": kv_cache, "compile": False, "max_sequence_length": 40}
+    prompts = [torch.tensor([[3, 1, 4, 1, 5]]), torch.tensor([[9, 2, 6, 5, 3, 5, 8, 9]]), torch.tensor([[7]])]
+    for spec in (MethodSpec("entspec", {"strategy": "absolute", "theta_abs": 1.0}), MethodSpec("autoregressive")):
+        for temperature in (0.0, 0.8):
+            for p in prompts:
+                run = {**settings, "temperature": temperature}
+                reused = spec.run(drafter, verifier, p, run, seed=5).new_tokens
+                fresh = MethodSpec(spec.kind, dict(spec.params)).run(drafter, verifier, p, run, seed=5).new_tokens
+                assert reused == fresh
+        assert len(spec._decoders) == 1  # built once

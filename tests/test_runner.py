@@ -191,3 +191,14 @@ def test_cli_run_reports_bad_config_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "entspec", "run", str(path)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("entspec run: error: temperature:")
+
+
+def test_cache_options_are_validated_config_fields():
+    from entspec.engine.config import ConfigError
+
+    cfg = ExperimentConfig(kv_cache="static", compile=True, baselines=False, methods=[{"strategy": "fixed"}])
+    assert cfg.generation_settings()["kv_cache"] == "static" and cfg.generation_settings()["compile"] is True
+    with pytest.raises(ConfigError, match="^compile: needs kv_cache='static'"):
+        ExperimentConfig(compile=True)
+    with pytest.raises(ConfigError, match="^kv_cache: must be one of"):
+        ExperimentConfig(kv_cache="paged")

@@ -42,7 +42,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            methods_from=args.methods_from, dataset=args.dataset,
                            categories=6 if args.dataset == "spec6" else 3, temperature=args.temperature,
                            top_p=args.top_p, seeds=args.seeds, ignore_eos=args.ignore_eos,
-                           drafter_quantization=args.drafter_quantization)
+                           drafter_quantization=args.drafter_quantization, kv_cache=args.kv_cache,
+                           compile=args.compile)
         ExperimentRunner(cfg).run()
         if args.replay and cfg.temperature == 0:  # traces of the same prompts: predicted vs measured speed, share of the true oracle
             from ..replay.record import record_experiment
@@ -79,6 +80,10 @@ def register(subparsers) -> None:
                                                                       "int8-dynamic"],
                    help="quantize the drafter for every method of the run (HF assisted included)")
     p.add_argument("--ignore-eos", action="store_true", help="generate exactly --max-new-tokens tokens")
+    p.add_argument("--kv-cache", default="dynamic", choices=["dynamic", "static"],
+                   help="entspec's KV cache (the Hugging Face baselines keep theirs)")
+    p.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                   help="torch.compile entspec's static-cache forwards (needs --kv-cache static; MODE: a torch.compile mode)")
     p.add_argument("--prompt-seed", type=int, default=0, help="which prompts of the mix are drawn")
     p.add_argument("--prompts-per-category", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=48)

@@ -57,7 +57,8 @@ def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, 
                  drafter: str, verifier: str, threads: int | None = None, prompt_seed: int = 0,
                  methods_from: str | None = None, dataset: str = "mix", categories: int = 3,
                  temperature: float = 0.0, top_p: float | None = None, seeds: int = 1,
-                 ignore_eos: bool = False, drafter_quantization: str = "none") -> ExperimentConfig:
+                 ignore_eos: bool = False, drafter_quantization: str = "none", kv_cache: str = "dynamic",
+                 compile: bool | str = False) -> ExperimentConfig:
     """One benchmark run. Sampling (``temperature > 0``) runs ``seeds`` seeds per prompt, paired across methods;
     the first seed also draws the prompts (``prompt_seed``)."""
     tuned = ExperimentConfig.from_yaml(methods_from) if methods_from and preset != "reduced" else None
@@ -73,6 +74,8 @@ def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, 
         top_p=top_p if temperature > 0 else None,
         ignore_eos=ignore_eos,
         drafter_quantization=drafter_quantization,  # every method, HF assisted included, gets the same drafter
+        kv_cache=kv_cache,
+        compile=compile,
         dtype=dtype,
         output_dir=output_dir,
         methods=methods,

@@ -50,6 +50,11 @@ class ExperimentConfig:
     # the verifier is never quantized, so outputs stay the verifier's
     drafter_quantization: str = "none"
     ignore_eos: bool = False  # generate exactly max_new_tokens (comparable lengths across methods)
+    # entspec's KV cache (docs/guarantees.md): dynamic (transformers' DynamicCache, cropped on rejection) | static
+    # (preallocated; rollback moves the write position). compile: torch.compile the static path's forwards
+    # (true: reduce-overhead on CUDA, default elsewhere; or a mode name). The Hugging Face baselines ignore both.
+    kv_cache: str = "dynamic"
+    compile: bool | str = False
     seeds: list[int] = field(default_factory=lambda: [0])
     categories: list[str] | None = None  # keep only these prompt categories
     exclude_prompts: list[str] | None = None  # prompt ids left out before sampling (e.g. tuning prompts)
@@ -84,6 +89,12 @@ class ExperimentConfig:
 
         rule(self.drafter_quantization in QUANTIZATIONS, "drafter_quantization",
              f"must be one of {', '.join(QUANTIZATIONS)}")
+        from ..engine.kv import check_cache_options
+
+        try:
+            check_cache_options(self.kv_cache, self.compile)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         rule(len(self.seeds) >= 1, "seeds", "must list at least one seed")
         rule(all(s >= 0 for s in self.seeds), "seeds", "must be >= 0")
         rule(len(set(self.seeds)) == len(self.seeds), "seeds", "must not repeat a seed (a seed is part of a unit key)")
@@ -137,4 +148,5 @@ class ExperimentConfig:
     def generation_settings(self) -> dict[str, Any]:
         return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_k": self.top_k,
                 "top_p": self.top_p, "dtype": self.dtype, "device": self.device,
-                "drafter_quantization": self.drafter_quantization, "ignore_eos": self.ignore_eos}
+                "drafter_quantization": self.drafter_quantization, "ignore_eos": self.ignore_eos,
+                "kv_cache": self.kv_cache, "compile": self.compile, "max_sequence_length": self.max_sequence_length}

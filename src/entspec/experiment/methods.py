@@ -42,6 +42,7 @@ class MethodSpec:
 
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
+    _decoders: dict = field(default_factory=dict, repr=False, compare=False)  # see `decoder`
 
     @property
     def id(self) -> str:
@@ -61,6 +62,26 @@ class MethodSpec:
     def entropy_config(self) -> EntropyConfig:
         return EntropyConfig(**self.params)
 
+    def decoder(self, drafter: torch.nn.Module, verifier: torch.nn.Module,
+                settings: dict[str, Any]) -> EntropyBasedSpeculativeDecoder:
+        """entspec's decoder for this method on this pair, built once and reused across units (a static cache
+        and its compiled graphs are made once per experiment, not per prompt)."""
+        options = {"kv_cache": settings.get("kv_cache", "dynamic"), "compile": settings.get("compile", False),
+                   "cache_len": settings.get("max_sequence_length") if settings.get("kv_cache") == "static" else None}
+        key = (id(drafter), id(verifier), tuple(options.items()))
+        if key not in self._decoders:
+            self._decoders.clear()  # one pair at a time: a new pair frees the old decoder's caches
+            self._decoders[key] = (EntropyBasedSpeculativeDecoder.autoregressive(verifier, **options)
+                                   if self.kind == "autoregressive"
+                                   else EntropyBasedSpeculativeDecoder(drafter, verifier, self.entropy_config(), **options))
+        return self._decoders[key]
+
+    def warm_up(self, drafter: torch.nn.Module, verifier: torch.nn.Module, prompt_len: int,
+                settings: dict[str, Any]) -> None:
+        """Compile every graph a timed unit can use (nothing to do unless ``compile`` is set)."""
+        if self.kind in ("entspec", "autoregressive") and settings.get("compile"):
+            self.decoder(drafter, verifier, settings).warm_up(prompt_len, settings["max_new_tokens"])
+
     def config_dict(self) -> dict[str, Any]:
         """Everything that defines the method, for the results row."""
         if self.kind == "entspec":
@@ -71,11 +92,8 @@ class MethodSpec:
             settings: dict[str, Any], seed: int) -> GenerationResult:
         gen = {k: settings[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p")}
         gen["ignore_eos"] = settings.get("ignore_eos", False)
-        if self.kind == "entspec":
-            decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, self.entropy_config())
-            return decoder.generate(input_ids, seed=seed, **gen)
-        if self.kind == "autoregressive":
-            return EntropyBasedSpeculativeDecoder.autoregressive(verifier).generate(input_ids, seed=seed, **gen)
+        if self.kind in ("entspec", "autoregressive"):
+            return self.decoder(drafter, verifier, settings).generate(input_ids, seed=seed, **gen)
         if self.kind == "hf_generate":
             return hf_generate(verifier, input_ids, seed=seed, **gen)
         return hf_generate(verifier, input_ids, drafter=drafter, seed=seed, **gen, **self.params)

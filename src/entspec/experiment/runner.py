@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # Fields that define what a results row means: resuming into a folder made with other values is refused.
 IDENTITY_FIELDS = ("drafter_model_path", "verifier_model_path", "dataset_name", "dataset_split",
                    "max_sequence_length", "max_new_tokens", "temperature", "top_k", "top_p", "dtype",
-                   "drafter_quantization", "ignore_eos")
+                   "drafter_quantization", "ignore_eos", "kv_cache", "compile")
 
 
 @dataclass
@@ -239,12 +239,15 @@ class ExperimentRunner:
         return min(known) if known else None
 
     def _warm_up(self) -> None:
-        """One short untimed generation per method: allocator, kernels and caches settle before timing."""
-        if not self.config.warmup_tokens:
-            return
-        settings = {**self.config.generation_settings(), "max_new_tokens": self.config.warmup_tokens}
+        """Before timing: compile every graph a unit can use (with ``compile``), then one short untimed generation
+        per method, so allocator, kernels and caches settle."""
+        settings = self.config.generation_settings()
+        prompt_len = self.config.max_sequence_length - self.config.max_new_tokens  # the longest prompt kept
         for method in tqdm(self.methods, desc="warm-up", disable=not self.progress, leave=False):
-            method.run(self.pair.drafter, self.pair.verifier, self.encoded[0], settings, seed=0)
+            method.warm_up(self.pair.drafter, self.pair.verifier, prompt_len, settings)
+            if self.config.warmup_tokens:
+                method.run(self.pair.drafter, self.pair.verifier, self.encoded[0],
+                           {**settings, "max_new_tokens": self.config.warmup_tokens}, seed=0)
 
     def _write_progress(self, total: int, done: int, in_flight: str | list[str] | None) -> None:
         tmp = self.progress_path.with_suffix(".tmp")
@@ -272,6 +275,8 @@ def _read_saved_config(saved: Path, results: Path) -> dict[str, Any]:
             if isinstance(data, dict):  # saved before the field existed: made with an unquantized drafter
                 data.setdefault("drafter_quantization", "none")
                 data.setdefault("ignore_eos", False)
+                data.setdefault("kv_cache", "dynamic")
+                data.setdefault("compile", False)
             missing = [n for n in IDENTITY_FIELDS if not isinstance(data, dict) or n not in data]
             why = f"no field {missing[0]}" if missing else ""
         except (yaml.YAMLError, UnicodeDecodeError) as err:
