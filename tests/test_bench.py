@@ -97,3 +97,10 @@ def test_sampling_bench_on_a_tiny_pair_reports_seed_variance_and_plots(tmp_path)
     assert "**Seed vs prompt variance**" in text and "| fixed[max_draft_len=2] | 2 |" in text
     figure = plot_speedup_by_task(bench_tables(cfg.output_dir)["speed"], tmp_path / "s.png", "tiny")
     assert figure.stat().st_size > 10_000
+
+
+def test_bench_can_run_chosen_task_types_only():
+    cfg = bench_config("bfloat16", prompts_per_category=2, max_new_tokens=512, preset="full", output_dir="x",
+                       drafter="d", verifier="v", dataset="spec6", categories=2,
+                       only_categories=["translation", "math_reasoning"])
+    assert cfg.categories == ["translation", "math_reasoning"] and cfg.num_samples == 4

@@ -40,7 +40,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            preset=preset, output_dir=str(Path(args.out) / dtype), drafter=args.drafter,
                            verifier=args.verifier, threads=args.threads, prompt_seed=args.prompt_seed,
                            methods_from=args.methods_from, dataset=args.dataset,
-                           categories=6 if args.dataset == "spec6" else 3, temperature=args.temperature,
+                           categories=len(args.categories) if args.categories else 6 if args.dataset == "spec6" else 3,
+                           only_categories=args.categories, temperature=args.temperature,
                            top_p=args.top_p, seeds=args.seeds, ignore_eos=args.ignore_eos,
                            drafter_quantization=args.drafter_quantization, kv_cache=args.kv_cache,
                            compile=args.compile)
@@ -80,6 +81,9 @@ def register(subparsers) -> None:
                                                                       "int8-dynamic"],
                    help="quantize the drafter for every method of the run (HF assisted included)")
     p.add_argument("--ignore-eos", action="store_true", help="generate exactly --max-new-tokens tokens")
+    p.add_argument("--categories", nargs="+", default=None, metavar="NAME",
+                   help="only these categories / task types (e.g. translation math_reasoning); "
+                        "--prompts-per-category prompts of each")
     p.add_argument("--kv-cache", default="dynamic", choices=["dynamic", "static"],
                    help="entspec's KV cache (the Hugging Face baselines keep theirs)")
     p.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",

@@ -58,7 +58,7 @@ def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, 
                  methods_from: str | None = None, dataset: str = "mix", categories: int = 3,
                  temperature: float = 0.0, top_p: float | None = None, seeds: int = 1,
                  ignore_eos: bool = False, drafter_quantization: str = "none", kv_cache: str = "dynamic",
-                 compile: bool | str = False) -> ExperimentConfig:
+                 compile: bool | str = False, only_categories: list[str] | None = None) -> ExperimentConfig:
     """One benchmark run. Sampling (``temperature > 0``) runs ``seeds`` seeds per prompt, paired across methods;
     the first seed also draws the prompts (``prompt_seed``)."""
     tuned = ExperimentConfig.from_yaml(methods_from) if methods_from and preset != "reduced" else None
@@ -84,4 +84,5 @@ def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, 
         analyze=False,
         threads=threads,
         exclude_prompts=tuned.exclude_prompts if tuned else None,  # never report on the tuning prompts
+        categories=only_categories,
     )
