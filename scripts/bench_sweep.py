@@ -39,7 +39,7 @@ def sweep_table(runs: list[Path], axis: str, dtype: str = "bfloat16") -> pd.Data
         ttft = summarize(rows).groupby("method")["time_to_first_token_s"].mean()
         for method, row in speed.iterrows():
             out.append({axis: value, "run": str(run), "method": method,
-                        "speedup": row.speedup, "ci_low": row.ci_low, "ci_high": row.ci_high,
+                        "speedup": row.speedup, "ci_low": row.speedup_ci_low, "ci_high": row.speedup_ci_high,
                         "ttft_s": ttft.get(method, float("nan"))})
     return pd.DataFrame(out)
 
