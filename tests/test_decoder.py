@@ -7,16 +7,6 @@ from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
 from tiny import perturbed, tiny_llama
 
 
-@pytest.fixture(scope="module")
-def verifier():
-    return tiny_llama(seed=0)
-
-
-@pytest.fixture(scope="module")
-def drafter(verifier):
-    return perturbed(verifier, noise=0.05)
-
-
 def reference(verifier, prompt, n, eos=None):
     out = verifier.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, do_sample=False,
                             eos_token_id=eos)

@@ -18,11 +18,6 @@ STRATEGIES = sorted(STOPPING_CRITERIA)
 
 
 @pytest.fixture(scope="module")
-def verifier():
-    return tiny_llama(seed=0)
-
-
-@pytest.fixture(scope="module")
 def drafters(verifier):
     return {
         "same": verifier,  # every draft token accepted

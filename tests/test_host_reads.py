@@ -15,16 +15,6 @@ from tiny import perturbed, tiny_llama
 READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy", "cpu")
 
 
-@pytest.fixture(scope="module")
-def verifier():
-    return tiny_llama(seed=0)
-
-
-@pytest.fixture(scope="module")
-def drafter(verifier):
-    return perturbed(verifier, noise=0.05)
-
-
 def reads_per_round(monkeypatch, decoder, **generate_kwargs):
     """Generate and return ``(result, [{"loop": r, "finish": r, "verify": r} per round], reads outside rounds)``."""
     count = [0]

@@ -20,11 +20,6 @@ NUM_PROMPTS, NEW_TOKENS = 12, 16
 
 
 @pytest.fixture(scope="module")
-def verifier():
-    return tiny_llama(seed=0)
-
-
-@pytest.fixture(scope="module")
 def prompts_and_references(verifier):
     return greedy_cases(verifier, NUM_PROMPTS, NEW_TOKENS, max_prompt_len=9)
 

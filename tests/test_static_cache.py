@@ -12,16 +12,6 @@ from entspec.engine.static_kv import StaticCachedModel, capacity_for
 from tiny import context_free_gpt2, greedy_cases, perturbed, tiny_llama
 
 
-@pytest.fixture(scope="module")
-def verifier():
-    return tiny_llama(seed=0)
-
-
-@pytest.fixture(scope="module")
-def drafter(verifier):
-    return perturbed(verifier, noise=0.05)
-
-
 def run(drafter, verifier, path, prompt, cfg=None, **generate):
     with buckets_for(path):
         decoder = (EntropyBasedSpeculativeDecoder.autoregressive(verifier, **decoder_kwargs(path)) if drafter is None

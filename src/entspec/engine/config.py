@@ -74,10 +74,12 @@ class EntropyConfig:
                 raise ConfigError(f"{name}: unknown EntropyConfig field")
         kept = {k: v for k, v in params.items() if v != declared[k].default}  # defaults are not stored twice
         object.__setattr__(self, "rule_params", dict(sorted(kept.items())))
+        for name, decl in declared.items():  # plain attributes: rules read them per drafted token
+            object.__setattr__(self, name, kept[name] if name in kept else _copy(decl.default))
         self.validate()
 
     def __getattr__(self, name: str) -> Any:
-        """A rule parameter: its value here, else the default its rule declares."""
+        """A rule parameter registered after this config was made: its value here, else its declared default."""
         if name.startswith("__") or name == "rule_params":
             raise AttributeError(name)
         params = self.__dict__.get("rule_params", {})
