@@ -56,18 +56,34 @@ def test_gate_is_off_by_default_and_then_drafts_every_round(models):
     assert all(r.drafted >= 1 for r in result.rounds[:-1])
 
 
-def test_gate_backs_off_and_reopens():
+def test_gate_backs_off_and_one_paying_probe_reopens_it():
     gate = SpeculationGate(EntropyConfig(cost_ratio=0.5, verify_slope=0.0, gate=True))
-    for _ in range(4):
-        gate.update(drafted=4, accepted=0)  # 1 token for 3 units of cost: below plain decoding
-    decisions = [gate.draft_limit(8) for _ in range(12)]
-    # one-token probes after 1, then 2, then 4 rounds without drafting (the probes report nothing here)
-    assert decisions == [0, 1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0]
-    good = 0
-    while gate.rate < 1.0 and good < 20:  # speculation pays again: good probe rounds reopen the gate
-        gate.update(drafted=1, accepted=1)
-        good += 1
-    assert good < 20 and gate.draft_limit(8) == 8 and gate.backoff == 1
+    gate.update(drafted=4, accepted=0)  # 1 token for 3 units of cost: below plain decoding, the gate closes
+    assert not gate.open
+    decisions = []
+    for _ in range(16):
+        decisions.append(gate.draft_limit(8))
+        gate.update(decisions[-1], 0)  # every probe is rejected
+    # the first probe (after 1 skipped round) drafts what the rule asks, later ones one token, after 2, 4, 8 rounds
+    assert decisions == [0, 8, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
+    while gate.draft_limit(8) == 0:
+        pass
+    gate.update(drafted=1, accepted=1)  # one probe that pays (2 tokens for 1.5 units): open again at once
+    assert gate.open and gate.draft_limit(8) == 8 and gate.backoff == 1
+    assert gate.rate == pytest.approx((2 + 2) / (1.5 + 1.5))  # fresh sums: the prior and the probe, no old history
+
+
+def test_gate_backoff_is_capped():
+    from entspec.engine.gate import MAX_BACKOFF
+
+    gate = SpeculationGate(EntropyConfig(cost_ratio=0.5, verify_slope=0.0, gate=True))
+    gate.update(drafted=4, accepted=0)
+    decisions = []
+    for _ in range(200):
+        decisions.append(gate.draft_limit(8))
+        gate.update(decisions[-1], 0)
+    probes = [i for i, d in enumerate(decisions) if d]
+    assert max(b - a for a, b in zip(probes, probes[1:])) == MAX_BACKOFF + 1
 
 
 @pytest.mark.parametrize("name", ["absolute", "fixed", "goodput", "adaptive"])

@@ -52,7 +52,8 @@ class EntropyConfig:
     # model's; `entspec tune` writes it), interpolated; None: 1 + verify_slope (m - 1). Read by the gate.
     verify_curve: list[list[float]] | None = None
     # gate (entspec.engine.gate): before each round, draft nothing while speculative rounds emit fewer tokens per unit
-    # of cost than plain decoding; probe again after 1, 2, 4, ... 32 rounds. Never changes what is emitted.
+    # of cost than plain decoding; probe after 1, 2, 4, ... 16 rounds, and a probe that pays reopens it. Never
+    # changes what is emitted.
     # Off by default: measured to cost 4-6% when sampling at T = 0.7 on spec6 (docs/benchmarks.md).
     gate: bool = False
     gate_memory: float = field(default=0.9, metadata=bounds(min=0, max=1))  # decay per speculative round (~10 rounds)

@@ -1,23 +1,27 @@
 """`SpeculationGate`: draft nothing in a round when drafting does not pay.
 
-Before a round's first drafter step the gate compares the recent rate of *speculative* rounds with plain
-decoding's. In units of a one-token verifier call, a round that drafts n tokens costs ``v(n + 1) + n c``
-(c: drafter step, ``cost_ratio``; v(m): the verifier call over m tokens relative to one token, the measured
-``verify_curve`` when given, else ``1 + s (m - 1)`` with s = ``verify_slope``), and a round of plain decoding
-emits 1 token per unit. The gate keeps exponential moving sums (decay ``gate_memory`` per speculative round)
-of emitted tokens and of that cost, so the speculative rate is R = tokens / cost; while
-``R >= gate_margin`` every round drafts, as without a gate. (A measured curve matters: in bf16 on a 2-core
-CPU a 2-token verifier call is ~11% cheaper than a 1-token one, so a linear model overstates what drafting
-costs and closes the gate where speculation still pays.)
+Prices. In units of a one-token verifier call, a round that drafts n tokens costs ``v(n + 1) + n c`` (c: drafter
+step, ``cost_ratio``; v(m): the verifier call over m tokens relative to one token, the measured ``verify_curve``
+when given, else ``1 + s (m - 1)`` with s = ``verify_slope``), and a round of plain decoding emits 1 token per
+unit. (A measured curve matters: in bf16 on a 2-core CPU a 2-token verifier call is ~11% cheaper than a 1-token
+one, so a linear model overstates what drafting costs.)
 
-When R falls below the margin the round drafts nothing: the verifier decodes one token, as plain decoding does, with
-no drafter step, and the drafter's cache simply falls behind (its next step catches up over every
-committed token in one forward). Speculation is probed again, with a one-token draft, after 1, 2, 4, ... up
-to ``MAX_BACKOFF`` rounds without drafting; probes that lift R back to the margin or more reopen the gate and reset
-the backoff. With a useless drafter this costs one drafted token per ``MAX_BACKOFF + 1`` rounds.
+Decision rule, asked once before each round:
 
-Losslessness is untouched: a zero-draft round is a verifier step, and the rule (and the gate) only decide
-how much to draft, never what is emitted.
+* **Open** (the start of every generation): every round drafts as the rule decides, as without a gate. The gate
+  keeps exponential moving sums (decay ``gate_memory`` per speculative round) of emitted tokens and of round cost;
+  when their ratio R = tokens / cost falls below ``gate_margin`` the gate closes.
+* **Closed**: rounds draft nothing (the verifier decodes one token, as plain decoding does, with no drafter step;
+  the drafter's cache falls behind and its next step catches up over every committed token in one forward).
+  After ``backoff`` such rounds one round is a probe: the first probe after closing drafts what the rule asks
+  (speculation paid until recently, so a full round is the informative test), later ones one token.
+* **The probe alone decides**: if the probe round's own rate (accepted + 1) / cost is at least the margin, the
+  gate reopens with fresh sums (the prior plus the probe); otherwise the backoff doubles, up to ``MAX_BACKOFF``
+  rounds. A decayed history of bad rounds therefore never keeps the gate shut once speculation pays again.
+
+With a useless drafter this costs one drafted token per ``MAX_BACKOFF + 1`` rounds. Losslessness is untouched: a
+zero-draft round is a verifier step, and the rule (and the gate) only decide how much to draft, never what is
+emitted.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 
 from .config import EntropyConfig
 
-MAX_BACKOFF = 32
+MAX_BACKOFF = 16
 
 
 def verify_cost(config: EntropyConfig, tokens: int) -> float:
@@ -46,10 +50,16 @@ class SpeculationGate:
         self.reset()
 
     def reset(self) -> None:
-        """New generation: start open (prior: one speculative round with one accepted token)."""
-        self.tokens, self.cost = 2.0, self.round_cost[1]
-        self.skipped = 0  # rounds without drafting since the last probe
-        self.backoff = 1
+        """New generation: open, with the prior of one speculative round that had one accepted token."""
+        self._restart()
+        self.skipped = 0  # rounds without drafting since closing or the last probe
+        self.backoff = 1  # rounds to skip before the next probe
+        self.failed_probes = 0
+        self.probing = False
+
+    def _restart(self, tokens: float = 0.0, cost: float = 0.0) -> None:
+        self.open = True
+        self.tokens, self.cost = 2.0 + tokens, self.round_cost[1] + cost
 
     @property
     def rate(self) -> float:
@@ -58,21 +68,31 @@ class SpeculationGate:
 
     def draft_limit(self, limit: int) -> int:
         """Asked once before each round that may draft ``limit >= 1`` tokens: ``limit`` while the gate is open,
-        0 while it is closed (the verifier decodes one token alone), 1 for a probe."""
-        if not self.enabled or self.rate >= self.margin:
+        0 while it is closed (the verifier decodes one token alone), and for a probe ``limit`` (the first after
+        closing) or 1."""
+        if not self.enabled or self.open:
             return limit
-        if self.skipped >= self.backoff:  # probe with one token: does speculation pay again?
-            self.skipped = 0
-            self.backoff = min(2 * self.backoff, MAX_BACKOFF)
-            return 1
-        self.skipped += 1
-        return 0
+        if self.skipped < self.backoff:
+            self.skipped += 1
+            return 0
+        self.skipped, self.probing = 0, True
+        return limit if self.failed_probes == 0 else 1
 
     def update(self, drafted: int, accepted: int) -> None:
         """The verdict on the last round; rounds that drafted nothing say nothing about speculation."""
         if drafted == 0:
             return
-        self.tokens = self.memory * self.tokens + accepted + 1
-        self.cost = self.memory * self.cost + self.round_cost[drafted]
-        if self.rate >= self.margin:
-            self.backoff = 1
+        emitted, cost = accepted + 1, self.round_cost[drafted]
+        if self.probing:
+            self.probing = False
+            if emitted / cost >= self.margin:
+                self._restart(emitted, cost)
+                self.backoff, self.failed_probes = 1, 0
+            else:
+                self.backoff = min(2 * self.backoff, MAX_BACKOFF)
+                self.failed_probes += 1
+            return
+        self.tokens = self.memory * self.tokens + emitted
+        self.cost = self.memory * self.cost + cost
+        if self.rate < self.margin:
+            self.open, self.skipped = False, 0
