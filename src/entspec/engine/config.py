@@ -54,7 +54,7 @@ class EntropyConfig:
     # gate (entspec.engine.gate): before each round, draft nothing while speculative rounds emit fewer tokens per unit
     # of cost than plain decoding; probe after 1, 2, 4, ... 16 rounds, and a probe that pays reopens it. Never
     # changes what is emitted.
-    # Off by default: measured to cost 4-6% when sampling at T = 0.7 on spec6 (docs/benchmarks.md).
+    # Off by default: measured to cost 3-4% with the bf16 drafter when sampling at T = 0.7 on spec6 (docs/benchmarks.md).
     gate: bool = False
     gate_memory: float = field(default=0.9, metadata=bounds(min=0, max=1))  # decay per speculative round (~10 rounds)
     gate_margin: float = field(default=1.0, metadata=bounds(min=0, max=1))  # close below margin x plain's rate
