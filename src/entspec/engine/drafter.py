@@ -21,6 +21,7 @@ from .kv import CachedModel, cached_model
 from .timing import Stopwatch
 from .sampling import SamplingParams, sample
 from .gate import SpeculationGate
+from .round import DraftLimit, draft_limit, stop_reason
 from .stopping import RULES, DraftState, RoundFeedback, build_criterion
 
 _ALL_READS = frozenset(DraftState.__dataclass_fields__)
@@ -96,26 +97,21 @@ class EntropyBasedDrafter:
 
         At most ``budget - 1`` tokens, since the verifier always adds one of its own; none while the gate finds
         that speculation does not pay (the verifier then decodes one token, as plain decoding)."""
-        max_tokens = min(self.config.max_draft_len, budget - 1)
-        allowed = self.gate.draft_limit(max_tokens) if max_tokens >= 1 else 0
-        if max_tokens >= 1 and allowed == 0:
+        limit = draft_limit(self.config, self.gate, budget)
+        if limit.at_limit == "gate":
             return empty_draft(sequence, self.lm.model.config.vocab_size, "gate")
-        limit_reason = "probe" if allowed < max_tokens else None
-        return self.draft(sequence, allowed, sampling, generator, eos_token_ids, limit_reason)
+        return self.draft(sequence, limit, sampling, generator, eos_token_ids)
 
     def draft(
         self,
         sequence: torch.Tensor,
-        max_tokens: int,
+        limit: DraftLimit,
         sampling: SamplingParams,
         generator: torch.Generator | None,
         eos_token_ids: set[int],
-        limit_reason: str | None = None,
     ) -> Draft:
-        """Draft up to ``max_tokens`` tokens continuing ``sequence [1, L]`` (the committed tokens).
-
-        ``limit_reason`` names the stop at ``max_tokens`` (default: "max_draft_len" at the cap, else
-        "max_new_tokens"; the gate's one-token probes pass "probe")."""
+        """Draft up to ``limit.tokens`` tokens continuing ``sequence [1, L]`` (the committed tokens); the stop
+        decisions are `entspec.engine.round.stop_reason`'s."""
         cfg, state = self.config, DraftState()
         need_entropy = "entropies" in self.reads
         need_shannon = "shannon_nats" in self.reads and not (need_entropy and self._shannon_is_configured)
@@ -124,10 +120,10 @@ class EntropyBasedDrafter:
         read_each = bool(self.reads) or (bool(eos_token_ids) and not sampling.greedy)
         tokens, processed_rows, probs = [], [], []
         token_ids: list[int] = []
-        stop_reason = "none"
+        reason = "none" if limit.tokens >= 1 else limit.at_limit
         inputs = sequence[:, len(self.lm):]  # tokens not yet in the cache (0 after prefill, 1, 2; more after gated rounds)
         with Stopwatch(self.lm.device) as sw:
-            while len(tokens) < max_tokens:
+            while len(tokens) < limit.tokens:
                 # 1. One drafter step: next-token logits, processed distribution q, the drafted token x ~ q.
                 logits = self.lm.extend(inputs, 1)  # [1, V]
                 processed = sampling.process(logits)  # temperature / top-k / top-p, -inf where masked
@@ -159,26 +155,19 @@ class EntropyBasedDrafter:
                     state.entropies.append(math.nan)
                     state.shannon_nats.append(math.nan)
 
-                # 3. Stop at EOS, when the rule says so (after min_draft_len), or at the cap.
-                if read_each and token_ids[-1] in eos_token_ids:
-                    stop_reason = "eos"
-                elif len(tokens) >= cfg.min_draft_len and self.criterion.should_stop(state):
-                    stop_reason = "criterion"
-                elif len(tokens) >= max_tokens:
-                    stop_reason = limit_reason or ("max_draft_len" if max_tokens == cfg.max_draft_len
-                                                   else "max_new_tokens")
-                else:
-                    continue
-                break
-            if max_tokens < 1:
-                stop_reason = "max_new_tokens"
+                # 3. Stop at EOS, when the rule says so (after min_draft_len), or at the limit.
+                stop = stop_reason(cfg, self.criterion, state, read_each and token_ids[-1] in eos_token_ids,
+                                   limit)
+                if stop is not None:
+                    reason = stop
+                    break
             # 4. Once per round: the trace's statistics and the NaN check in one read; a greedy draft that did
             #    not read its tokens is cut after its first EOS (no random draw was spent past it).
             by_type = self._finish_round(state, tokens, processed_rows, probs, token_ids, read_each)
             if not read_each and eos_token_ids:
                 cut = next((i + 1 for i, t in enumerate(token_ids) if t in eos_token_ids), None)
                 if cut is not None:
-                    stop_reason = "eos"
+                    reason = "eos"
                     del tokens[cut:], probs[cut:], token_ids[cut:]
                     for values in (state.entropies, state.token_probs, state.shannon_nats, *by_type.values()):
                         del values[cut:]
@@ -188,7 +177,7 @@ class EntropyBasedDrafter:
             vocab = self.lm.model.config.vocab_size
             token_tensor = sequence.new_zeros(0)
             prob_tensor = torch.zeros(0, vocab, device=sequence.device)
-        return Draft(token_tensor, prob_tensor, state, stop_reason, sw.seconds, by_type,
+        return Draft(token_tensor, prob_tensor, state, reason, sw.seconds, by_type,
                      token_ids if len(token_ids) == len(tokens) else None)
 
     def _finish_round(self, state: DraftState, tokens: list[torch.Tensor], processed_rows: list[torch.Tensor],

@@ -26,6 +26,7 @@ from ..engine.config import EntropyConfig
 from ..engine.entropy import ENTROPY_TYPES
 from ..engine.gate import SpeculationGate
 from ..engine.records import GenerationResult, RoundRecord
+from ..engine.round import draft_limit, stop_reason
 from ..engine.stopping import DraftState, RoundFeedback, build_criterion
 from .cost import CostModel
 from .trace import Trace, nats_to_unit
@@ -142,21 +143,13 @@ def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens:
     pos = 0
     while pos < n_out:
         budget = budget_total - pos
-        limit = min(config.max_draft_len, budget - 1)
+        limit = draft_limit(config, gate, budget)
         out.thresholds.append(rule.threshold)
         state = DraftState()
         drafted = accepted = 0
         wrong = -1  # continuation row once the round has drafted a wrong token
-        stop = "max_new_tokens" if limit < 1 else "none"
-        at_limit = "max_draft_len" if limit == config.max_draft_len else "max_new_tokens"
-        if limit >= 1:
-            allowed = gate.draft_limit(limit)
-            if allowed == 0:
-                stop = "gate"
-            elif allowed < limit:
-                at_limit = "probe"
-            limit = allowed
-        while drafted < limit:
+        stop = "none" if limit.tokens >= 1 else limit.at_limit
+        while drafted < limit.tokens:
             if wrong < 0:
                 t = pos + drafted
                 token, prob, h = col.draft_token[t], col.token_prob[t], col.entropy[t]
@@ -173,15 +166,10 @@ def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens:
             state.entropies.append(h[kind] * scale)
             state.token_probs.append(prob)
             state.shannon_nats.append(h[_SHANNON])
-            if token in col.eos:
-                stop = "eos"
-            elif drafted >= config.min_draft_len and rule.should_stop(state):
-                stop = "criterion"
-            elif drafted >= limit:
-                stop = at_limit
-            else:
-                continue
-            break
+            reason = stop_reason(config, rule, state, token in col.eos, limit)
+            if reason is not None:
+                stop = reason
+                break
         emitted = min(accepted + 1, n_out - pos)
         rule.update(RoundFeedback(drafted, accepted, list(state.entropies), list(state.token_probs)))
         gate.update(drafted, accepted)
