@@ -27,6 +27,7 @@ from .drafter import EntropyBasedDrafter, NullDrafter
 from .kv import cached_model, check_cache_options
 from .timing import Stopwatch
 from .records import GenerationResult, RoundRecord
+from .round import cut_emitted
 from .sampling import SamplingParams, greedy_verdict, speculative_accept
 
 
@@ -71,6 +72,7 @@ class EntropyBasedSpeculativeDecoder:
         self.drafter: EntropyBasedDrafter | NullDrafter = (
             NullDrafter(verifier.config.vocab_size) if drafter is None
             else EntropyBasedDrafter(drafter, self.config, kv_cache=kv_cache, compile=compile))
+        self._batch = None  # the batched loop and its caches, made on the first `generate_batch`
 
     @classmethod
     def autoregressive(cls, verifier: PreTrainedModel, kv_cache: str = "dynamic", compile: bool | str = False,
@@ -149,6 +151,41 @@ class EntropyBasedSpeculativeDecoder:
             method=self.method,
         )
 
+    def generate_batch(
+        self,
+        prompts: Sequence[torch.Tensor] | torch.Tensor,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | Sequence[int] = 0,
+        eos_token_id: int | Sequence[int] | None = None,
+        ignore_eos: bool = False,
+        attention_mask: torch.Tensor | None = None,
+    ) -> list[GenerationResult]:
+        """Decode several prompts together (`entspec.engine.batch`): every drafter step and verifier call is
+        shared by the rows still generating, and each row drafts, stops, accepts and finishes on its own.
+
+        ``prompts``: a list of ``[1, T_i]`` prompts of any lengths, or a padded ``[B, T]`` batch with its
+        ``attention_mask``. ``seed``: one per row, or one int for every row; a row's tokens depend on its
+        prompt and seed only (greedy and sampled alike), not on which rows share its batch. One result per row,
+        in order, each with ``batch = {"size": B, "row": i}``. Needs the dynamic KV cache.
+        """
+        from .batch import BatchDecoder, batch_prompts, batch_seeds
+
+        if self.kv_cache != "dynamic":
+            raise ValueError("kv_cache: batched decoding runs on the dynamic cache (got 'static')")
+        sampling = SamplingParams(temperature, top_k, top_p)
+        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        rows = batch_prompts(prompts, attention_mask, self.verifier.model.config.vocab_size)
+        seeds = batch_seeds(seed, len(rows))
+        eos = set() if ignore_eos else self._eos_ids(eos_token_id)
+        if self._batch is None:
+            drafter = None if isinstance(self.drafter, NullDrafter) else self.drafter.lm.model
+            self._batch = BatchDecoder(drafter, self.verifier.model, self.config)
+        return self._batch.generate(rows, max_new_tokens, sampling, seeds, eos)
+
     def _round(self, sequence: torch.Tensor, budget: int, sampling: SamplingParams,
                generator: torch.Generator, eos: set[int]) -> tuple[list[int], RoundRecord]:
         """One draft-verify round after the committed ``sequence [1, L]``; returns the emitted tokens."""
@@ -188,7 +225,7 @@ class EntropyBasedSpeculativeDecoder:
         # 4. Roll back: the verifier keeps the accepted prefix; its own token is fed next round.
         self.verifier.crop(length + accepted)
         emitted = draft_ids[:accepted] + [next_token]
-        emitted = _cut(emitted, budget, eos)
+        emitted = cut_emitted(emitted, budget, eos)
         self.drafter.rollback(length + accepted)
         # 5. Feedback to adaptive rules.
         self.drafter.update(draft, accepted)
@@ -239,11 +276,3 @@ class EntropyBasedSpeculativeDecoder:
             return set()
         return {int(eos_token_id)} if isinstance(eos_token_id, int) else {int(t) for t in eos_token_id}
 
-
-def _cut(tokens: list[int], budget: int, eos: set[int]) -> list[int]:
-    """Truncate after the first EOS and to the remaining budget."""
-    for i, t in enumerate(tokens):
-        if t in eos:
-            tokens = tokens[: i + 1]
-            break
-    return tokens[:budget]

@@ -54,6 +54,8 @@ class GenerationResult:
     method: str = "speculative"  # "speculative", "autoregressive", "hf_generate" or "hf_assisted"
     # call counts for generations without a round trace (Hugging Face baselines): verifier_calls, drafter_calls
     counters: dict[str, int] = field(default_factory=dict)
+    # batched decoding: {"size": rows decoded together, "row": this sequence's index}; None when run alone
+    batch: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -48,3 +48,12 @@ def stop_reason(config: EntropyConfig, rule: StoppingCriterion, state: DraftStat
     if len(state) >= limit.tokens:
         return limit.at_limit
     return None
+
+
+def cut_emitted(tokens: list[int], budget: int, eos: set[int]) -> list[int]:
+    """A round's emitted tokens, truncated after the first EOS and to the ``budget`` tokens left."""
+    for i, t in enumerate(tokens):
+        if t in eos:
+            tokens = tokens[: i + 1]
+            break
+    return tokens[:budget]

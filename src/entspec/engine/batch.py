@@ -1,0 +1,281 @@
+"""Batched speculative decoding: B sequences share every drafter step and every verifier call, and each
+sequence stops drafting on its own rule.
+
+One round over the rows still generating (cf. `entspec.engine.decoder` for one sequence):
+
+1. every row asks `entspec.engine.round.draft_limit` how many tokens it may draft (its cap, budget and gate);
+   the drafter runs in lock step over the rows still drafting (its first step also feeds each row the
+   committed tokens its cache lacks), one device read per step; after each step every row decides with
+   `entspec.engine.round.stop_reason` (its own rule state, its own entropies) and leaves the lock step;
+2. the verifier runs once over every row's pending token and draft (ragged: right-padded, per-row position
+   ids and attention mask; `entspec.engine.batch_kv`);
+3. each row accepts by argmax match (greedy) or Leviathan Algorithm 1 with its own random generator, so a
+   row's tokens depend on its prompt and seed only, never on the rows beside it;
+4. rejected positions become holes in both caches (no recomputation); finished rows leave the batch;
+5. each row's rule and gate hear that row's verdict.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel
+
+from .batch_kv import BatchCache
+from .config import EntropyConfig
+from .entropy import ENTROPY_TYPES, EntropyComputer, shannon_entropy
+from .gate import SpeculationGate
+from .records import GenerationResult, RoundRecord
+from .round import DraftLimit, cut_emitted, draft_limit, stop_reason
+from .sampling import SamplingParams, sample, speculative_accept
+from .stopping import DraftState, RoundFeedback, StoppingCriterion, build_criterion
+from .timing import Stopwatch
+
+NO_DRAFTER = DraftLimit(0, "none")  # autoregressive decoding: every round verifies the pending token alone
+
+
+@dataclass
+class _Row:
+    """One sequence of the batch: its tokens, its rule state, its random generator and its round so far."""
+
+    index: int  # position in the caller's list of prompts
+    tokens: list[int]  # committed: prompt, then new tokens
+    prompt_len: int
+    generator: torch.Generator
+    criterion: StoppingCriterion
+    gate: SpeculationGate
+    rounds: list[RoundRecord] = field(default_factory=list)
+    finish_reason: str | None = None
+    first_token_s: float = 0.0
+    done_s: float = 0.0
+    # the round in progress
+    limit: DraftLimit = NO_DRAFTER
+    state: DraftState = field(default_factory=DraftState)
+    draft: list[int] = field(default_factory=list)
+    draft_probs: list[torch.Tensor] = field(default_factory=list)  # q_1..q_n, [V] each
+    processed: list[torch.Tensor] = field(default_factory=list)  # processed draft logits (record_all_entropies)
+    stop: str = "none"
+    threshold: float | None = None
+
+    def new_tokens(self) -> list[int]:
+        return self.tokens[self.prompt_len:]
+
+
+class BatchDecoder:
+    """The batched loop for one drafter/verifier pair (``drafter=None``: batched autoregressive decoding).
+
+    `EntropyBasedSpeculativeDecoder.generate_batch` is its public face; the caches are made once and reused.
+    ``compact_slack``: holes tolerated before a cache is compacted (`BatchCache`).
+    """
+
+    def __init__(self, drafter: PreTrainedModel | None, verifier: PreTrainedModel, config: EntropyConfig,
+                 compact_slack: int = 32) -> None:
+        self.config = config
+        self.verifier = BatchCache(verifier, compact_slack)
+        self.drafter = None if drafter is None else BatchCache(drafter, compact_slack)
+        self.entropy = EntropyComputer(config.entropy_type, config.renyi_alpha, config.entropy_topk,
+                                       config.entropy_unit)
+        self.pad_id = 0
+
+    @property
+    def method(self) -> str:
+        return "autoregressive" if self.drafter is None else "speculative"
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, sampling: SamplingParams,
+                 seeds: list[int], eos: set[int]) -> list[GenerationResult]:
+        start = time.perf_counter()
+        device = self.verifier.device
+        rows = [_Row(i, list(p), len(p), torch.Generator(device=device).manual_seed(s), build_criterion(self.config),
+                     SpeculationGate(self.config)) for i, (p, s) in enumerate(zip(prompts, seeds))]
+        for row in rows:
+            row.criterion.reset()
+            row.gate.reset()
+        # Prefill every committed token but the last, which is fed as each row's first pending token.
+        with Stopwatch(device) as prefill:
+            for kv in self._caches():
+                kv.reset(len(rows))
+                if max(len(p) for p in prompts) > 1:
+                    kv.feed([p[:-1] for p in prompts], "left", self.pad_id, logits_to_keep=1)
+        active = rows if max_new_tokens > 0 else []
+        while active:
+            self._round(active, max_new_tokens, sampling, eos, start)
+            keep = [i for i, row in enumerate(active) if row.finish_reason is None]
+            if len(keep) < len(active):
+                for kv in self._caches():
+                    kv.select(keep)
+                active = [active[i] for i in keep]
+        return [GenerationResult(new_tokens=row.new_tokens(), rounds=row.rounds, prompt_len=row.prompt_len,
+                                 wall_time_s=(row.done_s or time.perf_counter() - start),
+                                 prefill_time_s=prefill.seconds, time_to_first_token_s=row.first_token_s,
+                                 finish_reason=row.finish_reason or "length", method=self.method,
+                                 batch={"size": len(rows), "row": row.index}) for row in rows]
+
+    def _caches(self) -> list[BatchCache]:
+        return [self.verifier] if self.drafter is None else [self.verifier, self.drafter]
+
+    def _round(self, active: list[_Row], max_new_tokens: int, sampling: SamplingParams, eos: set[int],
+               start: float) -> None:
+        round_start = time.perf_counter()
+        for row in active:
+            row.threshold = row.criterion.threshold
+            row.limit = (NO_DRAFTER if self.drafter is None
+                         else draft_limit(self.config, row.gate, max_new_tokens - len(row.new_tokens())))
+            row.state, row.draft, row.draft_probs, row.processed = DraftState(), [], [], []
+            row.stop = row.limit.at_limit if row.limit.tokens == 0 else "none"
+        with Stopwatch(self.verifier.device) as drafting:
+            self._draft(active, sampling, eos)
+        with Stopwatch(self.verifier.device) as verify:
+            verdicts = self._verify(active, sampling)
+        committed = [len(row.tokens) for row in active]
+        for row, (accepted, token, accept_probs) in zip(active, verdicts):
+            budget = max_new_tokens - len(row.new_tokens())
+            emitted = cut_emitted(row.draft[:accepted] + [token], budget, eos)
+            row.tokens += emitted
+            row.criterion.update(RoundFeedback(len(row.draft), accepted, list(row.state.entropies),
+                                               list(row.state.token_probs)))
+            row.gate.update(len(row.draft), accepted)
+            row.rounds.append(RoundRecord(
+                drafted=len(row.draft), accepted=accepted, emitted=len(emitted), entropies=list(row.state.entropies),
+                stop_reason=row.stop, draft_time_s=drafting.seconds, verify_time_s=verify.seconds,
+                round_time_s=time.perf_counter() - round_start, draft_token_probs=list(row.state.token_probs),
+                accept_probs=accept_probs, entropies_by_type=self._all_entropies(row), threshold=row.threshold))
+            now = time.perf_counter() - start
+            row.first_token_s = row.first_token_s or now
+            if eos and emitted[-1] in eos:
+                row.finish_reason, row.done_s = "eos", now
+            elif len(row.new_tokens()) >= max_new_tokens:
+                row.finish_reason, row.done_s = "length", now
+        # Both caches keep each row's accepted prefix; the verifier's own token is the next pending one.
+        keep = [n + verdict[0] for n, verdict in zip(committed, verdicts)]
+        for kv in self._caches():
+            kv.rollback(keep)
+
+    def _draft(self, active: list[_Row], sampling: SamplingParams, eos: set[int]) -> None:
+        """Lock-step drafting over the rows whose limit allows it; each leaves when its own stop fires."""
+        drafting = [row.limit.tokens > 0 for row in active]
+        if self.drafter is None or not any(drafting):
+            return
+        cfg = self.config
+        # First step: each drafting row catches up on the committed tokens its cache lacks (1, 2 after a fully
+        # accepted round, more after rounds without drafting).
+        segments = [row.tokens[self.drafter.lengths[i]:] if drafting[i] else [] for i, row in enumerate(active)]
+        while True:
+            logits = self.drafter.feed(segments, "left", self.pad_id, logits_to_keep=1)[:, -1]  # [B, V]
+            processed = sampling.process(logits)
+            q = torch.softmax(processed, dim=-1)
+            if sampling.greedy:
+                tokens = logits.argmax(-1)
+            else:  # each row draws from its own generator, only while it drafts
+                tokens = torch.stack([sample(q[i:i + 1], row.generator)[0] if drafting[i] else logits.new_zeros((), dtype=torch.long)
+                                      for i, row in enumerate(active)])
+            # One device -> host read per step: [x, q(x), H_configured, H_shannon_nats] for every row.
+            stats = torch.stack([tokens.to(q.dtype), q.gather(-1, tokens[:, None])[:, 0],
+                                 self.entropy(processed, check=False), shannon_entropy(processed, check=False)], dim=1)
+            for i, (row, (token, prob, h, h_nats)) in enumerate(zip(active, stats.tolist())):
+                if not drafting[i]:
+                    continue
+                if prob != prob:  # NaN logits make the whole row of q NaN
+                    raise ValueError(f"{type(self.drafter.model).__name__} produced NaN logits "
+                                     "(check the dtype and the weights)")
+                row.draft.append(int(token))
+                row.draft_probs.append(q[i])
+                if cfg.record_all_entropies:
+                    row.processed.append(processed[i])
+                row.state.entropies.append(h)
+                row.state.token_probs.append(prob)
+                row.state.shannon_nats.append(h_nats)
+                stop = stop_reason(cfg, row.criterion, row.state, int(token) in eos, row.limit)
+                if stop is not None:
+                    row.stop, drafting[i] = stop, False
+            if not any(drafting):
+                return
+            segments = [[row.draft[-1]] if drafting[i] else [] for i, row in enumerate(active)]
+
+    def _verify(self, active: list[_Row], sampling: SamplingParams) -> list[tuple[int, int, list[float]]]:
+        """One verifier forward over every row's pending token and draft; per row (accepted, token, accept probs)."""
+        logits = self.verifier.feed([[row.tokens[-1]] + row.draft for row in active], "right", self.pad_id)
+        width = logits.shape[1] - 1  # the longest draft
+        drafts = torch.full((len(active), width), -1, dtype=torch.long, device=logits.device)
+        for i, row in enumerate(active):
+            drafts[i, :len(row.draft)] = torch.tensor(row.draft, dtype=torch.long)
+        if sampling.greedy:
+            target = logits.argmax(dim=-1)  # [B, W + 1]
+            matches = drafts == target[:, :width]  # padding (-1) never matches
+            accepted = matches.long().cumprod(dim=1).sum(dim=1)
+            tokens = target.gather(1, accepted[:, None])[:, 0]
+            ratios = matches.to(logits.dtype)
+        else:  # Leviathan Algorithm 1 row by row, each with its own generator
+            verdicts = []
+            for i, row in enumerate(active):
+                n = len(row.draft)
+                p = torch.softmax(sampling.process(logits[i, :n + 1]), dim=-1)
+                q = torch.stack(row.draft_probs) if n else p.new_zeros(0, p.shape[-1])
+                verdicts.append(speculative_accept(drafts[i:i + 1, :n], q[None], p[None], row.generator))
+            accepted = torch.cat([v[0] for v in verdicts])
+            tokens = torch.cat([v[1] for v in verdicts])
+            ratios = torch.stack([torch.nn.functional.pad(v[2][0], (0, width - v[2].shape[1])) for v in verdicts])
+        # One read per round: [accepted, token, NaN?, accept probs (W)] per row.
+        nan = torch.isnan(logits).flatten(1).any(dim=1)
+        values = torch.cat([torch.stack([accepted, tokens, nan], dim=1).double(), ratios.double()], dim=1).tolist()
+        if any(v[2] for v in values):
+            raise ValueError(f"{type(self.verifier.model).__name__} produced NaN logits "
+                             "(check the dtype and the weights)")
+        return [(int(v[0]), int(v[1]), v[3:3 + len(row.draft)]) for v, row in zip(values, active)]
+
+    def _all_entropies(self, row: _Row) -> dict[str, list[float]]:
+        """Every entropy type per drafted token, when the config records them (one read per row and round)."""
+        if not self.config.record_all_entropies or not row.draft:
+            return {}
+        processed = torch.stack(row.processed)
+        values = torch.stack([self.entropy.compute(processed, name, check=False) for name in ENTROPY_TYPES]).tolist()
+        return dict(zip(ENTROPY_TYPES, values))
+
+
+def batch_prompts(prompts: Sequence[torch.Tensor] | torch.Tensor, attention_mask: torch.Tensor | None,
+                  vocab: int) -> list[list[int]]:
+    """The token ids of each prompt: a list of ``[1, T_i]`` tensors, or a padded ``[B, T]`` batch with its
+    attention mask (left or right padding; each row's ones contiguous). One line naming what is wrong."""
+    if isinstance(prompts, torch.Tensor):
+        if prompts.dim() != 2:
+            raise ValueError("prompts: a padded batch must be a [B, T] LongTensor")
+        mask = torch.ones_like(prompts) if attention_mask is None else attention_mask
+        if mask.shape != prompts.shape:
+            raise ValueError(f"attention_mask: shape {tuple(mask.shape)} differs from prompts' {tuple(prompts.shape)}")
+        rows = []
+        for i in range(prompts.shape[0]):
+            where = mask[i].nonzero().flatten()
+            if len(where) and int(where[-1] - where[0]) + 1 != len(where):
+                raise ValueError(f"attention_mask: row {i} has padding between tokens (pad on the left or the right)")
+            rows.append(prompts[i, where].view(1, -1))
+        prompts = rows
+    elif attention_mask is not None:
+        raise ValueError("attention_mask: only with a padded [B, T] batch (a list of prompts needs none)")
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise ValueError("prompts: must be a non-empty list of [1, T] LongTensors or a padded [B, T] batch")
+    out = []
+    for i, p in enumerate(prompts):
+        if not isinstance(p, torch.Tensor) or p.dim() != 2 or p.shape[0] != 1:
+            raise ValueError(f"prompts[{i}]: must be a [1, T] LongTensor")
+        if p.shape[1] == 0:
+            raise ValueError(f"prompts[{i}] is empty: a prompt needs at least one token (e.g. BOS)")
+        if p.dtype != torch.long:
+            raise ValueError(f"prompts[{i}]: must be integer token ids (torch.long), got {p.dtype}")
+        if int(p.max()) >= vocab or int(p.min()) < 0:
+            raise ValueError(f"prompts[{i}]: token id out of range for a vocabulary of {vocab}")
+        out.append(p[0].tolist())
+    return out
+
+
+def batch_seeds(seed: int | Sequence[int], rows: int) -> list[int]:
+    """One seed per row: an int gives every row that seed (each row then samples what it would alone)."""
+    seeds = [seed] * rows if isinstance(seed, int) and not isinstance(seed, bool) else list(seed)
+    if len(seeds) != rows:
+        raise ValueError(f"seed: {len(seeds)} seeds for {rows} prompts (give one int or one per prompt)")
+    for s in seeds:
+        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+            raise ValueError(f"seed: must be integers >= 0, got {s!r}")
+    return seeds
+
