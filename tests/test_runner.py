@@ -202,3 +202,45 @@ def test_cache_options_are_validated_config_fields():
         ExperimentConfig(compile=True)
     with pytest.raises(ConfigError, match="^kv_cache: must be one of"):
         ExperimentConfig(kv_cache="paged")
+
+
+def test_batch_size_runs_batches_with_one_row_per_unit_and_resumes_a_partial_batch(tiny_pair, tmp_path):
+    """batch_size 2 on 3 prompts: batches of 2 and 1 per method; greedy rows equal the batch_size 1 run's; a
+    results file missing one row of a batch reruns that batch and appends only the missing row."""
+    kw = dict(grid=None, baselines=True, methods=[{"strategy": "adaptive", "max_draft_len": 4}])
+    single = {r.unit_key: r for r in read_rows(ExperimentRunner(
+        grid_config(tiny_pair, tmp_path / "b1", **kw), progress=False).run())}
+    cfg = grid_config(tiny_pair, tmp_path / "b2", batch_size=2, **kw)
+    runner = ExperimentRunner(cfg, progress=False)
+    assert "hf_assisted" not in {m.kind for m in runner.methods}  # transformers: batch size 1 only
+    rows = list(read_rows(runner.run()))
+    assert len(rows) == 3 * 3
+    assert sorted(r.result.batch["size"] for r in rows) == [1, 1, 1, 2, 2, 2, 2, 2, 2]
+    assert all(r.result.new_tokens == single[r.unit_key].result.new_tokens for r in rows)
+    assert all(r.config["batch_size"] == 2 for r in rows)
+    # drop one row of a two-row batch: the rerun runs that batch again and appends that row only
+    results = tmp_path / "b2" / "results" / "results.jsonl"
+    lines = results.read_text().splitlines()
+    victim = next(i for i, r in enumerate(rows) if r.result.batch["size"] == 2 and r.method_kind == "entspec")
+    results.write_text("\n".join(lines[:victim] + lines[victim + 1:]) + "\n")
+    again = list(read_rows(ExperimentRunner(cfg, progress=False).run()))
+    assert sorted(r.unit_key for r in again) == sorted(r.unit_key for r in rows)
+    assert again[-1].unit_key == rows[victim].unit_key and again[-1].result.batch["size"] == 2
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(batch_size=0), "batch_size: must be >= 1"),
+    (dict(batch_size=2, methods=[{"kind": "hf_assisted"}]), "methods\\[0\\].kind: hf_assisted runs at batch_size 1"),
+    (dict(batch_size=2, kv_cache="static"), "batch_size: .*kv_cache: dynamic"),
+])
+def test_batch_size_is_validated_in_one_line(change, message, tiny_pair, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        grid_config(tiny_pair, tmp_path / "x", **change)
+
+
+def test_resuming_with_another_batch_size_is_refused(tiny_pair, tmp_path):
+    cfg = grid_config(tiny_pair, tmp_path / "exp", num_samples=2, max_new_tokens=4)
+    ExperimentRunner(cfg, progress=False).run()
+    other = grid_config(tiny_pair, tmp_path / "exp", num_samples=2, max_new_tokens=4, batch_size=2)
+    with pytest.raises(ConfigError, match="batch_size: .* holds results made with batch_size=1"):
+        ExperimentRunner(other, progress=False).run()

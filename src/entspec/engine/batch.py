@@ -141,7 +141,8 @@ class BatchDecoder:
                 drafted=len(row.draft), accepted=accepted, emitted=len(emitted), entropies=list(row.state.entropies),
                 stop_reason=row.stop, draft_time_s=drafting.seconds, verify_time_s=verify.seconds,
                 round_time_s=time.perf_counter() - round_start, draft_token_probs=list(row.state.token_probs),
-                accept_probs=accept_probs, entropies_by_type=self._all_entropies(row), threshold=row.threshold))
+                accept_probs=accept_probs, entropies_by_type=self._all_entropies(row), threshold=row.threshold,
+                verify_width=1 + max(len(r.draft) for r in active)))
             now = time.perf_counter() - start
             row.first_token_s = row.first_token_s or now
             if eos and emitted[-1] in eos:

@@ -55,6 +55,9 @@ class ExperimentConfig:
     # (true: reduce-overhead on CUDA, default elsewhere; or a mode name). The Hugging Face baselines ignore both.
     kv_cache: str = "dynamic"
     compile: bool | str = False
+    # rows decoded together (entspec's batched engine, HF generate with padding); results stay one row per
+    # (method, prompt, seed). hf_assisted runs at 1 only (transformers refuses batched assisted generation).
+    batch_size: int = field(default=1, metadata=bounds(min=1))
     seeds: list[int] = field(default_factory=lambda: [0])
     categories: list[str] | None = None  # keep only these prompt categories
     exclude_prompts: list[str] | None = None  # prompt ids left out before sampling (e.g. tuning prompts)
@@ -95,6 +98,9 @@ class ExperimentConfig:
             check_cache_options(self.kv_cache, self.compile)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        rule(self.batch_size == 1 or self.kv_cache == "dynamic", "batch_size",
+             "batched decoding needs kv_cache: dynamic")
+        rule(self.batch_size == 1 or self.executor == "local", "batch_size", "the ray executor runs batch_size 1 only")
         rule(len(self.seeds) >= 1, "seeds", "must list at least one seed")
         rule(all(s >= 0 for s in self.seeds), "seeds", "must be >= 0")
         rule(len(set(self.seeds)) == len(self.seeds), "seeds", "must not repeat a seed (a seed is part of a unit key)")
@@ -149,4 +155,5 @@ class ExperimentConfig:
         return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_k": self.top_k,
                 "top_p": self.top_p, "dtype": self.dtype, "device": self.device,
                 "drafter_quantization": self.drafter_quantization, "ignore_eos": self.ignore_eos,
-                "kv_cache": self.kv_cache, "compile": self.compile, "max_sequence_length": self.max_sequence_length}
+                "kv_cache": self.kv_cache, "compile": self.compile, "max_sequence_length": self.max_sequence_length,
+                "batch_size": self.batch_size}

@@ -87,6 +87,57 @@ def hf_generate(
     )
 
 
+def hf_generate_batch(
+    verifier: PreTrainedModel,
+    prompts: Sequence[torch.Tensor],
+    *,
+    pad_token_id: int,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    eos_token_id: int | Sequence[int] | None = None,
+    ignore_eos: bool = False,
+) -> list[GenerationResult]:
+    """`verifier.generate` on ``prompts`` (``[1, T_i]`` each) as one left-padded batch: plain decoding's
+    throughput baseline at batch size B. Every row costs a forward until the last row finishes; a row's
+    ``counters`` say how many verifier calls the batch made, its ``batch`` which batch it ran in."""
+    device = verifier.device
+    width = max(p.shape[1] for p in prompts)
+    ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - p.shape[1]:], mask[i, width - p.shape[1]:] = p[0], 1
+    kwargs: dict = dict(max_new_tokens=max_new_tokens, attention_mask=mask.to(device), pad_token_id=pad_token_id)
+    if temperature > 0:
+        kwargs.update(do_sample=True, temperature=temperature, top_k=top_k or 0, top_p=top_p or 1.0)
+    else:
+        kwargs.update(do_sample=False)
+    if ignore_eos:
+        kwargs.update(eos_token_id=None, min_new_tokens=max_new_tokens)
+    elif eos_token_id is not None:
+        kwargs.update(eos_token_id=eos_token_id)
+    torch.manual_seed(seed)
+    with _count_calls(verifier) as calls:
+        synchronize(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            output = verifier.generate(ids.to(device), **kwargs)
+        synchronize(device)
+        wall = time.perf_counter() - start
+    eos = set() if ignore_eos else _eos_set(verifier, eos_token_id)
+    results = []
+    for i, row in enumerate(output[:, width:].tolist()):
+        end = next((j + 1 for j, t in enumerate(row) if t in eos), len(row))
+        results.append(GenerationResult(
+            new_tokens=row[:end], rounds=[], prompt_len=int(prompts[i].shape[1]), wall_time_s=wall,
+            prefill_time_s=float("nan"), time_to_first_token_s=float("nan"),
+            finish_reason="eos" if end < len(row) or (row and row[-1] in eos) else "length", method="hf_generate",
+            counters={"verifier_calls": calls[0]}, batch={"size": len(prompts), "row": i}))
+    return results
+
+
 @contextmanager
 def _drafter_settings(drafter: PreTrainedModel | None, overrides: dict) -> Iterator[None]:
     if drafter is None:

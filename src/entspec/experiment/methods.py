@@ -15,7 +15,7 @@ import torch
 
 from ..engine.config import ConfigError, EntropyConfig
 from ..engine.decoder import EntropyBasedSpeculativeDecoder
-from .hf_baselines import hf_generate
+from .hf_baselines import hf_generate, hf_generate_batch
 from ..engine.records import GenerationResult
 from ..engine.stopping import RULE_PARAMS, build_criterion
 from ..validate import bounds, check_value
@@ -99,6 +99,18 @@ class MethodSpec:
         return hf_generate(verifier, input_ids, drafter=drafter, seed=seed, **gen, **self.params)
 
 
+    def run_batch(self, drafter: torch.nn.Module, verifier: torch.nn.Module, prompts: list[torch.Tensor],
+                  settings: dict[str, Any], seed: int, pad_token_id: int = 0) -> list[GenerationResult]:
+        """The method on ``prompts`` decoded together (one result per prompt, in order); every row gets ``seed``."""
+        gen = {k: settings[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p")}
+        gen["ignore_eos"] = settings.get("ignore_eos", False)
+        if self.kind in ("entspec", "autoregressive"):
+            return self.decoder(drafter, verifier, settings).generate_batch(prompts, seed=seed, **gen)
+        if self.kind == "hf_generate":
+            return hf_generate_batch(verifier, prompts, pad_token_id=pad_token_id, seed=seed, **gen)
+        raise ConfigError("hf_assisted runs at batch_size 1 only")
+
+
 def _short(value: Any) -> str:
     """A value as it appears in a method id; a curve (a list of knots) as a short digest of its knots."""
     if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
@@ -113,13 +125,17 @@ def expand_methods(config: "ExperimentConfig") -> list[MethodSpec]:
     """Baselines, declared methods (list values swept), grid product and one-factor ablation, de-duplicated."""
     specs: list[MethodSpec] = []
     if config.baselines:
-        specs += [MethodSpec("autoregressive"), MethodSpec("hf_generate"), MethodSpec("hf_assisted")]
+        specs += [MethodSpec("autoregressive"), MethodSpec("hf_generate")]
+        specs += [MethodSpec("hf_assisted")] if config.batch_size == 1 else []  # transformers: batch size 1 only
     for i, decl in enumerate(config.methods):
         where = f"methods[{i}]"
         if not isinstance(decl, dict):
             raise ConfigError(f"{where}: must be a mapping like {{strategy: absolute, theta_abs: 1.5}}")
         decl = dict(decl)
         kind = decl.pop("kind", "entspec")
+        if kind == "hf_assisted" and config.batch_size > 1:
+            raise ConfigError(f"{where}.kind: hf_assisted runs at batch_size 1 only (transformers refuses batched "
+                              f"assisted generation; got batch_size {config.batch_size})")
         specs += [_make(kind, params, where) for params in _sweep(decl)]
     if config.grid is not None:
         base, axes = dict(config.grid.get("base") or {}), config.grid["axes"]

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # Fields that define what a results row means: resuming into a folder made with other values is refused.
 IDENTITY_FIELDS = ("drafter_model_path", "verifier_model_path", "dataset_name", "dataset_split",
                    "max_sequence_length", "max_new_tokens", "temperature", "top_k", "top_p", "dtype",
-                   "drafter_quantization", "ignore_eos", "kv_cache", "compile")
+                   "drafter_quantization", "ignore_eos", "kv_cache", "compile", "batch_size")
 
 
 @dataclass
@@ -67,6 +67,7 @@ class ExperimentRunner:
         self.pair = None
         self.prompts: list = []
         self.encoded: list[torch.Tensor] = []
+        self.pad_token_id = 0
 
     # ------------------------------------------------------------------ paths
     @property
@@ -124,21 +125,69 @@ class ExperimentRunner:
     def _run_units(self, units: list[Unit], todo: list[Unit]) -> None:
         bar = tqdm(total=len(units), initial=len(units) - len(todo), desc=self.config.experiment_name,
                    unit="gen", disable=not self.progress, dynamic_ncols=True)
-        for i, unit in enumerate(todo):
+        if self.config.batch_size > 1:
+            self._run_batches(units, todo, bar)
+        for i, unit in enumerate(todo if self.config.batch_size == 1 else []):
             self._write_progress(len(units), len(units) - len(todo) + i, unit.key)
             bar.set_postfix_str(f"{unit.method.id} | {self.prompts[unit.prompt_index].id}", refresh=False)
             append_jsonl(self.results_path, self.run_unit(unit))  # flushed and fsynced: this unit is now safe
             bar.update(1)
         bar.close()
 
+    def _run_batches(self, units: list[Unit], todo: list[Unit], bar: tqdm) -> None:
+        """``batch_size`` > 1: a batch is the unit in flight. Batches are fixed by the full unit list (the same
+        rows share a batch on every resume); a batch with any row missing runs whole and appends only the missing
+        rows, so a resumed row was measured in the batch it belongs to."""
+        missing = {u.key for u in todo}
+        done = len(units) - len(todo)
+        for batch in self.batches(units):
+            rows = [u for u in batch if u.key in missing]
+            if not rows:
+                continue
+            self._write_progress(len(units), done, [u.key for u in rows])
+            bar.set_postfix_str(f"{batch[0].method.id} | batch of {len(batch)}", refresh=False)
+            for unit, row in zip(batch, self.run_batch(batch)):
+                if unit.key in missing:
+                    append_jsonl(self.results_path, row)
+            done += len(rows)
+            bar.update(len(rows))
+
+    def batches(self, units: list[Unit]) -> list[list[Unit]]:
+        """Units grouped into batches of ``batch_size`` prompts with one method and seed, in prompt order; the
+        batches interleaved by method (their order rotated from batch to batch) like single units."""
+        groups: dict[tuple[str, int], list[Unit]] = {}
+        for unit in sorted(units, key=lambda u: u.prompt_index):
+            groups.setdefault((unit.method.id, unit.seed), []).append(unit)
+        size = self.config.batch_size
+        chunks = {key: [group[i:i + size] for i in range(0, len(group), size)] for key, group in groups.items()}
+        methods = list(dict.fromkeys(m.id for m in self.methods))
+        out = []
+        for b in range(max(len(c) for c in chunks.values())):
+            for seed in self.config.seeds:
+                for j in range(len(methods)):
+                    key = (methods[(j + b) % len(methods)], seed)
+                    if key in chunks and b < len(chunks[key]):
+                        out.append(chunks[key][b])
+        return out
+
+    def run_batch(self, batch: list[Unit]) -> list[ResultRow]:
+        """Run one batch (one method and seed, several prompts) on the loaded pair; one results row per unit."""
+        settings = self.config.generation_settings()
+        method, seed = batch[0].method, batch[0].seed
+        results = method.run_batch(self.pair.drafter, self.pair.verifier,
+                                   [self.encoded[u.prompt_index] for u in batch], settings, seed, self.pad_token_id)
+        return [self._row(unit, result, settings) for unit, result in zip(batch, results)]
+
     def run_unit(self, unit: Unit, *, worker: dict[str, Any] | None = None) -> ResultRow:
         """Run one unit on the loaded pair; its results row (``worker``: where a Ray worker ran it). Both
         executors run units here."""
         settings = self.config.generation_settings()
-        prompt = self.prompts[unit.prompt_index]
-        method = unit.method
-        result = method.run(self.pair.drafter, self.pair.verifier, self.encoded[unit.prompt_index], settings,
+        result = unit.method.run(self.pair.drafter, self.pair.verifier, self.encoded[unit.prompt_index], settings,
                             unit.seed)
+        return self._row(unit, result, settings, worker)
+
+    def _row(self, unit: Unit, result, settings: dict[str, Any], worker: dict[str, Any] | None = None) -> ResultRow:
+        prompt, method = self.prompts[unit.prompt_index], unit.method
         return ResultRow(method=method.id, method_kind=method.kind, strategy=method.strategy,
                          params=dict(method.params), prompt_id=prompt.id, category=prompt.category,
                          seed=unit.seed, config={**method.config_dict(), **settings}, result=result,
@@ -201,6 +250,7 @@ class ExperimentRunner:
             torch.set_num_threads(cfg.threads)
         context = self._context_length()
         tokenizer = load_tokenizer(cfg.verifier_model_path, progress=self.progress)
+        self.pad_token_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
         budget = cfg.max_sequence_length - cfg.max_new_tokens
         self.encoded = []
         for prompt in self.prompts:
@@ -245,7 +295,10 @@ class ExperimentRunner:
         prompt_len = self.config.max_sequence_length - self.config.max_new_tokens  # the longest prompt kept
         for method in tqdm(self.methods, desc="warm-up", disable=not self.progress, leave=False):
             method.warm_up(self.pair.drafter, self.pair.verifier, prompt_len, settings)
-            if self.config.warmup_tokens:
+            if self.config.warmup_tokens and self.config.batch_size > 1:
+                method.run_batch(self.pair.drafter, self.pair.verifier, self.encoded[:self.config.batch_size],
+                                 {**settings, "max_new_tokens": self.config.warmup_tokens}, 0, self.pad_token_id)
+            elif self.config.warmup_tokens:
                 method.run(self.pair.drafter, self.pair.verifier, self.encoded[0],
                            {**settings, "max_new_tokens": self.config.warmup_tokens}, seed=0)
 
@@ -277,6 +330,7 @@ def _read_saved_config(saved: Path, results: Path) -> dict[str, Any]:
                 data.setdefault("ignore_eos", False)
                 data.setdefault("kv_cache", "dynamic")
                 data.setdefault("compile", False)
+                data.setdefault("batch_size", 1)
             missing = [n for n in IDENTITY_FIELDS if not isinstance(data, dict) or n not in data]
             why = f"no field {missing[0]}" if missing else ""
         except (yaml.YAMLError, UnicodeDecodeError) as err:
