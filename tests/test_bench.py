@@ -104,3 +104,53 @@ def test_bench_can_run_chosen_task_types_only():
                        drafter="d", verifier="v", dataset="spec6", categories=2,
                        only_categories=["translation", "math_reasoning"])
     assert cfg.categories == ["translation", "math_reasoning"] and cfg.num_samples == 4
+
+
+def test_bench_batch_sizes_on_a_tiny_pair(tmp_path, monkeypatch, capsys):
+    """`entspec bench --batch-sizes 1,2`: one folder per B, hf_assisted only at 1, the speedup-vs-B table (HF
+    generate is 1.00x of itself at every B), its CSV and figure, and greedy rows equal across B."""
+    import pandas as pd
+
+    from entspec.bench.suite import bench_config as real_config
+    from entspec.cli import main
+    from entspec.metrics import load_rows
+
+    drafter, verifier = save_tiny_pair(tmp_path / "pair")
+
+    def small(*args, **kwargs):  # the tiny pair's context: short prompts
+        cfg = real_config(*args, **kwargs)
+        cfg.max_sequence_length, cfg.warmup_tokens = 160, 1
+        return cfg
+
+    monkeypatch.setattr("entspec.bench.cli.bench_config", small)
+    out = tmp_path / "bench"
+    argv = ["bench", "--batch-sizes", "1,2", "--dtype", "float32", "--full", "float32", "--preset", "confirm",
+            "--prompts-per-category", "2", "--max-new-tokens", "8", "--drafter", drafter, "--verifier", verifier,
+            "--out", str(out)]
+    monkeypatch.setattr("sys.argv", ["entspec", *argv])
+    assert main(argv) == 0
+    table = pd.read_csv(out / "float32" / "batch_sizes.csv")
+    assert sorted(table.B.unique()) == [1, 2]
+    assert (table[table.method == "hf_generate"].speedup == 1.0).all()
+    assert "hf_assisted[default]" in set(table[table.B == 1].method)
+    assert not any(m.startswith("hf_assisted") for m in table[table.B == 2].method)
+    assert (out / "float32" / "speedup_vs_batch.png").stat().st_size > 10_000
+    text = (out / "benchmarks.md").read_text()
+    assert "## Throughput against batch size" in text and "--batch-sizes 1,2" in text
+    tokens = {}
+    for size in (1, 2):
+        for row in load_rows(out / "float32" / f"b{size}" / "results" / "results.jsonl"):
+            tokens.setdefault((row.method, row.prompt_id), set()).add(tuple(row.result.new_tokens))
+            assert row.result.batch is None or row.result.batch["size"] == size
+    assert all(len(v) == 1 for v in tokens.values())  # greedy fp32: the same tokens at B = 1 and B = 2
+
+
+def test_bad_batch_sizes_flag_is_named(capsys):
+    from entspec.cli import main
+
+    import pytest
+
+    for bad in ("0,2", "a,b", "2,2"):
+        with pytest.raises(SystemExit) as exit_info:  # argparse: usage line and the error, exit code 2
+            main(["bench", "--batch-sizes", bad])
+        assert exit_info.value.code == 2 and "--batch-sizes" in capsys.readouterr().err

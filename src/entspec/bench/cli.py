@@ -7,6 +7,9 @@ import shlex
 import sys
 from pathlib import Path
 
+import pandas as pd
+
+from ..atomic import atomic_write_text
 from ..experiment import ExperimentRunner
 from .plot import plot_speedup_by_task
 from .report import bench_markdown, bench_tables
@@ -29,22 +32,28 @@ def check_flags(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag}: {why} (got {value})")
 
 
+def _config(args: argparse.Namespace, dtype: str, batch_size: int = 1, output_dir: str | None = None):
+    preset = args.preset if dtype in args.full else "reduced"
+    return bench_config(dtype, prompts_per_category=args.prompts_per_category,
+                        max_new_tokens=args.max_new_tokens if dtype in args.full else args.max_new_tokens_reduced,
+                        preset=preset, output_dir=output_dir or str(Path(args.out) / dtype), drafter=args.drafter,
+                        verifier=args.verifier, threads=args.threads, prompt_seed=args.prompt_seed,
+                        methods_from=args.methods_from, dataset=args.dataset,
+                        categories=len(args.categories) if args.categories else 6 if args.dataset == "spec6" else 3,
+                        only_categories=args.categories, temperature=args.temperature,
+                        top_p=args.top_p, seeds=args.seeds, ignore_eos=args.ignore_eos,
+                        drafter_quantization=args.drafter_quantization, kv_cache=args.kv_cache,
+                        compile=args.compile, batch_size=batch_size)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     check_flags(args)
     command = "entspec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "entspec bench"
+    if args.batch_sizes:
+        return _bench_batch_sizes(args, command)
     sections = []
     for dtype in args.dtype:
-        preset = args.preset if dtype in args.full else "reduced"
-        cfg = bench_config(dtype, prompts_per_category=args.prompts_per_category,
-                           max_new_tokens=args.max_new_tokens if dtype in args.full else args.max_new_tokens_reduced,
-                           preset=preset, output_dir=str(Path(args.out) / dtype), drafter=args.drafter,
-                           verifier=args.verifier, threads=args.threads, prompt_seed=args.prompt_seed,
-                           methods_from=args.methods_from, dataset=args.dataset,
-                           categories=len(args.categories) if args.categories else 6 if args.dataset == "spec6" else 3,
-                           only_categories=args.categories, temperature=args.temperature,
-                           top_p=args.top_p, seeds=args.seeds, ignore_eos=args.ignore_eos,
-                           drafter_quantization=args.drafter_quantization, kv_cache=args.kv_cache,
-                           compile=args.compile)
+        cfg = _config(args, dtype)
         ExperimentRunner(cfg).run()
         if args.replay and cfg.temperature == 0:  # traces of the same prompts: predicted vs measured speed, share of the true oracle
             from ..replay.record import record_experiment
@@ -56,9 +65,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sections[-1] += f"\n![speedup by task type]({figure.relative_to(Path(args.out))})\n"
         print(sections[-1], flush=True)
     report = Path(args.out) / "benchmarks.md"
-    report.write_text("\n\n".join(sections) + "\n")
+    atomic_write_text(report, "\n\n".join(sections) + "\n")
     print(f"\nwritten: {report}")
     return 0
+
+
+def _bench_batch_sizes(args: argparse.Namespace, command: str) -> int:
+    """One experiment per dtype and batch size (``OUT/DTYPE/bB``), then the speedup-vs-B table and figure."""
+    from .batched import batch_markdown, batch_table, plot_speedup_vs_batch
+
+    sections = []
+    for dtype in args.dtype:
+        tables = []
+        for size in args.batch_sizes:
+            cfg = _config(args, dtype, size, str(Path(args.out) / dtype / f"b{size}"))
+            ExperimentRunner(cfg).run()
+            tables.append(batch_table(cfg.output_dir, size))
+        table = pd.concat(tables, ignore_index=True)
+        atomic_write_text(Path(args.out) / dtype / "batch_sizes.csv", table.to_csv(index=False))
+        figure = plot_speedup_vs_batch(table, Path(args.out) / dtype / "speedup_vs_batch.png",
+                                       f"{cfg.dataset_name}, {dtype}, T={cfg.temperature}, {cfg.max_new_tokens} tokens")
+        sections.append(batch_markdown(table, command) +
+                        f"\n![speedup against batch size]({figure.relative_to(Path(args.out))})\n")
+        print(sections[-1], flush=True)
+    report = Path(args.out) / "benchmarks.md"
+    atomic_write_text(report, "\n\n".join(sections) + "\n")
+    print(f"\nwritten: {report}")
+    return 0
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers like 1,2,4,8 (got {text!r})") from None
+    if not sizes or min(sizes) < 1 or len(set(sizes)) != len(sizes):
+        raise argparse.ArgumentTypeError(f"must be distinct integers >= 1 (got {text!r})")
+    return sizes
 
 
 def register(subparsers) -> None:
@@ -88,6 +131,9 @@ def register(subparsers) -> None:
                    help="entspec's KV cache (the Hugging Face baselines keep theirs)")
     p.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                    help="torch.compile entspec's static-cache forwards (needs --kv-cache static; MODE: a torch.compile mode)")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default=None, metavar="1,2,4,8",
+                   help="decode B prompts together for each B (entspec batched, HF generate with padding; HF "
+                        "assisted at 1 only): speedup over batched HF generate against B")
     p.add_argument("--prompt-seed", type=int, default=0, help="which prompts of the mix are drawn")
     p.add_argument("--prompts-per-category", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=48)

@@ -58,11 +58,15 @@ def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, 
                  methods_from: str | None = None, dataset: str = "mix", categories: int = 3,
                  temperature: float = 0.0, top_p: float | None = None, seeds: int = 1,
                  ignore_eos: bool = False, drafter_quantization: str = "none", kv_cache: str = "dynamic",
-                 compile: bool | str = False, only_categories: list[str] | None = None) -> ExperimentConfig:
+                 compile: bool | str = False, only_categories: list[str] | None = None,
+                 batch_size: int = 1) -> ExperimentConfig:
     """One benchmark run. Sampling (``temperature > 0``) runs ``seeds`` seeds per prompt, paired across methods;
-    the first seed also draws the prompts (``prompt_seed``)."""
+    the first seed also draws the prompts (``prompt_seed``). Above ``batch_size`` 1 the hf_assisted methods are
+    left out (transformers decodes assisted generation one sequence at a time)."""
     tuned = ExperimentConfig.from_yaml(methods_from) if methods_from and preset != "reduced" else None
     methods = tuned_methods(methods_from) if tuned else bench_methods(preset)
+    if batch_size > 1:
+        methods = [m for m in methods if m.get("kind") != "hf_assisted"]
     return ExperimentConfig(
         experiment_name=f"bench-{dtype}",
         drafter_model_path=drafter,
@@ -85,4 +89,5 @@ def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, 
         threads=threads,
         exclude_prompts=tuned.exclude_prompts if tuned else None,  # never report on the tuning prompts
         categories=only_categories,
+        batch_size=batch_size,
     )

@@ -176,6 +176,9 @@ class ExperimentRunner:
         method, seed = batch[0].method, batch[0].seed
         results = method.run_batch(self.pair.drafter, self.pair.verifier,
                                    [self.encoded[u.prompt_index] for u in batch], settings, seed, self.pad_token_id)
+        prompt_ids = [self.prompts[u.prompt_index].id for u in batch]
+        for result in results:  # which rows shared the batch (the bench pairs methods by it)
+            result.batch = {**(result.batch or {}), "prompts": prompt_ids}
         return [self._row(unit, result, settings) for unit, result in zip(batch, results)]
 
     def run_unit(self, unit: Unit, *, worker: dict[str, Any] | None = None) -> ResultRow:

@@ -1,0 +1,118 @@
+"""`entspec bench --batch-sizes`: throughput against batch size, every method against HF `generate` batched
+with padding at the same B (plain decoding's throughput baseline).
+
+Each batch size is one experiment folder (``b1``, ``b4``, ...). A batch is the paired unit: the same prompts and
+seed decoded by every method. Per batch, throughput = the rows' new tokens / the batch's wall time (its slowest
+row); the speedup of a method is the ratio of mean throughputs over batches (Spec-Bench's ratio of means), with
+a paired bootstrap 95% CI. Per-sequence latency is each row's own wall time (p50 / p99). Wasted verifier work
+per emitted token = (positions verified - tokens emitted) / tokens emitted, where a row's verified positions
+are its share of every verifier call (rejected drafts and padding to the batch's longest draft; for HF
+`generate`, the steps a finished row keeps riding along).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..metrics import load_rows  # noqa: E402
+from ..metrics.aggregate import paired_bootstrap_ci  # noqa: E402
+from ..metrics.compare import ratio_of_means  # noqa: E402
+
+BASELINE = "hf_generate"
+
+
+def _verified(row) -> int:
+    """Verifier positions this row took: its share of every call (HF generate: one per step of its batch)."""
+    result = row.result
+    if not result.rounds:
+        return result.counters.get("verifier_calls", len(result.new_tokens))
+    return sum(r.verify_width or (1 + r.drafted) for r in result.rounds)
+
+
+def batch_frame(experiment_dir: str | Path) -> pd.DataFrame:
+    """One line per (method, batch): batch size, tokens, wall time, throughput, wasted positions, acceptance."""
+    rows = load_rows(Path(experiment_dir) / "results" / "results.jsonl")
+    lines = []
+    for row in rows:
+        result = row.result
+        batch = result.batch or {"size": 1, "prompts": [row.prompt_id]}
+        lines.append({"method": row.method, "kind": row.method_kind, "seed": row.seed, "prompt_id": row.prompt_id,
+                      "size": batch["size"], "batch": "|".join(batch["prompts"]), "tokens": len(result.new_tokens), "wall_s": result.wall_time_s,
+                      "verified": _verified(row), "drafted": sum(r.drafted for r in result.rounds),
+                      "accepted": sum(r.accepted for r in result.rounds)})
+    return pd.DataFrame(lines)  # a batch = the rows one call decoded together: (method, seed, batch)
+
+
+def batch_table(experiment_dir: str | Path, batch_size: int, n_resamples: int = 2000) -> pd.DataFrame:
+    """Per method at one batch size: speedup over batched HF generate [95% CI], tokens/s, latency p50/p99,
+    wasted verifier positions per emitted token, acceptance."""
+    frame = batch_frame(experiment_dir)
+    per_batch = frame.groupby(["method", "seed", "batch"]).agg(
+        tokens=("tokens", "sum"), wall_s=("wall_s", "max")).reset_index()
+    per_batch["tps"] = per_batch.tokens / per_batch.wall_s
+    base = per_batch[per_batch.method == BASELINE].set_index(["seed", "batch"]).tps
+    if base.empty:
+        raise ValueError(f"{experiment_dir}: no {BASELINE} rows to compare with")
+    out = []
+    for method, mine in per_batch.groupby("method", sort=False):
+        paired = mine.set_index(["seed", "batch"]).tps.to_frame("x").join(base.rename("y"), how="inner")
+        x, y = paired.x.to_numpy(float), paired.y.to_numpy(float)
+        low, high = paired_bootstrap_ci([x, y], ratio_of_means, n_resamples=n_resamples)
+        rows = frame[frame.method == method]
+        out.append({"B": batch_size, "method": method, "speedup": float(ratio_of_means(x, y)), "ci_low": low,
+                    "ci_high": high, "tokens_per_s": float(x.mean()), "batches": len(x),
+                    "latency_p50_s": float(np.percentile(rows.wall_s, 50)),
+                    "latency_p99_s": float(np.percentile(rows.wall_s, 99)),
+                    "wasted_per_token": float((rows.verified.sum() - rows.tokens.sum()) / rows.tokens.sum()),
+                    "acceptance": float(rows.accepted.sum() / rows.drafted.sum()) if rows.drafted.sum() else np.nan})
+    return pd.DataFrame(out).sort_values("speedup", ascending=False, ignore_index=True)
+
+
+def batch_markdown(table: pd.DataFrame, command: str) -> str:
+    """The speedup-vs-B table, one block per batch size, with the command that produced it."""
+    lines = ["## Throughput against batch size", "", f"- command: `{command}`",
+             f"- speedup: mean tokens/s per batch over {BASELINE} batched with padding at the same B "
+             "(paired by batch, 95% bootstrap CI); latency: each sequence's own wall time; wasted: verifier "
+             "positions not emitted (rejected drafts, padding) per emitted token", "",
+             "| B | method | speedup [95% CI] | tokens/s | latency p50 / p99 (s) | wasted per token | acceptance |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        acc = "–" if not np.isfinite(r.acceptance) else f"{r.acceptance:.2f}"
+        lines.append(f"| {r.B} | {r.method} | {r.speedup:.2f}× [{r.ci_low:.2f}, {r.ci_high:.2f}] | "
+                     f"{r.tokens_per_s:.2f} | {r.latency_p50_s:.1f} / {r.latency_p99_s:.1f} | "
+                     f"{r.wasted_per_token:.2f} | {acc} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_speedup_vs_batch(table: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """Speedup over batched HF generate against B, one line per method, with 95% CI bars."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    sizes = sorted(table.B.unique())
+    for method, rows in table[table.method != BASELINE].groupby("method"):
+        rows = rows.set_index("B").reindex(sizes)
+        values = rows.speedup.to_numpy(float)
+        err = np.vstack([np.clip(values - rows.ci_low.to_numpy(float), 0, None),
+                         np.clip(rows.ci_high.to_numpy(float) - values, 0, None)])
+        ax.errorbar(sizes, values, yerr=err, marker="o", capsize=3, label=method)
+    ax.axhline(1.0, color="black", lw=0.8, ls="--")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(b) for b in sizes])
+    ax.set_xlabel("batch size B")
+    ax.set_ylabel(f"speedup over {BASELINE} at the same B (95% CI)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
