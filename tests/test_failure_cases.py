@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from entspec import wheels
@@ -455,3 +456,40 @@ def test_python_api_gives_one_line_errors_for_wrong_types():
     with pytest.raises(dataclasses.FrozenInstanceError):  # item 11: no silent change under a decoder
         dec.config.max_draft_len = -1
     assert dec.config.replace(max_draft_len=3).max_draft_len == 3
+
+
+# ---------------------------------------------------------------------------------- issue 22: 5-7
+@pytest.mark.parametrize("extra", [[], ["--dtype", "float32"], ["--full"]])
+def test_bench_reads_methods_from_whatever_the_other_flags(extra, tmp_path, capsys, no_model_load):
+    """A missing or garbage --methods-from file is named before anything runs (it used to be ignored unless
+    the dtype was in --full, so the default list ran with exit 0)."""
+    code, err = run_cli(capsys, "bench", "--methods-from", str(tmp_path / "missing.yaml"), *extra)
+    assert code == 2 and err.endswith(f"{tmp_path / 'missing.yaml'}: config file not found")
+    garbage = tmp_path / "garbage.yaml"
+    garbage.write_text("methods: [{strategy: nosuchrule}]\n")
+    code, err = run_cli(capsys, "bench", "--methods-from", str(garbage), *extra)
+    assert code == 2 and f"--methods-from {garbage}: methods[0]" in err and "nosuchrule" in err
+
+
+def test_exclude_prompts_that_match_no_prompt_are_refused(tiny_pair, tmp_path, capsys, no_model_load):
+    path = write_config(tiny_pair, tmp_path, exclude_prompts=["a", "typo"])
+    code, err = run_cli(capsys, "run", str(path))
+    assert code == 2 and "exclude: 'typo' is not a prompt id of" in err
+
+
+def test_python_generate_refuses_more_tokens_than_the_context_and_bad_eos_ids():
+    from entspec import EntropyBasedSpeculativeDecoder
+
+    model = tiny_llama()
+    model.config.max_position_embeddings = 16
+    decoder = EntropyBasedSpeculativeDecoder.autoregressive(model)
+    prompt = torch.tensor([[1, 2, 3, 4]])
+    with pytest.raises(ValueError, match="^max_new_tokens: 4 prompt \\+ 13 new tokens exceed the verifier's context "
+                                         "of 16 positions$"):
+        decoder.generate(prompt, max_new_tokens=13)
+    with pytest.raises(ValueError, match="^max_new_tokens: 4 prompt"):
+        decoder.generate_batch([prompt, prompt[:, :2]], max_new_tokens=13)
+    assert len(decoder.generate(prompt, max_new_tokens=12).new_tokens) == 12
+    for bad in (True, "2", [1, None], -1, 2.0):
+        with pytest.raises(ValueError, match="^eos_token_id: must be a token id"):
+            decoder.generate(prompt, max_new_tokens=2, eos_token_id=bad)

@@ -97,3 +97,28 @@ def save_tiny_pair(root) -> tuple[str, str]:
         tokenizer.save_pretrained(root / name)
         paths.append(str(root / name))
     return paths[0], paths[1]
+
+
+def tiny_sliding(family: str, seed: int = 0, vocab: int = 64, window: int = 8, sharpness: float = 20.0):
+    """A tiny random model whose attention has sliding-window layers (``window`` positions): "mistral" (every
+    layer), "gemma2" (alternating) or "gemma3" (sliding, then full), head scaled like `tiny_llama`."""
+    from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig, MistralConfig,
+                              MistralForCausalLM)
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=4096,
+                  sliding_window=window, bos_token_id=0, eos_token_id=None, pad_token_id=0,
+                  tie_word_embeddings=False)
+    if family == "mistral":
+        model = MistralForCausalLM(MistralConfig(**common))
+    elif family == "gemma2":
+        model = Gemma2ForCausalLM(Gemma2Config(**common, layer_types=["sliding_attention", "full_attention"]))
+    else:
+        model = Gemma3ForCausalLM(Gemma3TextConfig(**common, layer_types=["sliding_attention", "full_attention"]))
+    model.eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpness)
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    return model

@@ -30,6 +30,16 @@ def check_flags(args: argparse.Namespace) -> None:
     for flag, value, ok, why in checks:
         if not ok:
             raise ValueError(f"{flag}: {why} (got {value})")
+    if args.methods_from is not None:  # read and validated before anything runs, whatever the other flags
+        from ..engine.config import ConfigError
+        from .suite import tuned_methods
+
+        try:
+            tuned_methods(args.methods_from)
+        except ConfigError as err:
+            message = str(err)
+            raise ValueError(message if message.startswith(args.methods_from) else
+                             f"--methods-from {args.methods_from}: {message}") from None
 
 
 def _config(args: argparse.Namespace, dtype: str, batch_size: int = 1, output_dir: str | None = None):
@@ -112,7 +122,7 @@ def register(subparsers) -> None:
     p.add_argument("--preset", choices=["full", "confirm"], default="full",
                    help="method list for the --full dtypes: the exploration grid or the chosen settings")
     p.add_argument("--methods-from", default=None, metavar="TUNED.yaml",
-                   help="take the --full dtypes' methods from an experiment config (e.g. `entspec tune`'s tuned.yaml)")
+                   help="take every dtype's methods from an experiment config (e.g. `entspec tune`'s tuned.yaml)")
     p.add_argument("--replay", action=argparse.BooleanOptionalAction, default=True,
                    help="record traces of the bench prompts and compare replay with the real runs (default on)")
     p.add_argument("--cap", type=int, default=20, help="trace cap for --replay (longest replayable draft)")

@@ -63,7 +63,7 @@ def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, 
     """One benchmark run. Sampling (``temperature > 0``) runs ``seeds`` seeds per prompt, paired across methods;
     the first seed also draws the prompts (``prompt_seed``). Above ``batch_size`` 1 the hf_assisted methods are
     left out (transformers decodes assisted generation one sequence at a time)."""
-    tuned = ExperimentConfig.from_yaml(methods_from) if methods_from and preset != "reduced" else None
+    tuned = ExperimentConfig.from_yaml(methods_from) if methods_from else None  # every dtype of the run
     methods = tuned_methods(methods_from) if tuned else bench_methods(preset)
     if batch_size > 1:
         methods = [m for m in methods if m.get("kind") != "hf_assisted"]

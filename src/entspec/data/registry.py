@@ -93,6 +93,10 @@ def load_prompts(name_or_path: str | Path, *, split: str = "test", num_samples: 
     words = max(prefix_words, max_prompt_tokens or 0)
     prompts = _load_all(name_or_path, split, words)
     _check_prompts(prompts, name_or_path)
+    unknown = sorted(set(exclude or ()) - {p.id for p in prompts})
+    if unknown:  # a typo must not let tuning prompts into an evaluation
+        raise DatasetError(f"exclude: {unknown[0]!r} is not a prompt id of {name_or_path} "
+                           f"({len(unknown)} unknown id{'s' if len(unknown) > 1 else ''})")
     if categories is not None:
         prompts = _filter_categories(prompts, categories, name_or_path)
     if exclude:

@@ -179,6 +179,7 @@ class EntropyBasedSpeculativeDecoder:
         if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
         rows = batch_prompts(prompts, attention_mask, self.verifier.model.config.vocab_size)
+        self._check_context(max(len(r) for r in rows), max_new_tokens)
         seeds = batch_seeds(seed, len(rows))
         eos = set() if ignore_eos else self._eos_ids(eos_token_id)
         if self._batch is None:
@@ -266,7 +267,17 @@ class EntropyBasedSpeculativeDecoder:
         vocab = self.verifier.model.config.vocab_size
         if int(input_ids.max()) >= vocab or int(input_ids.min()) < 0:
             raise ValueError(f"input_ids: token id out of range for a vocabulary of {vocab}")
+        self._check_context(input_ids.shape[1], max_new_tokens)
         return input_ids.to(self.verifier.device)
+
+    def _check_context(self, prompt_len: int, max_new_tokens: int) -> None:
+        """Prompt + new tokens must fit the verifier's context (positions past it are not the model's)."""
+        from ..models.context import context_length
+
+        context = context_length(self.verifier.model)
+        if context is not None and prompt_len + max_new_tokens > context:
+            raise ValueError(f"max_new_tokens: {prompt_len} prompt + {max_new_tokens} new tokens exceed the "
+                             f"verifier's context of {context} positions")
 
     def _eos_ids(self, eos_token_id: int | Sequence[int] | None) -> set[int]:
         if eos_token_id is None:
@@ -274,5 +285,9 @@ class EntropyBasedSpeculativeDecoder:
             eos_token_id = getattr(gen_cfg, "eos_token_id", None)
         if eos_token_id is None:
             return set()
-        return {int(eos_token_id)} if isinstance(eos_token_id, int) else {int(t) for t in eos_token_id}
+        ids = [eos_token_id] if not isinstance(eos_token_id, (list, tuple, set)) else list(eos_token_id)
+        for t in ids:
+            if not isinstance(t, int) or isinstance(t, bool) or t < 0:
+                raise ValueError(f"eos_token_id: must be a token id (int >= 0) or a list of them, got {eos_token_id!r}")
+        return set(ids)
 

@@ -23,6 +23,7 @@ class CachedModel:
         self.check_nan = check_nan
         self._cache_kwarg = cache_kwarg(model)
         self.cache: DynamicCache | None = None
+        self.sliding = False  # the cache has sliding-window layers (set by `prefill`)
         self.next_logits: torch.Tensor | None = None  # [1, V] for the position after the cache, if known
 
     @property
@@ -58,6 +59,12 @@ class CachedModel:
         by it (`StaticCachedModel`); the dynamic one grows as needed and ignores it."""
         self.reset()
         self.next_logits = self.forward(prompt)
+        # Sliding-window layers (Mistral, Gemma 2/3) drop states past the window; from now on they keep them until
+        # `crop`, so a rejected draft can be rolled back (as transformers' own assisted decoding does). Activated
+        # after the prefill, so a long prompt's states past the window are never held.
+        self.sliding = any(getattr(layer, "is_sliding", False) for layer in getattr(self.cache, "layers", []))
+        if self.sliding:
+            self.cache.activate_past_recording()
 
     def warm_up(self, max_length: int, up_to: int | None = None) -> None:
         """Prepare forwards of 1..``up_to`` new tokens on a cache of ``max_length`` positions (compiled graphs);
@@ -81,6 +88,8 @@ class CachedModel:
         if extra > 0:
             self.cache.crop(-extra)  # negative: remove the last `extra` positions (4.x and 5.x alike)
             self.next_logits = None
+        elif self.sliding:
+            self.cache.crop(0)  # sliding layers: drop the recorded states the window no longer needs
 
 
 KV_CACHES = ("dynamic", "static")
