@@ -21,17 +21,22 @@ from entspec.engine.batch_kv import BatchCache
 from entspec.models import load_model_pair
 
 
-def forward_seconds(model, rows: int, tokens: int, cached: int, reps: int) -> float:
-    """Median seconds of one forward of ``rows`` x ``tokens`` new tokens after ``cached`` cached tokens per row."""
-    times = []
-    for _ in range(reps + 1):  # the first call warms up
-        cache = BatchCache(model)
-        cache.reset(rows)
-        cache.feed([list(range(100, 100 + cached))] * rows, "left", logits_to_keep=1)
-        start = time.perf_counter()
-        cache.feed([list(range(200, 200 + tokens))] * rows, "right")
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+def forward_seconds(model, rows: int, token_counts: list[int], cached: int, reps: int) -> dict[int, float]:
+    """Median seconds of one forward of ``rows`` x k new tokens after ``cached`` cached tokens per row, for each k
+    (one prefill; each timed forward is rolled back before the next)."""
+    cache = BatchCache(model)
+    cache.reset(rows)
+    cache.feed([list(range(100, 100 + cached))] * rows, "left", logits_to_keep=1)
+    out = {}
+    for k in token_counts:
+        times = []
+        for _ in range(reps + 1):  # the first call warms up
+            start = time.perf_counter()
+            cache.feed([list(range(200, 200 + k))] * rows, "right")
+            times.append(time.perf_counter() - start)
+            cache.rollback([cached] * rows)
+        out[k] = statistics.median(times[1:])
+    return out
 
 
 def main() -> None:
@@ -55,9 +60,8 @@ def main() -> None:
     rows = []
     for role, model, ks in (("verifier", pair.verifier, tokens), ("drafter", pair.drafter, [1])):
         for b in sizes:
-            for k in ks:
-                rows.append({"model": role, "B": b, "tokens_per_row": k,
-                             "seconds": forward_seconds(model, b, k, args.cached, args.reps)})
+            for k, seconds in forward_seconds(model, b, ks, args.cached, args.reps).items():
+                rows.append({"model": role, "B": b, "tokens_per_row": k, "seconds": seconds})
     table = pd.DataFrame(rows)
     unit = table[(table.B == 1) & (table.tokens_per_row == 1)].set_index("model").seconds
     table["relative_to_1x1"] = table.seconds / table.model.map(unit)

@@ -28,11 +28,14 @@ from ..metrics.compare import ratio_of_means  # noqa: E402
 BASELINE = "hf_generate"
 
 
-def _verified(row) -> int:
-    """Verifier positions this row took: its share of every call (HF generate: one per step of its batch)."""
+def _verified(row) -> float:
+    """Verifier positions this row took: its share of every call (HF generate: one per step of its batch; HF
+    assisted generation does not say how many tokens each of its calls verified: NaN)."""
     result = row.result
-    if not result.rounds:
+    if row.method_kind == "hf_generate":
         return result.counters.get("verifier_calls", len(result.new_tokens))
+    if not result.rounds:
+        return float("nan")
     return sum(r.verify_width or (1 + r.drafted) for r in result.rounds)
 
 
@@ -44,7 +47,8 @@ def batch_frame(experiment_dir: str | Path) -> pd.DataFrame:
         result = row.result
         batch = result.batch or {"size": 1, "prompts": [row.prompt_id]}
         lines.append({"method": row.method, "kind": row.method_kind, "seed": row.seed, "prompt_id": row.prompt_id,
-                      "size": batch["size"], "batch": "|".join(batch["prompts"]), "tokens": len(result.new_tokens), "wall_s": result.wall_time_s,
+                      "size": batch["size"], "batch": "|".join(batch["prompts"]),
+                      "tokens": len(result.new_tokens), "wall_s": result.wall_time_s,
                       "verified": _verified(row), "drafted": sum(r.drafted for r in result.rounds),
                       "accepted": sum(r.accepted for r in result.rounds)})
     return pd.DataFrame(lines)  # a batch = the rows one call decoded together: (method, seed, batch)
@@ -70,7 +74,7 @@ def batch_table(experiment_dir: str | Path, batch_size: int, n_resamples: int = 
                     "ci_high": high, "tokens_per_s": float(x.mean()), "batches": len(x),
                     "latency_p50_s": float(np.percentile(rows.wall_s, 50)),
                     "latency_p99_s": float(np.percentile(rows.wall_s, 99)),
-                    "wasted_per_token": float((rows.verified.sum() - rows.tokens.sum()) / rows.tokens.sum()),
+                    "wasted_per_token": float((rows.verified.sum(skipna=False) - rows.tokens.sum()) / rows.tokens.sum()),
                     "acceptance": float(rows.accepted.sum() / rows.drafted.sum()) if rows.drafted.sum() else np.nan})
     return pd.DataFrame(out).sort_values("speedup", ascending=False, ignore_index=True)
 
@@ -85,29 +89,32 @@ def batch_markdown(table: pd.DataFrame, command: str) -> str:
              "|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         acc = "–" if not np.isfinite(r.acceptance) else f"{r.acceptance:.2f}"
+        wasted = "–" if not np.isfinite(r.wasted_per_token) else f"{r.wasted_per_token:.2f}"
         lines.append(f"| {r.B} | {r.method} | {r.speedup:.2f}× [{r.ci_low:.2f}, {r.ci_high:.2f}] | "
                      f"{r.tokens_per_s:.2f} | {r.latency_p50_s:.1f} / {r.latency_p99_s:.1f} | "
-                     f"{r.wasted_per_token:.2f} | {acc} |")
+                     f"{wasted} | {acc} |")
     return "\n".join(lines) + "\n"
 
 
 def plot_speedup_vs_batch(table: pd.DataFrame, path: str | Path, title: str) -> Path:
     """Speedup over batched HF generate against B, one line per method, with 95% CI bars."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 5.6))
     sizes = sorted(table.B.unique())
-    for method, rows in table[table.method != BASELINE].groupby("method"):
+    groups = list(table[table.method != BASELINE].groupby("method"))
+    for i, (method, rows) in enumerate(groups):
         rows = rows.set_index("B").reindex(sizes)
         values = rows.speedup.to_numpy(float)
         err = np.vstack([np.clip(values - rows.ci_low.to_numpy(float), 0, None),
                          np.clip(rows.ci_high.to_numpy(float) - values, 0, None)])
-        ax.errorbar(sizes, values, yerr=err, marker="o", capsize=3, label=method)
+        dodge = 1 + 0.04 * (i - (len(groups) - 1) / 2)  # side by side, so the intervals do not hide each other
+        ax.errorbar(np.array(sizes) * dodge, values, yerr=err, marker="o", capsize=3, label=method)
     ax.axhline(1.0, color="black", lw=0.8, ls="--")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(b) for b in sizes])
     ax.set_xlabel("batch size B")
     ax.set_ylabel(f"speedup over {BASELINE} at the same B (95% CI)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
