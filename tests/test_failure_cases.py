@@ -6,6 +6,7 @@ silently skipped. Tiny random models, local prompt files, no network.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -493,3 +494,152 @@ def test_python_generate_refuses_more_tokens_than_the_context_and_bad_eos_ids():
     for bad in (True, "2", [1, None], -1, 2.0):
         with pytest.raises(ValueError, match="^eos_token_id: must be a token id"):
             decoder.generate(prompt, max_new_tokens=2, eos_token_id=bad)
+
+
+# ---------------------------------------------------------------------------------- issue 22: 4. cost fields
+@pytest.mark.parametrize("fields,message", [
+    (dict(verify_curve=[[1, 1.0], [1, 0.9]]), "verify_curve: knots must be strictly ascending in verified tokens"),
+    (dict(verify_curve=[[2, 1.0], [1, 0.9]]), "verify_curve: knots must be strictly ascending"),
+    (dict(verify_curve=[[0, 1.0], [2, 0.9]]), "verify_curve: verified tokens must be >= 1"),
+    (dict(verify_curve=[[1, 1.0], [2, float("nan")]]), "verify_curve: knots must be finite numbers"),
+    (dict(verify_curve=[[1, 1.0], [2, float("inf")]]), "verify_curve: knots must be finite numbers"),
+    (dict(verify_curve=[[1, 1.0], [2, -0.5]]), "verify_curve: relative cost must be > 0"),
+    (dict(verify_curve=[[1, 1.0], [2]]), "verify_curve: must be null or a list of"),
+    (dict(cost_ratio=float("inf")), "cost_ratio: must be a finite number"),
+    (dict(cost_ratio=float("nan")), "cost_ratio: must be a number, not NaN"),
+    (dict(cost_ratio=-0.1), "cost_ratio: must be >= 0"),
+    (dict(verify_slope=float("inf")), "verify_slope: must be a finite number"),
+])
+def test_cost_fields_are_checked_naming_the_field(fields, message, tiny_pair, tmp_path, capsys, no_model_load):
+    from entspec import EntropyConfig
+
+    with pytest.raises(ConfigError, match=message):  # Python API
+        EntropyConfig(strategy="fixed", gate=True, **fields)
+    with pytest.raises(ConfigError, match=f"methods\\[0\\]\\.{message}"):  # experiment YAML: the method's field
+        ExperimentConfig(**config_dict(tiny_pair, tmp_path, methods=[{"strategy": "fixed", **fields}]))
+    if all(isinstance(v, list) or math.isfinite(v) for v in fields.values()):  # --set (YAML has no NaN literal)
+        path = write_config(tiny_pair, tmp_path)
+        (name, value), = fields.items()
+        code, err = run_cli(capsys, "run", str(path), "--set", f"methods=[{{strategy: fixed, {name}: {value}}}]")
+        assert code == 2 and f"methods[0].{name}:" in err
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(verify_tokens=[1, 1, 3]), "verify_tokens: must be strictly increasing"),
+    (dict(verify_tokens=[0, 2, 3]), "verify_tokens: must be whole numbers >= 1"),
+    (dict(verify_s=[0.1, float("nan"), 0.3]), "verify_s: must be finite seconds > 0"),
+    (dict(verify_s=[0.1, 0.0, 0.3]), "verify_s: must be finite seconds > 0"),
+    (dict(draft_step_s=-1.0), "draft_step_s: must be finite seconds >= 0"),
+    (dict(prefill_s_per_token={"drafter": float("inf"), "verifier": 0.0}), "prefill_s_per_token: must map"),
+])
+def test_cost_model_files_are_checked_naming_file_and_field(change, message, tmp_path):
+    from entspec.replay.cost import CostModel
+
+    good = dict(draft_step_s=0.05, verify_tokens=[1, 2, 3], verify_s=[0.1, 0.11, 0.12], overhead_round_s=0.001)
+    CostModel(**good)
+    path = tmp_path / "cost_model.json"
+    path.write_text(json.dumps({**good, **change}).replace("NaN", "NaN").replace("Infinity", "Infinity"))
+    with pytest.raises(ValueError, match=f"^{path}: {message}"):
+        CostModel.load(path)
+
+
+# ---------------------------------------------------------------------------------- issue 22: 2-3. trace and tune
+@pytest.fixture(scope="module")
+def traced(tiny_pair, tmp_path_factory) -> Path:
+    """A traced tiny experiment (6 mix prompts, two per category) and its tune outputs."""
+    root = tmp_path_factory.mktemp("traced")
+    drafter, verifier = tiny_pair
+    (root / "exp.yaml").write_text(yaml.safe_dump(dict(
+        drafter_model_path=drafter, verifier_model_path=verifier, dataset_name="mix", num_samples=6,
+        max_new_tokens=12, max_sequence_length=200, output_dir=str(root / "exp"), experiment_name="t", threads=1)))
+    assert main(["trace", str(root / "exp.yaml"), "--cap", "8"]) == 0
+    assert main(["tune", str(root / "exp"), "--rules", "fixed", "absolute"]) == 0
+    return root
+
+
+@pytest.fixture
+def traced_copy(traced, tmp_path) -> Path:
+    shutil.copytree(traced, tmp_path, dirs_exist_ok=True)
+    config = yaml.safe_load((tmp_path / "exp.yaml").read_text())
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump({**config, "output_dir": str(tmp_path / "exp")}))
+    saved = tmp_path / "exp" / "traces" / "experiment.yaml"
+    saved.write_text(saved.read_text().replace(str(traced), str(tmp_path)))
+    return tmp_path
+
+
+@pytest.mark.parametrize("change,message", [
+    (["--set", "max_new_tokens=10"], "max_new_tokens: .* holds traces recorded with max_new_tokens=12 \\(got 10\\)"),
+    (["--set", "num_samples=3"], "num_samples: .* holds traces recorded with num_samples=6"),
+    (["--set", "dtype=bfloat16"], "dtype: .* holds traces recorded with dtype="),
+    (["--cap", "6"], "cap: .* holds traces recorded with cap 8 \\(got 6\\)"),
+])
+def test_a_traces_folder_is_one_experiment(change, message, traced_copy, capsys, no_model_load):
+    before = sorted(p.name for p in (traced_copy / "exp" / "traces").iterdir())
+    code, err = run_cli(capsys, "trace", str(traced_copy / "exp.yaml"), "--cap", "8", *change)
+    assert code == 2 and __import__("re").search(message, err), err
+    assert sorted(p.name for p in (traced_copy / "exp" / "traces").iterdir()) == before
+
+
+def test_tune_refuses_traces_of_different_settings_and_names_unreadable_files(traced_copy, capsys):
+    from entspec.replay.trace import Trace, trace_files
+
+    folder = traced_copy / "exp" / "traces"
+    files = trace_files(folder)
+    other = Trace.load(files[1])
+    other.meta.max_new_tokens = 99
+    other.save(files[1])
+    code, err = run_cli(capsys, "tune", str(traced_copy / "exp"))
+    assert code == 2 and f"{files[1]}: recorded with max_new_tokens=99 but {files[0].name} with 12" in err
+    files[1].write_bytes(files[1].read_bytes()[:100])  # truncated
+    code, err = run_cli(capsys, "tune", str(traced_copy / "exp"))
+    assert code == 2 and f"{files[1]}: not a readable entspec trace" in err
+    files[1].write_bytes(b"")  # empty
+    code, err = run_cli(capsys, "tune", str(traced_copy / "exp"))
+    assert code == 2 and f"{files[1]}: not a readable entspec trace" in err
+    (folder / f".{files[2].name}.abc123.tmp").write_bytes(b"half a file")  # a recorder killed mid-write
+    (folder / "notes.npz").write_bytes(b"not ours")
+    assert main(["trace", str(traced_copy / "exp.yaml"), "--cap", "8"]) == 0  # re-records the damaged file
+    assert len(trace_files(folder)) == 6 and Trace.load(files[1]).meta.max_new_tokens == 12
+    assert main(["tune", str(traced_copy / "exp"), "--rules", "fixed"]) == 0  # temp and foreign files ignored
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--held-out", "0"], "--held-out: must be a number in (0, 1) (got 0.0)"),
+    (["--held-out", "1"], "--held-out: must be a number in (0, 1) (got 1.0)"),
+    (["--held-out", "nan"], "--held-out: must be a number in (0, 1) (got nan)"),
+    (["--top", "0"], "--top: must be >= 1 (got 0)"),
+])
+def test_tune_flags_are_checked_before_anything_is_read(flags, message, tmp_path, capsys):
+    code, err = run_cli(capsys, "tune", str(tmp_path / "nothing-here"), *flags)
+    assert (code, err) == (2, f"entspec tune: error: {message}")
+
+
+def test_tune_refuses_a_split_that_leaves_a_category_without_held_out_prompts(traced_copy, capsys):
+    code, err = run_cli(capsys, "tune", str(traced_copy / "exp"), "--held-out", "0.2")
+    assert code == 2 and "--held-out: 0.2 leaves category" in err and "no held-out prompt" in err
+
+
+def test_tune_outputs_are_all_or_nothing_under_sigkill(traced_copy):
+    """Kill `entspec tune` at random moments: the previous sweep.csv, best.csv, report.md and tuned.yaml stay
+    whole together (or, killed between two renames, the next run restores them); a rerun finishes."""
+    import random
+
+    out = traced_copy / "exp" / "tune"
+    names = {"sweep.csv", "best.csv", "report.md", "tuned.yaml"}
+    previous = {n: (out / n).read_bytes() for n in names}
+    script = "import sys; from entspec.cli import main; sys.exit(main(sys.argv[1:]))"
+    rng = random.Random(0)
+    for _ in range(4):
+        proc = subprocess.Popen([sys.executable, "-c", script, "tune", str(traced_copy / "exp"), "--rules", "fixed"],
+                                env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.0, 6.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        whole = out if out.exists() else out.with_name(".tune.old")
+        assert {p.name for p in whole.iterdir()} == names
+        current = {n: (whole / n).read_bytes() for n in names}
+        assert current == previous or all(current[n] for n in names)  # the old set, or a whole new one
+    assert main(["tune", str(traced_copy / "exp"), "--rules", "fixed"]) == 0
+    assert {p.name for p in out.iterdir()} == names and not out.with_name(".tune.old").exists()
+    assert not [p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")]  # killed runs' temp folders removed

@@ -181,7 +181,7 @@ def test_the_driver_writes_a_unit_once_when_a_retry_races_a_late_result(tiny_pai
 
     runner = ExperimentRunner(config(tiny_pair, tmp_path / "exp"), progress=False)
     runner._prepare_output_dir()
-    runner.prompts = runner._load_prompts()
+    runner.prompts = runner.load_prompts()
     units = runner.units()
     done, todo = units[:1], units[1:]  # the first unit is already in the file
     runner.results_path.write_text(f'{{"unit_key": "{done[0].key}"}}\n')

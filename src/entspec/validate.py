@@ -64,11 +64,24 @@ def check_fields(obj: Any, prefix: str = "") -> None:
         check_value(prefix + f.name, getattr(obj, f.name), hints[f.name], f.metadata)
 
 
-def check_knots(name: str, knots: Any, what: str) -> None:
-    """A piecewise-linear curve: null or >= 1 pairs ``[x, y]`` with x ascending (``what`` names x and y)."""
-    check(knots is None or (isinstance(knots, list) and len(knots) >= 1 and all(len(k) == 2 for k in knots)
-                            and all(a[0] <= b[0] for a, b in zip(knots, knots[1:]))),
-          name, knots, f"must be null or a list of [{what}] knots, ascending")
+def check_knots(name: str, knots: Any, what: str, min_x: float | None = None, positive_y: bool = False,
+                strict: bool = True) -> None:
+    """A piecewise-linear curve: null or >= 1 pairs ``[x, y]`` of finite numbers, x ascending (``strict``: no
+    duplicates), x >= ``min_x`` and y > 0 with ``positive_y`` (``what`` names x and y)."""
+    if knots is None:
+        return
+    check(isinstance(knots, list) and len(knots) >= 1 and all(isinstance(k, list) and len(k) == 2 for k in knots),
+          name, knots, f"must be null or a list of [{what}] knots")
+    numbers = [v for k in knots for v in k]
+    check(all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers),
+          name, knots, f"knots must be finite numbers [{what}]")
+    check(all(a[0] < b[0] or (not strict and a[0] == b[0]) for a, b in zip(knots, knots[1:])), name, knots,
+          f"knots must be {'strictly ' if strict else ''}ascending in {what.split(',')[0]}"
+          + (" (no duplicates)" if strict else ""))
+    check(min_x is None or knots[0][0] >= min_x, name, knots, f"{what.split(',')[0]} must be >= {min_x:g}"
+          if min_x is not None else "")
+    check(not positive_y or all(k[1] > 0 for k in knots), name, knots,
+          f"{what.split(',')[1].strip()} must be > 0")
 
 
 def check_keys(name: str, value: Any, required: set[str], allowed: set[str]) -> None:

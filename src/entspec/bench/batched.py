@@ -90,7 +90,8 @@ def batch_markdown(table: pd.DataFrame, command: str) -> str:
     for _, r in table.iterrows():
         acc = "–" if not np.isfinite(r.acceptance) else f"{r.acceptance:.2f}"
         wasted = "–" if not np.isfinite(r.wasted_per_token) else f"{r.wasted_per_token:.2f}"
-        lines.append(f"| {r.B} | {r.method} | {r.speedup:.2f}× [{r.ci_low:.2f}, {r.ci_high:.2f}] | "
+        ci = f"[{r.ci_low:.2f}, {r.ci_high:.2f}]" if r.batches > 1 else "(1 batch: no CI)"
+        lines.append(f"| {r.B} | {r.method} | {r.speedup:.2f}× {ci} | "
                      f"{r.tokens_per_s:.2f} | {r.latency_p50_s:.1f} / {r.latency_p99_s:.1f} | "
                      f"{wasted} | {acc} |")
     return "\n".join(lines) + "\n"
@@ -108,6 +109,9 @@ def plot_speedup_vs_batch(table: pd.DataFrame, path: str | Path, title: str) -> 
                          np.clip(rows.ci_high.to_numpy(float) - values, 0, None)])
         dodge = 1 + 0.04 * (i - (len(groups) - 1) / 2)  # side by side, so the intervals do not hide each other
         ax.errorbar(np.array(sizes) * dodge, values, yerr=err, marker="o", capsize=3, label=method)
+    if (table.batches < 2).any():
+        single = ", ".join(str(b) for b in sorted(table[table.batches < 2].B.unique()))
+        ax.text(0.01, 0.01, f"B = {single}: one batch, no interval", transform=ax.transAxes, fontsize=7, alpha=0.7)
     ax.axhline(1.0, color="black", lw=0.8, ls="--")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(b) for b in sizes])

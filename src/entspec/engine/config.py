@@ -46,8 +46,8 @@ class EntropyConfig:
     theta_min: float = field(default=0.05, metadata=bounds(min=0))  # adaptive: bounds of the moving threshold
     theta_max: float = field(default=10.0, metadata=bounds(min=0))
     # Costs in units of a one-token verifier call (from the cost model; `entspec tune` writes measured values):
-    cost_ratio: float = field(default=0.45, metadata=bounds(min=0))  # c: one drafter step
-    verify_slope: float = field(default=0.02, metadata=bounds(min=0))  # s: each extra verified token
+    cost_ratio: float = field(default=0.45, metadata=bounds(min=0, finite=True))  # c: one drafter step
+    verify_slope: float = field(default=0.02, metadata=bounds(min=0, finite=True))  # s: each extra verified token
     # The measured verifier call over m tokens relative to one token, [[m, verify(m) / verify(1)], ...] (the cost
     # model's; `entspec tune` writes it), interpolated; None: 1 + verify_slope (m - 1). Read by the gate.
     verify_curve: list[list[float]] | None = None
@@ -99,7 +99,7 @@ class EntropyConfig:
         check(self.min_draft_len <= self.max_draft_len, "min_draft_len", self.min_draft_len,
               "must be in [0, max_draft_len]")
         check(self.theta_min <= self.theta_max, "theta_min", self.theta_min, "must be <= theta_max")
-        check_knots("verify_curve", self.verify_curve, "verified tokens, relative cost")
+        check_knots("verify_curve", self.verify_curve, "verified tokens, relative cost", min_x=1, positive_y=True)
         declared = _declared_params()
         for name, value in self.rule_params.items():
             check_value(name, value, declared[name].hint, declared[name].metadata)

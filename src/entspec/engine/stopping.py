@@ -486,7 +486,7 @@ class GoodputParams:
     next_prob: float = field(default=0.0, metadata=bounds(finite=True))
 
     def __post_init__(self) -> None:
-        check_knots("calib_curve", self.calib_curve, "entropy, probability")
+        check_knots("calib_curve", self.calib_curve, "entropy, probability", strict=False)
 
 
 @register("goodput", reads=("entropies", "token_probs"), threshold="goodput_margin", params=GoodputParams,

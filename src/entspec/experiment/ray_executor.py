@@ -76,8 +76,8 @@ class _Worker:
                 resolve_device(config.device)
                 runner = ExperimentRunner(config, progress=False)
                 runner.prompts = self.prompts
-                runner._load(write_manifest=False)  # the driver writes the manifest
-                runner._warm_up()
+                runner.load(write_manifest=False)  # the driver writes the manifest
+                runner.warm_up()
             except (ValueError, KeyError, OSError) as err:  # a model missing on this node, a bad device, ...
                 raise WorkerError(f"worker on {host}: {err}") from None
             self.units = {unit.key: unit for unit in runner.units()}

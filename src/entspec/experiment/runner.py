@@ -105,7 +105,7 @@ class ExperimentRunner:
         with FolderLock(self.output_dir):
             self._prepare_output_dir()
             done = self._finished_keys()
-            self.prompts = self._load_prompts()
+            self.prompts = self.load_prompts()
             units = self.units()
             _check_unique_keys(units)
             todo = [u for u in units if u.key not in done]
@@ -116,8 +116,8 @@ class ExperimentRunner:
 
                 run_on_ray(self, units, todo)
             elif todo:
-                self._load()
-                self._warm_up()
+                self.load()
+                self.warm_up()
                 self._run_units(units, todo)
             self._write_progress(len(units), len(units), None)
         return self.results_path
@@ -236,14 +236,14 @@ class ExperimentRunner:
         except DamagedRowError as err:
             raise DamagedRowError(f"{err} (a rerun then runs its unit again)") from None
 
-    def _load_prompts(self) -> list:
+    def load_prompts(self) -> list:
         from ..data import load_prompts
 
         cfg = self.config
         return load_prompts(cfg.dataset_name, split=cfg.dataset_split, num_samples=cfg.num_samples,
                             seed=cfg.seeds[0], categories=cfg.categories, exclude=cfg.exclude_prompts)
 
-    def _load(self, write_manifest: bool = True) -> None:
+    def load(self, write_manifest: bool = True) -> None:
         """Tokenizer and context check first (cheap), then the models, then the manifest (Ray workers: none)."""
         from ..models import encode_prompt, load_model_pair, load_tokenizer
         from ..models.context import check_fits
@@ -291,7 +291,7 @@ class ExperimentRunner:
         known = [n for n in lengths if n is not None]
         return min(known) if known else None
 
-    def _warm_up(self) -> None:
+    def warm_up(self) -> None:
         """Before timing: compile every graph a unit can use (with ``compile``), then one short untimed generation
         per method, so allocator, kernels and caches settle."""
         settings = self.config.generation_settings()

@@ -23,18 +23,24 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from .record import load_cost_model
     from .trace import load_traces
-    from .tune import tune, write_outputs
+    from ..experiment.lock import FolderLock
+    from .tune import check_split, check_tune_flags, tune, write_outputs
 
+    check_tune_flags(args.held_out, args.top)
     folder = Path(args.traces)
     if (folder / "traces").is_dir():  # an experiment folder was given
         folder = folder / "traces"
-    traces = load_traces(folder)
-    cost = load_cost_model(folder)
-    saved = folder / "experiment.yaml"
-    experiment = yaml.safe_load(saved.read_text()) if saved.is_file() else None
-    result = tune(traces, cost, held_out=args.held_out, seed=args.seed, rules=args.rules)
-    command = "entspec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    paths = write_outputs(result, args.out or folder.parent / "tune", experiment, cost, command, top=args.top)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such traces folder; record traces with `entspec trace`")
+    with FolderLock(folder):  # one process per traces folder: trace and tune alike
+        traces = load_traces(folder)
+        check_split(traces, args.held_out)
+        cost = load_cost_model(folder)
+        saved = folder / "experiment.yaml"
+        experiment = yaml.safe_load(saved.read_text()) if saved.is_file() else None
+        result = tune(traces, cost, held_out=args.held_out, seed=args.seed, rules=args.rules)
+        command = "entspec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        paths = write_outputs(result, args.out or folder.parent / "tune", experiment, cost, command, top=args.top)
     print(paths["report"].read_text())
     for name, path in paths.items():
         print(f"{name}: {path}")

@@ -17,6 +17,7 @@ include exactly the work the engine does per step (entropies, sampling, acceptan
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,7 +42,8 @@ class CostModel:
 
     def __post_init__(self) -> None:
         if len(self.verify_tokens) != len(self.verify_s) or not self.verify_tokens:
-            raise ValueError("cost model: verify_tokens and verify_s must be non-empty and of equal length")
+            raise ValueError("verify_tokens, verify_s: must be non-empty and of equal length")
+        _check_costs(self)
         self._m = np.asarray(self.verify_tokens, dtype=float)
         self._v = np.asarray(self.verify_s, dtype=float)
         self._rounds: dict[tuple[int, bool], float] = {}  # round_time is on replay's hot path
@@ -91,6 +93,30 @@ class CostModel:
             return cls(**json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError, TypeError) as err:
             raise ValueError(f"{path}: not a readable cost model ({err})") from None
+        except ValueError as err:  # a field with an impossible value: name the file and the field
+            raise ValueError(f"{path}: {err}") from None
+
+
+def _check_costs(model: CostModel) -> None:
+    """Finite, positive costs; verify_tokens whole numbers >= 1, strictly increasing (one line naming the field)."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    tokens = model.verify_tokens
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in tokens):
+        raise ValueError(f"verify_tokens: must be whole numbers >= 1 (got {tokens})")
+    if any(a >= b for a, b in zip(tokens, tokens[1:])):
+        raise ValueError(f"verify_tokens: must be strictly increasing, no duplicates (got {tokens})")
+    if not all(number(v) and v > 0 for v in model.verify_s):
+        raise ValueError(f"verify_s: must be finite seconds > 0 (got {model.verify_s})")
+    for name in ("draft_step_s", "overhead_round_s"):
+        value = getattr(model, name)
+        if not number(value) or value < 0:
+            raise ValueError(f"{name}: must be finite seconds >= 0 (got {value!r})")
+    for name in ("prefill_s_per_token", "prefill_s_fixed"):
+        values = getattr(model, name)
+        if not isinstance(values, dict) or not all(number(v) and v >= 0 for v in values.values()):
+            raise ValueError(f"{name}: must map drafter/verifier to finite seconds >= 0 (got {values!r})")
 
 
 def calibrate(

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from ..engine.entropy import ENTROPY_TYPES, EntropyComputer
 from ..engine.kv import cache_kwarg, new_cache
 
@@ -85,9 +86,8 @@ class Trace:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {name: getattr(self, name) for name in _ARRAYS}
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, meta=np.array(json.dumps({**asdict(self.meta), "extra": self.extra})), **arrays)
-        tmp.replace(path)  # atomic: a killed recorder leaves the previous file or none
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a killed recorder leaves the previous file or none
+            np.savez_compressed(f, meta=np.array(json.dumps({**asdict(self.meta), "extra": self.extra})), **arrays)
         return path
 
     @classmethod
@@ -109,17 +109,37 @@ _ARRAYS = ("output", "draft_token", "token_prob", "top1_prob", "entropy", "cont_
            "cont_entropy")
 
 
+TRACE_GLOB = "[0-9][0-9][0-9][0-9]-*.npz"  # trace files only: never a temporary file being written
+
+
 def trace_path(folder: str | Path, index: int, prompt_id: str) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in prompt_id)
     return Path(folder) / f"{index:04d}-{safe}.npz"
 
 
+def trace_files(folder: str | Path) -> list[Path]:
+    """The trace files of ``folder``, by prompt index."""
+    return sorted(Path(folder).glob(TRACE_GLOB))
+
+
+# What every trace of one folder must share to be replayed together (tune compares them).
+SHARED_META = ("max_new_tokens", "cap", "dtype", "renyi_alpha", "entropy_topk", "eos_token_ids")
+
+
 def load_traces(folder: str | Path) -> list[Trace]:
-    """Every trace in ``folder`` (sorted by file name, i.e. by prompt index)."""
-    paths = sorted(Path(folder).glob("*.npz"))
+    """Every trace in ``folder`` (sorted by file name, i.e. by prompt index); a folder whose traces were recorded
+    with different settings is refused naming the first difference."""
+    paths = trace_files(folder)
     if not paths:
-        raise FileNotFoundError(f"{folder}: no traces (*.npz); record them with `entspec trace`")
-    return [Trace.load(p) for p in paths]
+        raise FileNotFoundError(f"{folder}: no traces ({TRACE_GLOB}); record them with `entspec trace`")
+    traces = [Trace.load(p) for p in paths]
+    first = traces[0].meta
+    for path, trace in zip(paths[1:], traces[1:]):
+        for name in SHARED_META:
+            if getattr(trace.meta, name) != getattr(first, name):
+                raise ValueError(f"{path}: recorded with {name}={getattr(trace.meta, name)!r} but {paths[0].name} "
+                                 f"with {getattr(first, name)!r}; one traces folder holds one setting")
+    return traces
 
 
 # --------------------------------------------------------------------------------------------- recording

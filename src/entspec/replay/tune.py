@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,17 +238,63 @@ def _choose(sweep: pd.DataFrame, configs: list[dict], oracle_time) -> pd.DataFra
 
 def write_outputs(result: TuneResult, out_dir: str | Path, experiment: dict[str, Any] | None,
                   cost: CostModel, command: str, top: int = 4) -> dict[str, Path]:
+    """sweep.csv, best.csv, report.md and tuned.yaml, all or nothing: written into a temporary folder beside
+    ``out_dir`` that then replaces it, so a kill at any moment leaves the previous set whole."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"sweep": out / "sweep.csv", "best": out / "best.csv", "report": out / "report.md"}
-    result.sweep.to_csv(paths["sweep"], index=False)
-    result.best.to_csv(paths["best"], index=False)
-    paths["report"].write_text(report_markdown(result, cost, command))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.*.tmp"):  # left by a killed run (callers hold the traces lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    names = {"sweep": "sweep.csv", "best": "best.csv", "report": "report.md"}
     if experiment is not None:
-        paths["config"] = out / "tuned.yaml"
-        traced = [t.meta.prompt_id for t in result.traces]
-        paths["config"].write_text(yaml.safe_dump(tuned_experiment(result, experiment, top, traced), sort_keys=False))
-    return paths
+        names["config"] = "tuned.yaml"
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        result.sweep.to_csv(tmp / names["sweep"], index=False)
+        result.best.to_csv(tmp / names["best"], index=False)
+        (tmp / names["report"]).write_text(report_markdown(result, cost, command))
+        if experiment is not None:
+            traced = [t.meta.prompt_id for t in result.traces]
+            (tmp / names["config"]).write_text(
+                yaml.safe_dump(tuned_experiment(result, experiment, top, traced), sort_keys=False))
+        os.chmod(tmp, 0o755)
+        _replace_folder(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {key: out / name for key, name in names.items()}
+
+
+def _replace_folder(new: Path, out: Path) -> None:
+    """Put the folder ``new`` at ``out``: the old one moves aside first and is deleted after, so ``out`` always
+    names a whole set (a kill between the two renames leaves the old set under ``.OUT.old``, restored by the
+    next run)."""
+    old = out.with_name(f".{out.name}.old")
+    if old.exists() and not out.exists():  # a previous run was killed between the renames
+        old.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    new.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_tune_flags(held_out: float, top: int) -> None:
+    """``--held-out`` in (0, 1), ``--top`` >= 1, NaN refused: one line naming the flag, before anything is read."""
+    if not isinstance(held_out, (int, float)) or not math.isfinite(held_out) or not 0 < held_out < 1:
+        raise ValueError(f"--held-out: must be a number in (0, 1) (got {held_out})")
+    if not isinstance(top, int) or top < 1:
+        raise ValueError(f"--top: must be >= 1 (got {top})")
+
+
+def check_split(traces: list[Trace], held_out: float) -> None:
+    """Every category needs >= 1 tuning and >= 1 held-out prompt at this share (refused before the sweep)."""
+    counts: dict[str, int] = {}
+    for t in traces:
+        counts[t.meta.category] = counts.get(t.meta.category, 0) + 1
+    for category, n in sorted(counts.items()):
+        n_held = min(n - 1, int(round(held_out * n)))
+        if n_held < 1:
+            raise ValueError(f"--held-out: {held_out} leaves category {category!r} ({n} traced prompt"
+                             f"{'s' if n > 1 else ''}) no held-out prompt; trace more prompts or raise --held-out")
 
 
 def tuned_experiment(result: TuneResult, experiment: dict[str, Any], top: int = 4,
