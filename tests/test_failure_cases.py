@@ -643,3 +643,48 @@ def test_tune_outputs_are_all_or_nothing_under_sigkill(traced_copy):
     assert main(["tune", str(traced_copy / "exp"), "--rules", "fixed"]) == 0
     assert {p.name for p in out.iterdir()} == names and not out.with_name(".tune.old").exists()
     assert not [p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")]  # killed runs' temp folders removed
+
+
+def test_analyze_says_a_run_is_in_progress_and_analyzes_only_on_request(copy, capsys):
+    """While a run holds the folder's lock, `entspec analyze` names it and its progress (exit 2) unless asked."""
+    lock = FolderLock(copy / "exp")
+    lock.acquire()
+    try:
+        (copy / "exp" / "checkpoints" / "progress.json").write_text(json.dumps({"done": 3, "total": 4}))
+        # the lock is per open file description: another process is needed to see it held
+        script = ("import sys; from entspec.cli import main; "
+                  f"sys.exit(main(['analyze', {str(copy / 'exp')!r}, '--out', {str(copy / 'a')!r}]))")
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert proc.returncode == 2
+        assert f"{copy / 'exp'}: a run is in progress (pid {os.getpid()}" in proc.stderr
+        assert "3 of 4 units done" in proc.stderr and not (copy / "a").exists()
+        script = script.replace("'--out'", "'--while-running', '--out'")
+        assert subprocess.run([sys.executable, "-c", script], capture_output=True).returncode == 0
+        assert (copy / "a" / "final_report.md").is_file()
+    finally:
+        lock.release()
+
+
+def test_sigkill_during_trace_leaves_whole_files_and_a_rerun_finishes(tiny_pair, tmp_path):
+    from entspec.replay.trace import Trace, trace_files
+
+    drafter, verifier = tiny_pair
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(dict(
+        drafter_model_path=drafter, verifier_model_path=verifier, dataset_name="mix", num_samples=6,
+        max_new_tokens=48, max_sequence_length=200, output_dir=str(tmp_path / "exp"), experiment_name="t",
+        threads=1)))
+    folder = tmp_path / "exp" / "traces"
+    script = "import sys; from entspec.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", script, "trace", str(config), "--cap", "8"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (folder.is_dir() and trace_files(folder)):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for path in trace_files(folder):  # every file a trace reads is whole
+        Trace.load(path)
+    assert main(["trace", str(config), "--cap", "8"]) == 0
+    assert len(trace_files(folder)) == 6 and (folder / "cost_model.json").is_file()

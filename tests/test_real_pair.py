@@ -61,3 +61,21 @@ def test_replay_reproduces_the_real_pair_rounds(pair):
             calls_replay += replayed.verifier_calls
     assert exact / rounds >= 0.95
     assert abs(calls_replay - calls_engine) <= 0.01 * calls_engine
+
+
+def test_batched_rows_equal_the_verifier_greedy_output(pair):
+    """The real pair in fp32, prompts of different lengths decoded together: every row is the verifier's own
+    unbatched greedy output, for an entropy rule, fixed k and batched autoregressive decoding."""
+    prompts = [encode_prompt(pair.tokenizer, p) for p in PROMPTS]
+    prompts.append(encode_prompt(pair.tokenizer, [{"role": "user", "content": "Name three primary colours."}]))
+    assert len({p.shape[1] for p in prompts}) == 3
+    with torch.inference_mode():
+        references = [pair.verifier.generate(p, attention_mask=torch.ones_like(p), max_new_tokens=16,
+                                             do_sample=False)[0, p.shape[1]:].tolist() for p in prompts]
+    for decoder in (EntropyBasedSpeculativeDecoder(pair.drafter, pair.verifier,
+                                                   EntropyConfig(strategy="adaptive", theta_abs=1.0, max_draft_len=8)),
+                    EntropyBasedSpeculativeDecoder(pair.drafter, pair.verifier,
+                                                   EntropyConfig(strategy="fixed", max_draft_len=3)),
+                    EntropyBasedSpeculativeDecoder.autoregressive(pair.verifier)):
+        results = decoder.generate_batch(prompts, max_new_tokens=16)
+        assert [r.new_tokens for r in results] == references, decoder.method

@@ -7,6 +7,8 @@ subparsers object; the parsed args carry ``func=main_analyze``.
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from entspec.analysis.pipeline import AnalysisPipeline
 
@@ -23,6 +25,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--resamples", type=_positive_int, default=2000, help="bootstrap resamples per interval")
     parser.add_argument("--skip-damaged", action="store_true",
                         help="skip (and count) damaged rows of results.jsonl instead of refusing the folder")
+    parser.add_argument("--while-running", action="store_true",
+                        help="analyze the rows so far even though a run is still writing the folder")
     parser.set_defaults(func=main_analyze)
     return parser
 
@@ -38,12 +42,31 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _refuse_a_running_experiment(folder: Path) -> None:
+    """A run still holding the folder: say so and how far it is, instead of analyzing a partial set silently."""
+    from entspec.experiment.lock import lock_holder
+
+    holder = lock_holder(folder)
+    if holder is None:
+        return
+    progress = folder / "checkpoints" / "progress.json"
+    try:
+        state = json.loads(progress.read_text())
+        done = f"{state['done']} of {state['total']} units done"
+    except (OSError, ValueError, KeyError, TypeError):
+        done = "progress unknown"
+    raise ValueError(f"{folder}: a run is in progress ({holder}; {done}); analyze it when it finishes, or pass "
+                     "--while-running to analyze the rows so far")
+
+
 def main_analyze(args: argparse.Namespace) -> int:
     """Run the analysis and print the summary table and the paths.
 
     An unusable folder raises :class:`AnalysisError` (a ValueError): ``entspec`` prints it as one
     ``entspec analyze: error: ...`` line and exits 2, like every other subcommand.
     """
+    if not args.while_running:
+        _refuse_a_running_experiment(Path(args.experiment_dir))
     result = AnalysisPipeline(args.experiment_dir, args.out, baseline=args.baseline, hf_default=args.hf_default,
                               n_resamples=args.resamples, skip_damaged=args.skip_damaged).run_full_analysis()
     print(result.summary_markdown)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -97,8 +98,8 @@ class Trace:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 arrays = {name: data[name] for name in _ARRAYS}
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a readable entspec trace ({err})") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # truncated, empty, garbage
+            raise ValueError(f"{path}: not a readable entspec trace ({err or type(err).__name__})") from None
         extra = meta.pop("extra", {})
         if meta.get("version") != TRACE_VERSION:
             raise ValueError(f"{path}: trace version {meta.get('version')} (this entspec reads {TRACE_VERSION})")
