@@ -24,6 +24,7 @@ import pandas as pd  # noqa: E402
 from ..metrics import load_rows  # noqa: E402
 from ..metrics.aggregate import paired_bootstrap_ci  # noqa: E402
 from ..metrics.compare import ratio_of_means  # noqa: E402
+from .plot import save_figure  # noqa: E402
 
 BASELINE = "hf_generate"
 
@@ -121,9 +122,4 @@ def plot_speedup_vs_batch(table: pd.DataFrame, path: str | Path, title: str) -> 
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

@@ -48,15 +48,8 @@ def hf_generate(
     if input_ids.dim() != 2 or input_ids.shape[0] != 1:
         raise ValueError("input_ids must be a [1, T] LongTensor")
     input_ids = input_ids.to(verifier.device)
-    kwargs: dict = dict(max_new_tokens=max_new_tokens, attention_mask=torch.ones_like(input_ids))
-    if temperature > 0:
-        kwargs.update(do_sample=True, temperature=temperature, top_k=top_k or 0, top_p=top_p or 1.0)
-    else:
-        kwargs.update(do_sample=False)
-    if ignore_eos:
-        kwargs.update(eos_token_id=None, min_new_tokens=max_new_tokens)
-    elif eos_token_id is not None:
-        kwargs.update(eos_token_id=eos_token_id)
+    kwargs = _generate_kwargs(max_new_tokens, temperature, top_k, top_p, eos_token_id, ignore_eos)
+    kwargs.update(attention_mask=torch.ones_like(input_ids))
     if drafter is not None:
         kwargs.update(assistant_model=drafter)
     overrides = {"num_assistant_tokens": num_assistant_tokens, "num_assistant_tokens_schedule": schedule,
@@ -109,15 +102,8 @@ def hf_generate_batch(
     mask = torch.zeros_like(ids)
     for i, p in enumerate(prompts):
         ids[i, width - p.shape[1]:], mask[i, width - p.shape[1]:] = p[0], 1
-    kwargs: dict = dict(max_new_tokens=max_new_tokens, attention_mask=mask.to(device), pad_token_id=pad_token_id)
-    if temperature > 0:
-        kwargs.update(do_sample=True, temperature=temperature, top_k=top_k or 0, top_p=top_p or 1.0)
-    else:
-        kwargs.update(do_sample=False)
-    if ignore_eos:
-        kwargs.update(eos_token_id=None, min_new_tokens=max_new_tokens)
-    elif eos_token_id is not None:
-        kwargs.update(eos_token_id=eos_token_id)
+    kwargs = _generate_kwargs(max_new_tokens, temperature, top_k, top_p, eos_token_id, ignore_eos)
+    kwargs.update(attention_mask=mask.to(device), pad_token_id=pad_token_id)
     torch.manual_seed(seed)
     with _count_calls(verifier) as calls:
         synchronize(device)
@@ -136,6 +122,21 @@ def hf_generate_batch(
             finish_reason="eos" if end < len(row) or (row and row[-1] in eos) else "length", method="hf_generate",
             counters={"verifier_calls": calls[0]}, batch={"size": len(prompts), "row": i}))
     return results
+
+
+def _generate_kwargs(max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None,
+                     eos_token_id: int | Sequence[int] | None, ignore_eos: bool) -> dict:
+    """``generate``'s keywords for entspec's generation settings (the same sampling for every baseline)."""
+    kwargs: dict = dict(max_new_tokens=max_new_tokens)
+    if temperature > 0:
+        kwargs.update(do_sample=True, temperature=temperature, top_k=top_k or 0, top_p=top_p or 1.0)
+    else:
+        kwargs.update(do_sample=False)
+    if ignore_eos:
+        kwargs.update(eos_token_id=None, min_new_tokens=max_new_tokens)
+    elif eos_token_id is not None:
+        kwargs.update(eos_token_id=eos_token_id)
+    return kwargs
 
 
 @contextmanager
