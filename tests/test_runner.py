@@ -244,3 +244,25 @@ def test_resuming_with_another_batch_size_is_refused(tiny_pair, tmp_path):
     other = grid_config(tiny_pair, tmp_path / "exp", num_samples=2, max_new_tokens=4, batch_size=2)
     with pytest.raises(ConfigError, match="batch_size: .* holds results made with batch_size=1"):
         ExperimentRunner(other, progress=False).run()
+
+
+def test_batch_stop_cost_measures_the_batch_costs_once_and_reuses_them(tiny_pair, tmp_path):
+    """A batch_stop="cost" method: the runner measures configs/batch_costs.json before timing, every row equals
+    the verifier's greedy output (the batch_size 1 run's), and a resumed run reads the saved costs."""
+    kw = dict(grid=None, baselines=False, methods=[{"strategy": "fixed", "max_draft_len": 4, "batch_stop": "cost"}])
+    single = {r.unit_key: r for r in read_rows(ExperimentRunner(
+        grid_config(tiny_pair, tmp_path / "b1", **kw), progress=False).run())}
+    cfg = grid_config(tiny_pair, tmp_path / "b2", batch_size=2, **kw)
+    rows = list(read_rows(ExperimentRunner(cfg, progress=False).run()))
+    costs = tmp_path / "b2" / "configs" / "batch_costs.json"
+    assert json.loads(costs.read_text())["verify_rows"] == [1, 2]
+    assert all(r.result.new_tokens == single[r.unit_key].result.new_tokens for r in rows)
+    assert all(r.config["batch_stop"] == "cost" for r in rows)
+    before = costs.stat().st_mtime_ns
+    results = tmp_path / "b2" / "results" / "results.jsonl"
+    results.write_text("\n".join(results.read_text().splitlines()[:-1]) + "\n")
+    runner = ExperimentRunner(cfg, progress=False)
+    assert len(list(read_rows(runner.run()))) == 3
+    assert costs.stat().st_mtime_ns == before and runner.costs is not None
+    assert json.loads((tmp_path / "b1" / "configs" / "batch_costs.json").read_text())["verify_rows"] == [1]
+    assert {r.result.batch["size"] for r in single.values()} == {1}  # batch size 1: the batched loop, one row

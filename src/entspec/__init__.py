@@ -27,6 +27,7 @@ from .engine import (
 __version__ = "0.1.0"
 
 _LAZY = {
+    "BatchCostModel": "entspec.engine.batch_cost",
     "SpeculativeDecodingEvaluator": "entspec.metrics",
     "ComparativeEvaluator": "entspec.metrics",
     "ExperimentConfig": "entspec.experiment",

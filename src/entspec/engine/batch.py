@@ -7,6 +7,8 @@ One round over the rows still generating (cf. `entspec.engine.decoder` for one s
    the drafter runs in lock step over the rows still drafting (its first step also feeds each row the
    committed tokens its cache lacks), one device read per step; after each step every row decides with
    `entspec.engine.round.stop_reason` (its own rule state, its own entropies) and leaves the lock step;
+   with ``batch_stop="cost"`` the lock step also stops for every row once one more step no longer pays
+   (`entspec.engine.batch_cost`);
 2. the verifier runs once over every row's pending token and draft (ragged: right-padded, per-row position
    ids and attention mask; `entspec.engine.batch_kv`);
 3. each row accepts by argmax match (greedy) or Leviathan Algorithm 1 with its own random generator, so a
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
+from .batch_cost import BatchCostModel, batch_step_pays
 from .batch_kv import BatchCache
 from .config import EntropyConfig
 from .entropy import ENTROPY_TYPES, EntropyComputer, shannon_entropy
@@ -59,6 +62,22 @@ class _Row:
     processed: list[torch.Tensor] = field(default_factory=list)  # processed draft logits (record_all_entropies)
     stop: str = "none"
     threshold: float | None = None
+    # batch_stop="cost": the round's expected accepted tokens (sum of survivals), the last token's survival, and
+    # decayed counts of accepted drafted tokens and of drafted tokens judged (a per-token acceptance rate)
+    expected: float = 0.0
+    survival: float = 1.0
+    accepted_sum: float = 1.2
+    judged_sum: float = 2.0
+
+    @property
+    def acceptance(self) -> float:
+        """Recent share of judged drafted tokens that were accepted (a rejection ends a round's judging)."""
+        return self.accepted_sum / self.judged_sum
+
+    def heard(self, drafted: int, accepted: int, decay: float = 0.8) -> None:
+        if drafted:
+            self.accepted_sum = decay * self.accepted_sum + accepted
+            self.judged_sum = decay * self.judged_sum + accepted + (accepted < drafted)
 
     def new_tokens(self) -> list[int]:
         return self.tokens[self.prompt_len:]
@@ -68,12 +87,14 @@ class BatchDecoder:
     """The batched loop for one drafter/verifier pair (``drafter=None``: batched autoregressive decoding).
 
     `EntropyBasedSpeculativeDecoder.generate_batch` is its public face; the caches are made once and reused.
-    ``compact_slack``: holes tolerated before a cache is compacted (`BatchCache`).
+    ``compact_slack``: holes tolerated before a cache is compacted (`BatchCache`); ``costs``: the measured batch
+    costs ``batch_stop="cost"`` prices steps with.
     """
 
     def __init__(self, drafter: PreTrainedModel | None, verifier: PreTrainedModel, config: EntropyConfig,
-                 compact_slack: int = 32) -> None:
+                 compact_slack: int = 32, costs: BatchCostModel | None = None) -> None:
         self.config = config
+        self.costs = costs
         self.verifier = BatchCache(verifier, compact_slack)
         self.drafter = None if drafter is None else BatchCache(drafter, compact_slack)
         self.entropy = EntropyComputer(config.entropy_type, config.renyi_alpha, config.entropy_topk,
@@ -137,6 +158,7 @@ class BatchDecoder:
             row.criterion.update(RoundFeedback(len(row.draft), accepted, list(row.state.entropies),
                                                list(row.state.token_probs)))
             row.gate.update(len(row.draft), accepted)
+            row.heard(len(row.draft), accepted)
             row.rounds.append(RoundRecord(
                 drafted=len(row.draft), accepted=accepted, emitted=len(emitted), entropies=list(row.state.entropies),
                 stop_reason=row.stop, draft_time_s=drafting.seconds, verify_time_s=verify.seconds,
@@ -160,6 +182,12 @@ class BatchDecoder:
         if self.drafter is None or not any(drafting):
             return
         cfg = self.config
+        costs = self.costs if cfg.batch_stop == "cost" else None
+        steps: list[int] = []  # rows drafting at each step
+        for row in active:
+            row.expected, row.survival = 0.0, 1.0
+        if costs is not None and not self._step_pays(costs, active, drafting, steps, None):
+            return self._stop_batch(active, drafting)
         # First step: each drafting row catches up on the committed tokens its cache lacks (1, 2 after a fully
         # accepted round, more after rounds without drafting).
         segments = [row.tokens[self.drafter.lengths[i]:] if drafting[i] else [] for i, row in enumerate(active)]
@@ -193,7 +221,34 @@ class BatchDecoder:
                     row.stop, drafting[i] = stop, False
             if not any(drafting):
                 return
+            if costs is not None:
+                steps.append(sum(1 for row in active if row.draft and len(row.draft) == len(steps) + 1))
+                if not self._step_pays(costs, active, drafting, steps, sampling):
+                    return self._stop_batch(active, drafting)
             segments = [[row.draft[-1]] if drafting[i] else [] for i, row in enumerate(active)]
+
+    def _step_pays(self, costs: BatchCostModel, active: list[_Row], drafting: list[bool], steps: list[int],
+                   sampling: SamplingParams | None) -> bool:
+        """batch_stop="cost": whether one more lock-step step pays (`batch_step_pays`); before the first step
+        (``sampling`` None) each row's estimate is its recent acceptance rate, after a step greedy rows use the
+        drafter's probability of the token just drafted (their survivals are updated here)."""
+        gain = 0.0
+        for i, row in enumerate(active):
+            if sampling is not None and len(row.draft) == len(steps):  # drafted at this step
+                a = row.state.token_probs[-1] if sampling.greedy else row.acceptance
+                row.survival *= a
+                row.expected += row.survival
+            if drafting[i]:
+                a = row.acceptance if sampling is None or not sampling.greedy else row.state.token_probs[-1]
+                gain += row.survival * a
+        expected = sum(1.0 + row.expected for row in active)
+        return batch_step_pays(costs, len(active), steps, sum(drafting), expected, gain)
+
+    @staticmethod
+    def _stop_batch(active: list[_Row], drafting: list[bool]) -> None:
+        for i, row in enumerate(active):
+            if drafting[i]:
+                row.stop, drafting[i] = "batch_cost", False
 
     def _verify(self, active: list[_Row], sampling: SamplingParams) -> list[tuple[int, int, list[float]]]:
         """One verifier forward over every row's pending token and draft; per row (accepted, token, accept probs)."""

@@ -58,6 +58,10 @@ class EntropyConfig:
     gate: bool = False
     gate_memory: float = field(default=0.9, metadata=bounds(min=0, max=1))  # decay per speculative round (~10 rounds)
     gate_margin: float = field(default=1.0, metadata=bounds(min=0, max=1))  # close below margin x plain's rate
+    # Batched decoding (generate_batch): "rows", each row drafts until its own rule stops it; "cost", besides, the
+    # whole lock step stops when one more drafter step's expected tokens per second fall below the round's, priced
+    # with a measured `BatchCostModel` (entspec.engine.batch_cost). Never changes what is emitted.
+    batch_stop: str = field(default="rows", metadata=bounds(choices=("rows", "cost")))
     record_all_entropies: bool = True  # trace every entropy type per drafted token (for analysis)
     rule_params: dict[str, Any] = field(default_factory=dict)
 

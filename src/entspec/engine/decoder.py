@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import PreTrainedModel
@@ -29,6 +30,10 @@ from .timing import Stopwatch
 from .records import GenerationResult, RoundRecord
 from .round import cut_emitted
 from .sampling import SamplingParams, greedy_verdict, speculative_accept
+
+if TYPE_CHECKING:
+    from .batch import BatchDecoder
+    from .batch_cost import BatchCostModel
 
 
 class EntropyBasedSpeculativeDecoder:
@@ -110,8 +115,12 @@ class EntropyBasedSpeculativeDecoder:
         """Generate up to ``max_new_tokens`` tokens after ``input_ids [1, T]``.
 
         ``eos_token_id`` defaults to the verifier's ``generation_config``; ``ignore_eos`` disables stopping at
-        EOS. The same seed gives the same tokens.
+        EOS. The same seed gives the same tokens. With ``batch_stop="cost"`` the prompt is decoded as a batch of
+        one (`generate_batch`: that rule prices the batched loop's steps).
         """
+        if self.config.batch_stop == "cost" and not isinstance(self.drafter, NullDrafter):
+            return self.generate_batch([input_ids], max_new_tokens, temperature, top_k, top_p, seed, eos_token_id,
+                                       ignore_eos)[0]
         sampling = SamplingParams(temperature, top_k, top_p)
         sequence = self._check_input(input_ids, max_new_tokens, seed)
         eos = set() if ignore_eos else self._eos_ids(eos_token_id)
@@ -162,6 +171,7 @@ class EntropyBasedSpeculativeDecoder:
         eos_token_id: int | Sequence[int] | None = None,
         ignore_eos: bool = False,
         attention_mask: torch.Tensor | None = None,
+        batch_costs: "BatchCostModel | None" = None,
     ) -> list[GenerationResult]:
         """Decode several prompts together (`entspec.engine.batch`): every drafter step and verifier call is
         shared by the rows still generating, and each row drafts, stops, accepts and finishes on its own.
@@ -170,8 +180,10 @@ class EntropyBasedSpeculativeDecoder:
         ``attention_mask``. ``seed``: one per row, or one int for every row; a row's tokens depend on its
         prompt and seed only (greedy and sampled alike), not on which rows share its batch. One result per row,
         in order, each with ``batch = {"size": B, "row": i}``. Needs the dynamic KV cache.
+        ``batch_costs``: the measured costs ``batch_stop="cost"`` prices drafter steps with (`calibrate_batch`, or
+        `BatchCostModel.load`); kept for later calls.
         """
-        from .batch import BatchDecoder, batch_prompts, batch_seeds
+        from .batch import batch_prompts, batch_seeds
 
         if self.kv_cache != "dynamic":
             raise ValueError("kv_cache: batched decoding runs on the dynamic cache (got 'static')")
@@ -182,10 +194,34 @@ class EntropyBasedSpeculativeDecoder:
         self._check_context(max(len(r) for r in rows), max_new_tokens)
         seeds = batch_seeds(seed, len(rows))
         eos = set() if ignore_eos else self._eos_ids(eos_token_id)
+        batch = self._batch_decoder()
+        if batch_costs is not None:
+            batch.costs = batch_costs
+        if self.config.batch_stop == "cost" and batch.drafter is not None and batch.costs is None:
+            raise ValueError("batch_costs: batch_stop='cost' needs a measured BatchCostModel "
+                             "(decoder.calibrate_batch(prompt) or BatchCostModel.load(path))")
+        return batch.generate(rows, max_new_tokens, sampling, seeds, eos)
+
+    def _batch_decoder(self) -> "BatchDecoder":
+        from .batch import BatchDecoder
+
         if self._batch is None:
             drafter = None if isinstance(self.drafter, NullDrafter) else self.drafter.lm.model
             self._batch = BatchDecoder(drafter, self.verifier.model, self.config)
-        return self._batch.generate(rows, max_new_tokens, sampling, seeds, eos)
+        return self._batch
+
+    def calibrate_batch(self, prompt: torch.Tensor, rows: Sequence[int] = (1, 2, 4, 8),
+                        widths: Sequence[int] = (1, 2, 4, 8, 12)) -> "BatchCostModel":
+        """Measure what batched rounds cost on this pair and device (`entspec.engine.batch_cost`) with the
+        ``[1, T]`` prompt cached in every row; later `generate_batch` calls price drafter steps with it."""
+        from .batch_cost import calibrate_batch
+
+        if isinstance(self.drafter, NullDrafter):
+            raise ValueError("calibrate_batch: autoregressive decoding drafts nothing to price")
+        costs = calibrate_batch(self.drafter.lm.model, self.verifier.model, prompt[0].tolist(), tuple(rows),
+                                tuple(widths))
+        self._batch_decoder().costs = costs
+        return costs
 
     def _round(self, sequence: torch.Tensor, budget: int, sampling: SamplingParams,
                generator: torch.Generator, eos: set[int]) -> tuple[list[int], RoundRecord]:

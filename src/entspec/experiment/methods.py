@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..engine.batch_cost import BatchCostModel
 from ..engine.config import ConfigError, EntropyConfig
 from ..engine.decoder import EntropyBasedSpeculativeDecoder
 from .hf_baselines import hf_generate, hf_generate_batch
@@ -89,7 +90,9 @@ class MethodSpec:
         return dict(self.params)
 
     def run(self, drafter: torch.nn.Module, verifier: torch.nn.Module, input_ids: torch.Tensor,
-            settings: dict[str, Any], seed: int) -> GenerationResult:
+            settings: dict[str, Any], seed: int, batch_costs: BatchCostModel | None = None) -> GenerationResult:
+        if self.kind == "entspec" and self.entropy_config().batch_stop == "cost":  # a batch of one
+            return self.run_batch(drafter, verifier, [input_ids], settings, seed, batch_costs=batch_costs)[0]
         gen = {k: settings[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p")}
         gen["ignore_eos"] = settings.get("ignore_eos", False)
         if self.kind in ("entspec", "autoregressive"):
@@ -100,10 +103,14 @@ class MethodSpec:
 
 
     def run_batch(self, drafter: torch.nn.Module, verifier: torch.nn.Module, prompts: list[torch.Tensor],
-                  settings: dict[str, Any], seed: int, pad_token_id: int = 0) -> list[GenerationResult]:
-        """The method on ``prompts`` decoded together (one result per prompt, in order); every row gets ``seed``."""
+                  settings: dict[str, Any], seed: int, pad_token_id: int = 0,
+                  batch_costs: BatchCostModel | None = None) -> list[GenerationResult]:
+        """The method on ``prompts`` decoded together (one result per prompt, in order); every row gets ``seed``.
+        ``batch_costs``: what ``batch_stop="cost"`` prices drafter steps with."""
         gen = {k: settings[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p")}
         gen["ignore_eos"] = settings.get("ignore_eos", False)
+        if self.kind == "entspec" and self.entropy_config().batch_stop == "cost":
+            gen["batch_costs"] = batch_costs
         if self.kind in ("entspec", "autoregressive"):
             return self.decoder(drafter, verifier, settings).generate_batch(prompts, seed=seed, **gen)
         if self.kind == "hf_generate":

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 import yaml
 
 from ..atomic import atomic_write_text
+from ..engine.batch_cost import BatchCostModel, calibrate_batch
 from ..engine.config import ConfigError
 from ..engine.records import DamagedRowError, ResultRow, append_jsonl, read_jsonl
 from .config import ExperimentConfig, canonical_dtype
@@ -67,6 +68,7 @@ class ExperimentRunner:
         self.pair = None
         self.prompts: list = []
         self.encoded: list[torch.Tensor] = []
+        self.costs: BatchCostModel | None = None  # the batch costs (`batch_costs`), read at warm-up
         self.pad_token_id = 0
 
     # ------------------------------------------------------------------ paths
@@ -175,7 +177,8 @@ class ExperimentRunner:
         settings = self.config.generation_settings()
         method, seed = batch[0].method, batch[0].seed
         results = method.run_batch(self.pair.drafter, self.pair.verifier,
-                                   [self.encoded[u.prompt_index] for u in batch], settings, seed, self.pad_token_id)
+                                   [self.encoded[u.prompt_index] for u in batch], settings, seed, self.pad_token_id,
+                                   self.costs)
         prompt_ids = [self.prompts[u.prompt_index].id for u in batch]
         for result in results:  # which rows shared the batch (the bench pairs methods by it)
             result.batch = {**(result.batch or {}), "prompts": prompt_ids}
@@ -186,7 +189,7 @@ class ExperimentRunner:
         executors run units here."""
         settings = self.config.generation_settings()
         result = unit.method.run(self.pair.drafter, self.pair.verifier, self.encoded[unit.prompt_index], settings,
-                            unit.seed)
+                                 unit.seed, batch_costs=self.costs)
         return self._row(unit, result, settings, worker)
 
     def _row(self, unit: Unit, result, settings: dict[str, Any], worker: dict[str, Any] | None = None) -> ResultRow:
@@ -291,19 +294,39 @@ class ExperimentRunner:
         known = [n for n in lengths if n is not None]
         return min(known) if known else None
 
+    def batch_costs(self) -> BatchCostModel | None:
+        """What ``batch_stop="cost"`` methods price drafter steps with: ``configs/batch_costs.json``, measured
+        once on the first prompt (rows 1, 2, 4, ... up to ``batch_size``) and reused on resume; None when no
+        method needs it."""
+        if not any(
+                m.kind == "entspec" and m.entropy_config().batch_stop == "cost" for m in self.methods):
+            return None
+        path = self.output_dir / "configs" / "batch_costs.json"
+        if path.is_file():
+            return BatchCostModel.load(path)
+        size = self.config.batch_size
+        rows = sorted({b for b in (1, 2, 4, 8, 16, 32) if b < size} | {size})
+        log.info("measuring batch costs (rows %s) on %s", rows, self.prompts[0].id)
+        costs = calibrate_batch(self.pair.drafter, self.pair.verifier, self.encoded[0][0].tolist(), tuple(rows))
+        costs.save(path)
+        return costs
+
     def warm_up(self) -> None:
-        """Before timing: compile every graph a unit can use (with ``compile``), then one short untimed generation
-        per method, so allocator, kernels and caches settle."""
+        """Before timing: compile every graph a unit can use (with ``compile``), measure the batch costs (when a
+        method needs them), then one short untimed generation per method, so allocator, kernels and caches
+        settle."""
+        self.costs = self.batch_costs()
         settings = self.config.generation_settings()
         prompt_len = self.config.max_sequence_length - self.config.max_new_tokens  # the longest prompt kept
         for method in tqdm(self.methods, desc="warm-up", disable=not self.progress, leave=False):
             method.warm_up(self.pair.drafter, self.pair.verifier, prompt_len, settings)
             if self.config.warmup_tokens and self.config.batch_size > 1:
                 method.run_batch(self.pair.drafter, self.pair.verifier, self.encoded[:self.config.batch_size],
-                                 {**settings, "max_new_tokens": self.config.warmup_tokens}, 0, self.pad_token_id)
+                                 {**settings, "max_new_tokens": self.config.warmup_tokens}, 0, self.pad_token_id,
+                                 self.costs)
             elif self.config.warmup_tokens:
                 method.run(self.pair.drafter, self.pair.verifier, self.encoded[0],
-                           {**settings, "max_new_tokens": self.config.warmup_tokens}, seed=0)
+                           {**settings, "max_new_tokens": self.config.warmup_tokens}, seed=0, batch_costs=self.costs)
 
     def _write_progress(self, total: int, done: int, in_flight: str | list[str] | None) -> None:
         tmp = self.progress_path.with_suffix(".tmp")

@@ -1,0 +1,168 @@
+"""What a batched round costs on this device, and the batch's stop: draft on while the next step pays.
+
+`BatchCostModel` holds two measured tables: one drafter step over m rows (``draft_s``) and one verifier call
+over B rows x W positions per row (``verify_s``), after a prompt's worth of cached tokens. A round of B rows
+whose longest draft is n costs ``sum of its drafter steps + verify(B, n + 1)``: the padded forward computes
+every row to the longest draft, so a row's stop saves nothing while another row drafts on.
+`calibrate_batch` measures both tables through the engine's own `BatchCache` (median of a few calls after a
+warm-up); values between the measured points are interpolated (`scipy.interpolate.RegularGridInterpolator`),
+beyond them extrapolated linearly.
+
+`batch_step_pays` is the batch's stop (``EntropyConfig(batch_stop="cost")``), asked after every lock-step
+drafter step. With ``a`` a row's estimate that its next drafted token is accepted and ``S`` the product of its
+estimates over the tokens drafted so far this round, the round so far is expected to emit
+``E = sum over rows of (1 + sum of S over its drafted tokens)`` tokens in ``T`` seconds; one more step would add
+``g = sum over drafting rows of S * a`` tokens at ``d(m) + verify(B, W + 1) - verify(B, W)`` seconds. The
+step is taken while its rate is at least the round's (``g / dT >= E / T``): where the marginal rate falls
+below the average, more drafting lowers tokens per second. The estimate ``a``: greedy, the drafter's
+probability of its own token (its top-1 probability); sampling, the row's recent acceptance rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.interpolate import RegularGridInterpolator
+
+from ..atomic import atomic_write_text
+from .batch_kv import BatchCache
+
+
+@dataclass
+class BatchCostModel:
+    """Seconds of a drafter step over ``draft_rows[i]`` rows (``draft_s[i]``) and of a verifier call over
+    ``verify_rows[i]`` rows x ``verify_widths[j]`` positions (``verify_s[i][j]``), on one device."""
+
+    draft_rows: list[int]
+    draft_s: list[float]
+    verify_rows: list[int]
+    verify_widths: list[int]
+    verify_s: list[list[float]]
+    cached_tokens: int = 0  # tokens per row in the caches when measured
+    device: str = ""
+    dtype: str = ""
+    threads: int = 0
+    measured_at: str = ""
+    _grid: RegularGridInterpolator | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("draft_rows", "verify_rows", "verify_widths"):
+            _check_axis(name, getattr(self, name))
+        _check_seconds("draft_s", self.draft_s, len(self.draft_rows))
+        if not isinstance(self.verify_s, list) or len(self.verify_s) != len(self.verify_rows):
+            raise ValueError(f"verify_s: must hold one list per verify_rows entry ({len(self.verify_rows)})")
+        for row in self.verify_s:
+            _check_seconds("verify_s", row, len(self.verify_widths))
+        axes = [np.asarray(self.verify_rows, float), np.asarray(self.verify_widths, float)]
+        if all(len(a) > 1 for a in axes):
+            self._grid = RegularGridInterpolator(axes, np.asarray(self.verify_s, float), bounds_error=False,
+                                                 fill_value=None)
+
+    def draft(self, rows: int) -> float:
+        """One drafter step over ``rows`` rows."""
+        return _interp(rows, self.draft_rows, self.draft_s)
+
+    def verify(self, rows: int, width: int) -> float:
+        """One verifier call over ``rows`` rows x ``width`` positions each."""
+        if self._grid is not None:
+            return max(float(self._grid([[rows, width]])[0]), 0.0)
+        if len(self.verify_rows) == 1:
+            return _interp(width, self.verify_widths, self.verify_s[0])
+        return _interp(rows, self.verify_rows, [r[0] for r in self.verify_s])
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BatchCostModel":
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as err:
+            raise ValueError(f"{path}: not a readable batch cost model ({err})") from None
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+
+
+def _check_axis(name: str, values) -> None:
+    if (not isinstance(values, list) or not values
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)):
+        raise ValueError(f"{name}: must be a non-empty list of whole numbers >= 1 (got {values!r})")
+    if any(a >= b for a, b in zip(values, values[1:])):
+        raise ValueError(f"{name}: must be strictly increasing, no duplicates (got {values})")
+
+
+def _check_seconds(name: str, values, n: int) -> None:
+    if (not isinstance(values, list) or len(values) != n
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                       for v in values)):
+        raise ValueError(f"{name}: must be {n} finite seconds > 0 (got {values!r})")
+
+
+def _interp(x: float, xs: list[int], ys: list[float]) -> float:
+    """Linear interpolation, extrapolated with the nearest segment's slope (flat with one point)."""
+    if len(xs) == 1:
+        return float(ys[0])
+    i = int(np.clip(np.searchsorted(xs, x) - 1, 0, len(xs) - 2))
+    slope = (ys[i + 1] - ys[i]) / (xs[i + 1] - xs[i])
+    return max(float(ys[i] + slope * (x - xs[i])), 0.0)
+
+
+def batch_step_pays(costs: BatchCostModel, rows: int, steps: list[int], drafting: int, expected: float,
+                    gain: float) -> bool:
+    """Whether one more lock-step drafter step over ``drafting`` rows pays (module docstring). ``rows``: rows in
+    the verifier call (B); ``steps``: how many rows drafted at each step of the round so far; ``expected``: the
+    round's expected emitted tokens so far (E); ``gain``: the step's expected accepted tokens (g)."""
+    width = len(steps) + 1
+    spent = sum(costs.draft(m) for m in steps) + costs.verify(rows, width)
+    step = costs.draft(drafting) + costs.verify(rows, width + 1) - costs.verify(rows, width)
+    return gain * spent >= expected * max(step, 1e-12)
+
+
+@torch.inference_mode()
+def calibrate_batch(drafter: torch.nn.Module, verifier: torch.nn.Module, prompt: list[int],
+                    rows: tuple[int, ...] = (1, 2, 4, 8), widths: tuple[int, ...] = (1, 2, 4, 8, 12),
+                    reps: int = 2) -> BatchCostModel:
+    """Measure the batch cost model with ``prompt`` cached in every row (median of ``reps`` calls after one
+    warm-up per point; one prefill per model). Minutes for large models on a CPU: run it once and `save` it."""
+    rows = tuple(sorted(rows))
+    verify = _forward_seconds(verifier, rows, widths, prompt, reps)
+    draft = [seconds[0] for seconds in _forward_seconds(drafter, rows, (1,), prompt, reps)]
+    param = next(verifier.parameters())
+    return BatchCostModel(draft_rows=list(rows), draft_s=draft, verify_rows=list(rows),
+                          verify_widths=list(widths), verify_s=verify, cached_tokens=len(prompt),
+                          device=str(param.device), dtype=str(param.dtype).replace("torch.", ""),
+                          threads=torch.get_num_threads(), measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def _forward_seconds(model: torch.nn.Module, rows: tuple[int, ...], widths: tuple[int, ...], prompt: list[int],
+                     reps: int) -> list[list[float]]:
+    """Seconds of one forward of B rows x W positions for each B in ``rows`` (ascending) and W in ``widths``:
+    the prompt is prefilled once in the most rows, and fewer rows are selected from them."""
+    cache = BatchCache(model)
+    cache.reset(rows[-1])
+    cache.feed([prompt] * rows[-1], "left", logits_to_keep=1)
+    out = []
+    for b in reversed(rows):
+        cache.select(list(range(b)))
+        out.append([])
+        for width in widths:
+            times = []
+            for _ in range(reps + 1):  # the first call warms up
+                start = time.perf_counter()
+                cache.feed([prompt[-1:] * width] * b, "right")
+                if model.device.type == "cuda":
+                    torch.cuda.synchronize(model.device)
+                times.append(time.perf_counter() - start)
+                cache.rollback([len(prompt)] * b)
+            out[-1].append(statistics.median(times[1:]))
+    return out[::-1]

@@ -1,0 +1,142 @@
+"""The batch cost model and the batch's stop (``batch_stop="cost"``): priced decisions, never other tokens.
+
+The stop only decides how far the lock step drafts, so every row stays exactly the verifier's output (greedy)
+and its distribution (sampling) whatever the costs say; the costs decide whether it drafts at all.
+"""
+
+import json
+
+import pytest
+import torch
+
+from entspec import STOPPING_CRITERIA, BatchCostModel, EntropyBasedSpeculativeDecoder, EntropyConfig, SamplingParams
+from entspec.engine.batch_cost import batch_step_pays
+from stats_helpers import chi2_pvalue
+from tiny import context_free_gpt2, greedy_cases, perturbed
+
+NEW_TOKENS = 16
+
+
+def costs(draft: float, verify_flat_to: int = 16, verify_slope: float = 0.1) -> BatchCostModel:
+    """Synthetic costs: a drafter step of ``draft`` (any rows); the verifier 1.0 up to ``verify_flat_to``
+    positions in all, then ``verify_slope`` per position (the shape measured on a CPU)."""
+    rows, widths = [1, 2, 4, 8], [1, 2, 4, 8, 12]
+    verify = [[1.0 + verify_slope * max(0, b * w - verify_flat_to) for w in widths] for b in rows]
+    return BatchCostModel(draft_rows=rows, draft_s=[draft] * 4, verify_rows=rows, verify_widths=widths,
+                          verify_s=verify)
+
+
+@pytest.fixture(scope="module")
+def cases(verifier):
+    return greedy_cases(verifier, 6, NEW_TOKENS, max_prompt_len=10)
+
+
+@pytest.fixture(scope="module")
+def drafter(verifier):
+    return perturbed(verifier, noise=0.05)
+
+
+def test_the_model_interpolates_and_extrapolates_its_measured_points():
+    model = costs(draft=0.2)
+    assert model.verify(4, 4) == pytest.approx(1.0)
+    assert model.verify(8, 4) == pytest.approx(1.0 + 0.1 * 16)
+    assert model.verify(8, 16) == pytest.approx(1.0 + 0.1 * (8 * 16 - 16))  # past the last width: linear
+    assert model.draft(3) == pytest.approx(0.2)
+
+
+def test_the_step_is_taken_while_its_rate_beats_the_rounds():
+    model = costs(draft=0.25)
+    # Before the first step, 4 rows: the round so far emits 4 tokens in 1.0 s; a step adds 4 x 0.9 tokens in 0.25 s.
+    assert batch_step_pays(model, 4, [], 4, expected=4.0, gain=3.6)
+    # The same step when each row's next token is a coin flip at best: 4 x 0.2 tokens in 0.25 s < 4 per second.
+    assert not batch_step_pays(model, 4, [], 4, expected=4.0, gain=0.8)
+    # 8 rows on a verifier flat to 8 positions: a second position per row costs it 0.8 s; the step does not pay.
+    assert not batch_step_pays(costs(draft=0.25, verify_flat_to=8), 8, [], 8, expected=8.0, gain=7.2)
+
+
+def test_a_saved_model_loads_back_and_a_bad_one_is_named(tmp_path):
+    path = costs(draft=0.2).save(tmp_path / "batch_costs.json")
+    assert BatchCostModel.load(path).verify(2, 8) == pytest.approx(1.0)
+    data = json.loads(path.read_text())
+    data["verify_widths"] = [1, 4, 2, 8, 12]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="batch_costs.json: verify_widths: must be strictly increasing"):
+        BatchCostModel.load(path)
+    data["verify_widths"], data["draft_s"] = [1, 2, 4, 8, 12], [0.1, float("nan"), 0.1, 0.1]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="draft_s: must be 4 finite seconds > 0"):
+        BatchCostModel.load(path)
+    path.write_text("{")
+    with pytest.raises(ValueError, match="not a readable batch cost model"):
+        BatchCostModel.load(path)
+
+
+@pytest.mark.parametrize("strategy", sorted(STOPPING_CRITERIA))
+def test_every_row_equals_the_verifier_greedy_output_with_the_batch_stop(strategy, verifier, drafter, cases):
+    cfg = EntropyConfig(strategy=strategy, theta_abs=1.0, max_draft_len=6, batch_stop="cost")
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg)
+    results = decoder.generate_batch([p for p, _ in cases], max_new_tokens=NEW_TOKENS, batch_costs=costs(0.1))
+    assert [r.new_tokens for r in results] == [ref for _, ref in cases]
+    assert sum(r.drafted for res in results for r in res.rounds) > 0
+
+
+def test_the_costs_decide_how_far_the_batch_drafts(verifier, drafter, cases):
+    cfg = EntropyConfig(strategy="fixed", max_draft_len=8, batch_stop="cost")
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg)
+    prompts = [p for p, _ in cases]
+
+    def drafted(model):
+        results = decoder.generate_batch(prompts, max_new_tokens=NEW_TOKENS, batch_costs=model)
+        assert [r.new_tokens for r in results] == [ref for _, ref in cases]
+        return [r for res in results for r in res.rounds]
+
+    free = drafted(costs(draft=1e-4, verify_flat_to=10_000))  # drafting costs nothing: draft to the cap
+    assert max(r.drafted for r in free) == 8
+    costly = drafted(costs(draft=5.0))  # a drafter step costs five verifier calls: never draft
+    assert all(r.drafted == 0 for r in costly)
+    assert {r.stop_reason for r in costly} == {"batch_cost", "max_new_tokens"}  # the last round has no budget
+    middle = drafted(costs(draft=0.1, verify_flat_to=12))  # 6 rows: wider than 2 positions costs the verifier
+    assert 0 < sum(r.drafted for r in middle) < sum(r.drafted for r in free)
+    assert "batch_cost" in {r.stop_reason for r in middle}
+
+
+def test_the_batch_stop_needs_a_cost_model_named_in_one_line(verifier, drafter, cases):
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(batch_stop="cost"))
+    with pytest.raises(ValueError, match="batch_costs: batch_stop='cost' needs a measured BatchCostModel"):
+        decoder.generate_batch([cases[0][0]], max_new_tokens=4)
+
+
+def test_calibration_measures_every_point_on_the_pair(verifier, drafter):
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(batch_stop="cost"))
+    model = decoder.calibrate_batch(torch.tensor([[1, 5, 9, 2]]), rows=(1, 2), widths=(1, 3))
+    assert model.verify_rows == [1, 2] and model.verify_widths == [1, 3] and model.cached_tokens == 4
+    assert all(s > 0 for row in model.verify_s for s in row) and all(s > 0 for s in model.draft_s)
+    assert len(decoder.generate_batch([torch.tensor([[3, 4]])] * 2, max_new_tokens=5)) == 2  # uses it
+
+
+@pytest.mark.parametrize("setting", [dict(temperature=1.0), dict(temperature=0.7)])
+def test_each_row_is_iid_from_p_with_the_batch_stop(setting):
+    gen = torch.Generator().manual_seed(0)
+    target_logits = torch.randn(12, generator=gen) * 1.5
+    drafter, verifier = context_free_gpt2(target_logits + torch.randn(12, generator=gen)), context_free_gpt2(target_logits)
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=6,
+                                                                              batch_stop="cost"))
+    prompts = [torch.tensor([[0] * n]) for n in (1, 3, 2, 5)]
+    results = decoder.generate_batch(prompts, max_new_tokens=600, seed=[3, 4, 5, 6], ignore_eos=True,
+                                     batch_costs=costs(draft=0.15, verify_flat_to=8), **setting)
+    p = torch.softmax(SamplingParams(**setting).process(target_logits[None]), -1)[0].numpy()
+    lengths = {r.drafted for res in results for r in res.rounds}
+    assert len(lengths) > 1 and max(lengths) < 6  # the batch stop cut drafts short of the cap
+    for result in results:
+        assert len(result.new_tokens) == 600
+        assert chi2_pvalue(result.new_tokens, p) > 1e-3
+
+
+def test_generate_with_the_batch_stop_is_a_batch_of_one(verifier, drafter, cases):
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=4,
+                                                                              batch_stop="cost"))
+    decoder.generate_batch([cases[0][0]], max_new_tokens=2, batch_costs=costs(draft=0.1))
+    prompt, reference = cases[1]
+    result = decoder.generate(prompt, max_new_tokens=NEW_TOKENS)
+    assert result.new_tokens == reference and result.batch == {"size": 1, "row": 0}
+    assert sum(r.drafted for r in result.rounds) > 0
