@@ -50,6 +50,7 @@ class _Row:
     generator: torch.Generator
     criterion: StoppingCriterion
     gate: SpeculationGate
+    drafter_start: int = 0  # where the drafter's window starts in ``tokens`` (drafter_context)
     rounds: list[RoundRecord] = field(default_factory=list)
     finish_reason: str | None = None
     first_token_s: float = 0.0
@@ -62,22 +63,31 @@ class _Row:
     processed: list[torch.Tensor] = field(default_factory=list)  # processed draft logits (record_all_entropies)
     stop: str = "none"
     threshold: float | None = None
-    # batch_stop="cost": the round's expected accepted tokens (sum of survivals), the last token's survival, and
-    # decayed counts of accepted drafted tokens and of drafted tokens judged (a per-token acceptance rate)
+    # batch_stop="cost": the round's expected accepted tokens (sum of survivals) and the last token's survival;
+    # decayed sums over the drafted tokens judged so far (the accepted ones and the first rejected one of each
+    # round): accepted, judged, and the drafter's probabilities of them
     expected: float = 0.0
     survival: float = 1.0
     accepted_sum: float = 1.2
     judged_sum: float = 2.0
+    predicted_sum: float = 1.2
 
     @property
     def acceptance(self) -> float:
-        """Recent share of judged drafted tokens that were accepted (a rejection ends a round's judging)."""
+        """Recent share of judged drafted tokens that were accepted."""
         return self.accepted_sum / self.judged_sum
 
-    def heard(self, drafted: int, accepted: int, decay: float = 0.8) -> None:
+    def accept_estimate(self, token_prob: float) -> float:
+        """Greedy: the chance that a drafted token of drafter probability ``token_prob`` is accepted, the drafter's
+        probability scaled by how well it predicted this row's recent verdicts."""
+        return min(1.0, token_prob * self.accepted_sum / self.predicted_sum)
+
+    def heard(self, drafted: int, accepted: int, token_probs: list[float], decay: float = 0.8) -> None:
         if drafted:
+            judged = accepted + (accepted < drafted)
             self.accepted_sum = decay * self.accepted_sum + accepted
-            self.judged_sum = decay * self.judged_sum + accepted + (accepted < drafted)
+            self.judged_sum = decay * self.judged_sum + judged
+            self.predicted_sum = decay * self.predicted_sum + sum(token_probs[:judged])
 
     def new_tokens(self) -> list[int]:
         return self.tokens[self.prompt_len:]
@@ -114,12 +124,17 @@ class BatchDecoder:
         for row in rows:
             row.criterion.reset()
             row.gate.reset()
-        # Prefill every committed token but the last, which is fed as each row's first pending token.
+        # Prefill every committed token but the last, which is fed as each row's first pending token (the drafter:
+        # only its window's, with drafter_context; in a batch the window is not rebuilt, it grows after the prefill).
+        window = self.config.drafter_context
+        for row in rows:
+            row.drafter_start = max(0, row.prompt_len - window) if window else 0
         with Stopwatch(device) as prefill:
             for kv in self._caches():
                 kv.reset(len(rows))
-                if max(len(p) for p in prompts) > 1:
-                    kv.feed([p[:-1] for p in prompts], "left", self.pad_id, logits_to_keep=1)
+                offsets = [row.drafter_start if kv is self.drafter else 0 for row in rows]
+                if max(len(p) - o for p, o in zip(prompts, offsets)) > 1:
+                    kv.feed([p[o:-1] for p, o in zip(prompts, offsets)], "left", self.pad_id, logits_to_keep=1)
         active = rows if max_new_tokens > 0 else []
         while active:
             self._round(active, max_new_tokens, sampling, eos, start)
@@ -158,7 +173,7 @@ class BatchDecoder:
             row.criterion.update(RoundFeedback(len(row.draft), accepted, list(row.state.entropies),
                                                list(row.state.token_probs)))
             row.gate.update(len(row.draft), accepted)
-            row.heard(len(row.draft), accepted)
+            row.heard(len(row.draft), accepted, row.state.token_probs)
             row.rounds.append(RoundRecord(
                 drafted=len(row.draft), accepted=accepted, emitted=len(emitted), entropies=list(row.state.entropies),
                 stop_reason=row.stop, draft_time_s=drafting.seconds, verify_time_s=verify.seconds,
@@ -173,8 +188,9 @@ class BatchDecoder:
                 row.finish_reason, row.done_s = "length", now
         # Both caches keep each row's accepted prefix; the verifier's own token is the next pending one.
         keep = [n + verdict[0] for n, verdict in zip(committed, verdicts)]
-        for kv in self._caches():
-            kv.rollback(keep)
+        self.verifier.rollback(keep)
+        if self.drafter is not None:
+            self.drafter.rollback([n - row.drafter_start for n, row in zip(keep, active)])
 
     def _draft(self, active: list[_Row], sampling: SamplingParams, eos: set[int]) -> None:
         """Lock-step drafting over the rows whose limit allows it; each leaves when its own stop fires."""
@@ -183,14 +199,15 @@ class BatchDecoder:
             return
         cfg = self.config
         costs = self.costs if cfg.batch_stop == "cost" else None
-        steps: list[int] = []  # rows drafting at each step
+        steps: list[int] = []  # rows in each drafter step so far (every active row: a row that stopped pads)
         for row in active:
             row.expected, row.survival = 0.0, 1.0
         if costs is not None and not self._step_pays(costs, active, drafting, steps, None):
             return self._stop_batch(active, drafting)
         # First step: each drafting row catches up on the committed tokens its cache lacks (1, 2 after a fully
         # accepted round, more after rounds without drafting).
-        segments = [row.tokens[self.drafter.lengths[i]:] if drafting[i] else [] for i, row in enumerate(active)]
+        segments = [row.tokens[row.drafter_start + self.drafter.lengths[i]:] if drafting[i] else []
+                    for i, row in enumerate(active)]
         while True:
             logits = self.drafter.feed(segments, "left", self.pad_id, logits_to_keep=1)[:, -1]  # [B, V]
             processed = sampling.process(logits)
@@ -222,27 +239,29 @@ class BatchDecoder:
             if not any(drafting):
                 return
             if costs is not None:
-                steps.append(sum(1 for row in active if row.draft and len(row.draft) == len(steps) + 1))
+                steps.append(len(active))
                 if not self._step_pays(costs, active, drafting, steps, sampling):
                     return self._stop_batch(active, drafting)
             segments = [[row.draft[-1]] if drafting[i] else [] for i, row in enumerate(active)]
 
     def _step_pays(self, costs: BatchCostModel, active: list[_Row], drafting: list[bool], steps: list[int],
                    sampling: SamplingParams | None) -> bool:
-        """batch_stop="cost": whether one more lock-step step pays (`batch_step_pays`); before the first step
-        (``sampling`` None) each row's estimate is its recent acceptance rate, after a step greedy rows use the
-        drafter's probability of the token just drafted (their survivals are updated here)."""
+        """batch_stop="cost": whether one more lock-step step pays (`batch_step_pays`). A row's chance that a
+        token is accepted: greedy, from the drafter's probability of the token just drafted (`_Row.accept_estimate`;
+        the next token is expected to do as well); sampling, and before the first step (``sampling`` None), the
+        row's recent acceptance rate. The survivals of the rows that drafted at this step are updated here."""
         gain = 0.0
         for i, row in enumerate(active):
-            if sampling is not None and len(row.draft) == len(steps):  # drafted at this step
-                a = row.state.token_probs[-1] if sampling.greedy else row.acceptance
+            a = row.acceptance
+            if sampling is not None and sampling.greedy and row.draft:
+                a = row.accept_estimate(row.state.token_probs[-1])
+            if sampling is not None and row.draft and len(row.draft) == len(steps):  # drafted at this step
                 row.survival *= a
                 row.expected += row.survival
             if drafting[i]:
-                a = row.acceptance if sampling is None or not sampling.greedy else row.state.token_probs[-1]
                 gain += row.survival * a
         expected = sum(1.0 + row.expected for row in active)
-        return batch_step_pays(costs, len(active), steps, sum(drafting), expected, gain)
+        return batch_step_pays(costs, len(active), steps, len(active), expected, gain)
 
     @staticmethod
     def _stop_batch(active: list[_Row], drafting: list[bool]) -> None:

@@ -120,8 +120,9 @@ def _interp(x: float, xs: list[int], ys: list[float]) -> float:
 def batch_step_pays(costs: BatchCostModel, rows: int, steps: list[int], drafting: int, expected: float,
                     gain: float) -> bool:
     """Whether one more lock-step drafter step over ``drafting`` rows pays (module docstring). ``rows``: rows in
-    the verifier call (B); ``steps``: how many rows drafted at each step of the round so far; ``expected``: the
-    round's expected emitted tokens so far (E); ``gain``: the step's expected accepted tokens (g)."""
+    the verifier call (B); ``steps``: the rows in each drafter step of the round so far (a padded step costs
+    every row it carries); ``expected``: the round's expected emitted tokens so far (E); ``gain``: the step's
+    expected accepted tokens (g)."""
     width = len(steps) + 1
     spent = sum(costs.draft(m) for m in steps) + costs.verify(rows, width)
     step = costs.draft(drafting) + costs.verify(rows, width + 1) - costs.verify(rows, width)

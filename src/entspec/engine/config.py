@@ -58,6 +58,10 @@ class EntropyConfig:
     gate: bool = False
     gate_memory: float = field(default=0.9, metadata=bounds(min=0, max=1))  # decay per speculative round (~10 rounds)
     gate_margin: float = field(default=1.0, metadata=bounds(min=0, max=1))  # close below margin x plain's rate
+    # The drafter's context window: it reads only the last N to 2N committed tokens (prefilled with the prompt's
+    # last N, rebuilt on the last N when it holds 2N; `entspec.engine.drafter`). None: the whole sequence. Never
+    # changes what is emitted (the verifier reads everything); it shortens the drafter's prefill and its steps.
+    drafter_context: int | None = field(default=None, metadata=bounds(min=1))
     # Batched decoding (generate_batch): "rows", each row drafts until its own rule stops it; "cost", besides, the
     # whole lock step stops when one more drafter step's expected tokens per second fall below the round's, priced
     # with a measured `BatchCostModel` (entspec.engine.batch_cost). Never changes what is emitted.

@@ -53,6 +53,13 @@ class EntropyBasedDrafter:
     what the decode loop calls: the round's draft within the token budget and the gate's limit.
 
     ``kv_cache`` and ``compile`` choose the drafter's KV cache (see `entspec.engine.kv.cached_model`).
+
+    With ``config.drafter_context = N`` the drafter reads a window of the committed sequence: the prompt's last N
+    tokens at the prefill, growing with each round, and rebuilt on the last N tokens (one drafter prefill, inside
+    the round's drafting time) when it reaches 2N. The window starts at position 0 whatever its offset in the
+    sequence, like a prompt of its own: a model meets its first positions as the start of a text (attention sinks),
+    so a window re-encoded from 0 reads better than a cache whose oldest entries were dropped. A drafter only
+    proposes; the verifier reads the whole sequence, so the output is the verifier's whatever N is.
     """
 
     method = "speculative"  # the decoding method a decode loop with this drafter runs
@@ -70,6 +77,8 @@ class EntropyBasedDrafter:
         self.reads = _ALL_READS if info is None else info.reads  # the DraftState fields the rule reads
         # Shannon in nats is the configured entropy itself when that is Shannon in nats (SVIP, AdaEDL).
         self._shannon_is_configured = config.entropy_type == "shannon" and config.entropy_unit == "nats"
+        self.window = config.drafter_context
+        self.window_start = 0  # where the cached window starts in the committed sequence
 
     def start(self) -> None:
         """New generation: fresh rule state (the cache is reset by `prefill`)."""
@@ -78,8 +87,10 @@ class EntropyBasedDrafter:
 
     def prefill(self, prompt: torch.Tensor, max_length: int | None = None) -> None:
         """Cache ``prompt [1, T]``; its last logits give the first draft token. ``max_length``: the most
-        positions the cache will hold in this generation (sizes a static cache; a dynamic one ignores it)."""
-        self.lm.prefill(prompt, max_length)
+        positions the cache will hold in this generation (sizes a static cache; a dynamic one ignores it).
+        With a context window, only the prompt's last ``drafter_context`` tokens."""
+        self.window_start = max(0, prompt.shape[1] - self.window) if self.window else 0
+        self.lm.prefill(prompt[:, self.window_start:], max_length)
 
     def warm_up(self, max_length: int) -> None:
         """Compile the draft step's graphs ahead of timing (a no-op on an eager cache)."""
@@ -121,8 +132,12 @@ class EntropyBasedDrafter:
         tokens, processed_rows, probs = [], [], []
         token_ids: list[int] = []
         reason = "none" if limit.tokens >= 1 else limit.at_limit
-        inputs = sequence[:, len(self.lm):]  # tokens not yet in the cache (0 after prefill, 1, 2; more after gated rounds)
         with Stopwatch(self.lm.device) as sw:
+            if self.window and len(self.lm) >= 2 * self.window:  # rebuild the window on the last N tokens
+                self.window_start = sequence.shape[1] - self.window
+                self.lm.prefill(sequence[:, self.window_start:])
+            # tokens not yet in the cache (0 after prefill, 1, 2; more after gated rounds)
+            inputs = sequence[:, self.window_start + len(self.lm):]
             while len(tokens) < limit.tokens:
                 # 1. One drafter step: next-token logits, processed distribution q, the drafted token x ~ q.
                 logits = self.lm.extend(inputs, 1)  # [1, V]
@@ -224,8 +239,8 @@ class EntropyBasedDrafter:
         return {name: list(state.entropies) if name == cfg.entropy_type else values[name] for name in ENTROPY_TYPES}
 
     def rollback(self, length: int) -> None:
-        """Keep at most the first ``length`` cached positions (the accepted prefix)."""
-        self.lm.crop(min(len(self.lm), length))
+        """Keep at most the first ``length`` committed tokens (the accepted prefix) in the cache."""
+        self.lm.crop(min(len(self.lm), length - self.window_start))
 
     def update(self, draft: Draft, accepted: int) -> None:
         """The verifier's verdict on the last round, for the rule and the gate (zero-draft rounds too)."""
