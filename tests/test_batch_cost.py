@@ -140,3 +140,16 @@ def test_generate_with_the_batch_stop_is_a_batch_of_one(verifier, drafter, cases
     result = decoder.generate(prompt, max_new_tokens=NEW_TOKENS)
     assert result.new_tokens == reference and result.batch == {"size": 1, "row": 0}
     assert sum(r.drafted for r in result.rounds) > 0
+
+
+def test_observed_rounds_refine_the_measured_costs():
+    model = costs(draft=0.2)
+    model.observe("verify", 4, 1, 2.0)  # calls of 4 rows cost twice what was measured
+    assert model.verify(4, 1) == pytest.approx(2.0)
+    assert model.verify(4, 2) == pytest.approx(2.0)  # unobserved width: measured x the observed ratio
+    assert model.verify(2, 2) == pytest.approx(1.0)  # other row counts keep the measurement
+    model.observe("verify", 4, 1, 1.0)
+    assert model.verify(4, 1) == pytest.approx(0.7 * 2.0 + 0.3 * 1.0)
+    model.observe("draft", 4, 1, 0.5)
+    assert model.draft(4) == pytest.approx(0.5) and model.draft(2) == pytest.approx(0.2)
+    assert "_seen" not in model.to_dict()

@@ -266,3 +266,18 @@ def test_batch_stop_cost_measures_the_batch_costs_once_and_reuses_them(tiny_pair
     assert costs.stat().st_mtime_ns == before and runner.costs is not None
     assert json.loads((tmp_path / "b1" / "configs" / "batch_costs.json").read_text())["verify_rows"] == [1]
     assert {r.result.batch["size"] for r in single.values()} == {1}  # batch size 1: the batched loop, one row
+
+
+def test_a_resume_warms_up_only_the_methods_with_units_left(tiny_pair, tmp_path, monkeypatch):
+    ExperimentRunner(grid_config(tiny_pair, tmp_path / "exp", num_samples=2, max_new_tokens=4), progress=False).run()
+    calls, original = [], ExperimentRunner.warm_up
+
+    def spy(self, methods=None):
+        calls.append(methods)
+        return original(self, methods)
+
+    monkeypatch.setattr(ExperimentRunner, "warm_up", spy)
+    more = grid_config(tiny_pair, tmp_path / "exp", num_samples=2, max_new_tokens=4,
+                       methods=[{"strategy": "fixed", "max_draft_len": 2}])
+    assert len(list(read_rows(ExperimentRunner(more, progress=False).run()))) == 5 * 2
+    assert calls == [{"fixed[max_draft_len=2]"}]

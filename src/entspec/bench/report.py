@@ -33,14 +33,14 @@ def bench_tables(experiment_dir: str | Path) -> dict[str, pd.DataFrame]:
         drafted=("drafted_tokens", "sum"), accepted=("accepted_tokens", "sum"),
         tokens=("new_tokens", "sum"), calls=("verifier_calls", "sum"), drafter_calls=("drafter_calls", "sum"),
         draft_s=("draft_time_s", "sum"), verify_s=("verify_time_s", "sum"), overhead_s=("overhead_time_s", "sum"),
-        prefill_s=("prefill_time_s", "sum"), wall_s=("wall_time_s", "sum"))
+        prefill_s=("prefill_time_s", "sum"), wall_s=("wall_time_s", "sum"), ttft_s=("time_to_first_token_s", "mean"))
     pooled["acceptance_rate"] = pooled.accepted / pooled.drafted.replace(0, np.nan)
     pooled["tokens_per_call"] = pooled.tokens / pooled.calls
     pooled["ms_per_draft_step"] = 1000 * pooled.draft_s / pooled.drafter_calls.replace(0, np.nan)
     pooled["ms_per_verifier_call"] = 1000 * pooled.verify_s / pooled.calls
     by_cat = per_gen.groupby(["method", "category"]).agg(
         drafted=("drafted_tokens", "sum"), accepted=("accepted_tokens", "sum"), tokens=("new_tokens", "sum"),
-        calls=("verifier_calls", "sum"))
+        calls=("verifier_calls", "sum"), ttft_s=("time_to_first_token_s", "mean"))
     by_cat["acceptance_rate"] = by_cat.accepted / by_cat.drafted.replace(0, np.nan)
     by_cat["tokens_per_call"] = by_cat.tokens / by_cat.calls
     return {"speed": speed, "pooled": pooled.reset_index(), "by_category": by_cat.reset_index()}
@@ -66,16 +66,18 @@ def bench_markdown(experiment_dir: str | Path, command: str) -> str:
     for category in categories:
         part = speed[speed.category == category].sort_values("speedup", ascending=False)
         cat_stats = by_cat[by_cat.category == category].set_index("method") if category != "all" else pooled
-        lines += [f"**{category}** ({int(part.n_pairs.max())} prompts) — speedup = mean tokens/s over mean "
-                  f"tokens/s of HF `generate` on the same prompts, 95% paired bootstrap CI", "",
-                  "| method | tokens/s | speedup [95% CI] | acceptance | tokens / verifier call | same output |",
-                  "|---|---|---|---|---|---|"]
+        lines += [f"**{category}** ({int(part.n_pairs.max())} prompts) — speedup = mean tokens/s (prefill "
+                  f"included) over mean tokens/s of HF `generate` on the same prompts, 95% paired bootstrap CI; "
+                  f"TTFT = mean time to the first new token", "",
+                  "| method | tokens/s | speedup [95% CI] | TTFT s | acceptance | tokens / verifier call | same output |",
+                  "|---|---|---|---|---|---|---|"]
         for _, r in part.iterrows():
             acc = cat_stats.acceptance_rate.get(r.method, np.nan)
             tpc = cat_stats.tokens_per_call.get(r.method, np.nan)
+            ttft = cat_stats.ttft_s.get(r.method, np.nan)
             lines.append(f"| {r.method} | {_fmt(r.mean_tokens_per_s)} | {_fmt(r.speedup)} "
-                         f"[{_fmt(r.speedup_ci_low)}, {_fmt(r.speedup_ci_high)}] | {_fmt(acc)} | {_fmt(tpc)} | "
-                         f"{_fmt(r.output_match_rate)} |")
+                         f"[{_fmt(r.speedup_ci_low)}, {_fmt(r.speedup_ci_high)}] | {_fmt(ttft)} | {_fmt(acc)} | "
+                         f"{_fmt(tpc)} | {_fmt(r.output_match_rate)} |")
         lines.append("")
     lines += ["**Where the time goes** (summed over all prompts; overhead = round time − drafter − verifier)", "",
               "| method | drafter s | verifier s | overhead s | prefill s | ms / draft step | ms / verifier call |",

@@ -165,6 +165,11 @@ class BatchDecoder:
             self._draft(active, sampling, eos)
         with Stopwatch(self.verifier.device) as verify:
             verdicts = self._verify(active, sampling)
+        if self.costs is not None:  # what this round's calls cost refines the measured costs
+            steps = max(len(row.draft) for row in active)
+            if steps:
+                self.costs.observe("draft", len(active), 1, drafting.seconds / steps)
+            self.costs.observe("verify", len(active), steps + 1, verify.seconds)
         committed = [len(row.tokens) for row in active]
         for row, (accepted, token, accept_probs) in zip(active, verdicts):
             budget = max_new_tokens - len(row.new_tokens())

@@ -123,7 +123,7 @@ class EntropyBasedSpeculativeDecoder:
                                        ignore_eos)[0]
         sampling = SamplingParams(temperature, top_k, top_p)
         sequence = self._check_input(input_ids, max_new_tokens, seed)
-        eos = set() if ignore_eos else self._eos_ids(eos_token_id)
+        eos = set() if ignore_eos else self.eos_ids(eos_token_id)
         device = self.verifier.device
         generator = torch.Generator(device=device).manual_seed(seed)
         start = time.perf_counter()
@@ -193,7 +193,7 @@ class EntropyBasedSpeculativeDecoder:
         rows = batch_prompts(prompts, attention_mask, self.verifier.model.config.vocab_size)
         self._check_context(max(len(r) for r in rows), max_new_tokens)
         seeds = batch_seeds(seed, len(rows))
-        eos = set() if ignore_eos else self._eos_ids(eos_token_id)
+        eos = set() if ignore_eos else self.eos_ids(eos_token_id)
         batch = self._batch_decoder()
         if batch_costs is not None:
             batch.costs = batch_costs
@@ -315,7 +315,8 @@ class EntropyBasedSpeculativeDecoder:
             raise ValueError(f"max_new_tokens: {prompt_len} prompt + {max_new_tokens} new tokens exceed the "
                              f"verifier's context of {context} positions")
 
-    def _eos_ids(self, eos_token_id: int | Sequence[int] | None) -> set[int]:
+    def eos_ids(self, eos_token_id: int | Sequence[int] | None) -> set[int]:
+        """The EOS token ids a generation stops at: ``eos_token_id``, else the verifier's generation config's."""
         if eos_token_id is None:
             gen_cfg = getattr(self.verifier.model, "generation_config", None)
             eos_token_id = getattr(gen_cfg, "eos_token_id", None)

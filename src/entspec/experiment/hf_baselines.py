@@ -17,6 +17,7 @@ from typing import Iterator
 
 import torch
 from transformers import PreTrainedModel
+from transformers.generation.streamers import BaseStreamer
 
 from ..engine.timing import synchronize
 from ..engine.records import GenerationResult
@@ -56,12 +57,13 @@ def hf_generate(
                  "assistant_confidence_threshold": confidence_threshold}
 
     torch.manual_seed(seed)
+    clock = _FirstTokenClock()
     with _drafter_settings(drafter, overrides), _count_calls(verifier) as verifier_calls, \
             _count_calls(drafter) as drafter_calls:
         synchronize(verifier.device)
         start = time.perf_counter()
         with torch.inference_mode():
-            output = verifier.generate(input_ids, **kwargs)
+            output = verifier.generate(input_ids, streamer=clock, **kwargs)
         synchronize(verifier.device)
         wall = time.perf_counter() - start
     new_tokens = output[0, input_ids.shape[1]:].tolist()
@@ -73,11 +75,27 @@ def hf_generate(
         prompt_len=int(input_ids.shape[1]),
         wall_time_s=wall,
         prefill_time_s=float("nan"),
-        time_to_first_token_s=float("nan"),
+        time_to_first_token_s=clock.first - start,
         finish_reason="eos" if finished_by_eos else "length",
         method="hf_assisted" if drafter is not None else "hf_generate",
         counters={"verifier_calls": verifier_calls[0], "drafter_calls": drafter_calls[0]},
     )
+
+
+class _FirstTokenClock(BaseStreamer):
+    """When ``generate`` hands out its first new token(s) (its first ``put`` is the prompt): time to first token.
+    A streamer reads each step's tokens to the host, as any streaming use of ``generate`` does."""
+
+    def __init__(self) -> None:
+        self.puts, self.first = 0, float("nan")
+
+    def put(self, value: torch.Tensor) -> None:
+        self.puts += 1
+        if self.puts == 2:
+            self.first = time.perf_counter()
+
+    def end(self) -> None:
+        pass
 
 
 def hf_generate_batch(

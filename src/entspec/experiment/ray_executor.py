@@ -140,7 +140,7 @@ class _Driver:
         for i in range(len(self.actors)):
             self._send(i)
         while any(self.pending):
-            runner._write_progress(total, len(self.written), [u.key for q in self.pending for _, u in q])
+            runner.write_progress(total, len(self.written), [u.key for q in self.pending for _, u in q])
             heads = {q[0][0]: i for i, q in enumerate(self.pending) if q}  # each worker's next row
             [ref], _ = self.ray.wait(list(heads), num_returns=1)
             i = heads[ref]

@@ -119,9 +119,9 @@ class ExperimentRunner:
                 run_on_ray(self, units, todo)
             elif todo:
                 self.load()
-                self.warm_up()
+                self.warm_up({u.method.id for u in todo})
                 self._run_units(units, todo)
-            self._write_progress(len(units), len(units), None)
+            self.write_progress(len(units), len(units), None)
         return self.results_path
 
     def _run_units(self, units: list[Unit], todo: list[Unit]) -> None:
@@ -130,7 +130,7 @@ class ExperimentRunner:
         if self.config.batch_size > 1:
             self._run_batches(units, todo, bar)
         for i, unit in enumerate(todo if self.config.batch_size == 1 else []):
-            self._write_progress(len(units), len(units) - len(todo) + i, unit.key)
+            self.write_progress(len(units), len(units) - len(todo) + i, unit.key)
             bar.set_postfix_str(f"{unit.method.id} | {self.prompts[unit.prompt_index].id}", refresh=False)
             append_jsonl(self.results_path, self.run_unit(unit))  # flushed and fsynced: this unit is now safe
             bar.update(1)
@@ -146,7 +146,7 @@ class ExperimentRunner:
             rows = [u for u in batch if u.key in missing]
             if not rows:
                 continue
-            self._write_progress(len(units), done, [u.key for u in rows])
+            self.write_progress(len(units), done, [u.key for u in rows])
             bar.set_postfix_str(f"{batch[0].method.id} | batch of {len(batch)}", refresh=False)
             for unit, row in zip(batch, self.run_batch(batch)):
                 if unit.key in missing:
@@ -296,8 +296,8 @@ class ExperimentRunner:
 
     def batch_costs(self) -> BatchCostModel | None:
         """What ``batch_stop="cost"`` methods price drafter steps with: ``configs/batch_costs.json``, measured
-        once on the first prompt (rows 1, 2, 4, ... up to ``batch_size``) and reused on resume; None when no
-        method needs it."""
+        once with the prompt of median length cached (rows 1, 2, 4, ... up to ``batch_size``) and reused on resume;
+        None when no method needs it."""
         if not any(
                 m.kind == "entspec" and m.entropy_config().batch_stop == "cost" for m in self.methods):
             return None
@@ -306,19 +306,21 @@ class ExperimentRunner:
             return BatchCostModel.load(path)
         size = self.config.batch_size
         rows = sorted({b for b in (1, 2, 4, 8, 16, 32) if b < size} | {size})
-        log.info("measuring batch costs (rows %s) on %s", rows, self.prompts[0].id)
-        costs = calibrate_batch(self.pair.drafter, self.pair.verifier, self.encoded[0][0].tolist(), tuple(rows))
+        median = sorted(range(len(self.encoded)), key=lambda i: self.encoded[i].shape[1])[len(self.encoded) // 2]
+        log.info("measuring batch costs (rows %s) on %s", rows, self.prompts[median].id)
+        costs = calibrate_batch(self.pair.drafter, self.pair.verifier, self.encoded[median][0].tolist(), tuple(rows))
         costs.save(path)
         return costs
 
-    def warm_up(self) -> None:
+    def warm_up(self, methods: set[str] | None = None) -> None:
         """Before timing: compile every graph a unit can use (with ``compile``), measure the batch costs (when a
-        method needs them), then one short untimed generation per method, so allocator, kernels and caches
-        settle."""
+        method needs them), then one short untimed generation per method (``methods``: only these ids, e.g. the
+        ones with units left on a resume), so allocator, kernels and caches settle."""
         self.costs = self.batch_costs()
         settings = self.config.generation_settings()
         prompt_len = self.config.max_sequence_length - self.config.max_new_tokens  # the longest prompt kept
-        for method in tqdm(self.methods, desc="warm-up", disable=not self.progress, leave=False):
+        todo = [m for m in self.methods if methods is None or m.id in methods]
+        for method in tqdm(todo, desc="warm-up", disable=not self.progress, leave=False):
             method.warm_up(self.pair.drafter, self.pair.verifier, prompt_len, settings)
             if self.config.warmup_tokens and self.config.batch_size > 1:
                 method.run_batch(self.pair.drafter, self.pair.verifier, self.encoded[:self.config.batch_size],
@@ -328,7 +330,7 @@ class ExperimentRunner:
                 method.run(self.pair.drafter, self.pair.verifier, self.encoded[0],
                            {**settings, "max_new_tokens": self.config.warmup_tokens}, seed=0, batch_costs=self.costs)
 
-    def _write_progress(self, total: int, done: int, in_flight: str | list[str] | None) -> None:
+    def write_progress(self, total: int, done: int, in_flight: str | list[str] | None) -> None:
         tmp = self.progress_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"done": done, "total": total, "in_flight": in_flight,
                                    "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}))

@@ -173,7 +173,7 @@ def record_trace(
     if cap < 1:
         raise ValueError(f"cap must be >= 1, got {cap}")
     plain = EntropyBasedSpeculativeDecoder.autoregressive(verifier)
-    eos = sorted(plain._eos_ids(eos_token_id))
+    eos = sorted(plain.eos_ids(eos_token_id))
     if output is None:
         output = plain.generate(input_ids, max_new_tokens=max_new_tokens, temperature=0.0,
                                 eos_token_id=eos or None, ignore_eos=not eos).new_tokens
