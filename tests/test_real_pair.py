@@ -7,7 +7,7 @@ the GGUF checkpoints to safetensors, and runs on the CPU.
 import pytest
 import torch
 
-from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
+from entspec import BatchCostModel, EntropyBasedSpeculativeDecoder, EntropyConfig
 from entspec.models import DEFAULT_PAIR, encode_prompt, load_model_pair
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,8 @@ def test_replay_reproduces_the_real_pair_rounds(pair):
 
 def test_batched_rows_equal_the_verifier_greedy_output(pair):
     """The real pair in fp32, prompts of different lengths decoded together: every row is the verifier's own
-    unbatched greedy output, for an entropy rule, fixed k and batched autoregressive decoding."""
+    unbatched greedy output, for an entropy rule, fixed k, the batch's cost stop with a short drafter window, and
+    batched autoregressive decoding."""
     prompts = [encode_prompt(pair.tokenizer, p) for p in PROMPTS]
     prompts.append(encode_prompt(pair.tokenizer, [{"role": "user", "content": "Name three primary colours."}]))
     assert len({p.shape[1] for p in prompts}) == 3
@@ -76,6 +77,12 @@ def test_batched_rows_equal_the_verifier_greedy_output(pair):
                                                    EntropyConfig(strategy="adaptive", theta_abs=1.0, max_draft_len=8)),
                     EntropyBasedSpeculativeDecoder(pair.drafter, pair.verifier,
                                                    EntropyConfig(strategy="fixed", max_draft_len=3)),
+                    EntropyBasedSpeculativeDecoder(pair.drafter, pair.verifier,
+                                                   EntropyConfig(strategy="svip", max_draft_len=8, batch_stop="cost",
+                                                                 drafter_context=8)),
                     EntropyBasedSpeculativeDecoder.autoregressive(pair.verifier)):
-        results = decoder.generate_batch(prompts, max_new_tokens=16)
+        costs = BatchCostModel(draft_rows=[1, 4], draft_s=[0.1, 0.2], verify_rows=[1, 4], verify_widths=[1, 8],
+                               verify_s=[[0.5, 1.0], [1.0, 2.0]])  # made up: the stop must draft, exactly
+        results = decoder.generate_batch(prompts, max_new_tokens=16,
+                                         batch_costs=costs if decoder.config.batch_stop == "cost" else None)
         assert [r.new_tokens for r in results] == references, decoder.method
