@@ -17,13 +17,14 @@ from tiny import context_free_gpt2, greedy_cases, perturbed
 NEW_TOKENS = 16
 
 
-def costs(draft: float, verify_flat_to: int = 16, verify_slope: float = 0.1) -> BatchCostModel:
+def costs(draft: float, verify_flat_to: int = 16, verify_slope: float = 0.1, refine: bool = False) -> BatchCostModel:
     """Synthetic costs: a drafter step of ``draft`` (any rows); the verifier 1.0 up to ``verify_flat_to``
-    positions in all, then ``verify_slope`` per position (the shape measured on a CPU)."""
+    positions in all, then ``verify_slope`` per position (the shape measured on a CPU). Not refined by the tiny
+    models' real timings unless ``refine``."""
     rows, widths = [1, 2, 4, 8], [1, 2, 4, 8, 12]
     verify = [[1.0 + verify_slope * max(0, b * w - verify_flat_to) for w in widths] for b in rows]
     return BatchCostModel(draft_rows=rows, draft_s=[draft] * 4, verify_rows=rows, verify_widths=widths,
-                          verify_s=verify)
+                          verify_s=verify, refine=refine)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,7 @@ def test_generate_with_the_batch_stop_is_a_batch_of_one(verifier, drafter, cases
 
 
 def test_observed_rounds_refine_the_measured_costs():
-    model = costs(draft=0.2)
+    model = costs(draft=0.2, refine=True)
     model.observe("verify", 4, 1, 2.0)  # calls of 4 rows cost twice what was measured
     assert model.verify(4, 1) == pytest.approx(2.0)
     assert model.verify(4, 2) == pytest.approx(2.0)  # unobserved width: measured x the observed ratio
@@ -153,3 +154,15 @@ def test_observed_rounds_refine_the_measured_costs():
     model.observe("draft", 4, 1, 0.5)
     assert model.draft(4) == pytest.approx(0.5) and model.draft(2) == pytest.approx(0.2)
     assert "_seen" not in model.to_dict()
+    frozen = costs(draft=0.2)
+    frozen.observe("draft", 4, 1, 0.5)
+    assert frozen.draft(4) == pytest.approx(0.2)
+
+
+def test_a_decoder_refines_the_costs_with_its_own_rounds(verifier, drafter, cases):
+    model = costs(draft=0.1, refine=True)
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=4,
+                                                                              batch_stop="cost"))
+    results = decoder.generate_batch([p for p, _ in cases], max_new_tokens=NEW_TOKENS, batch_costs=model)
+    assert [r.new_tokens for r in results] == [ref for _, ref in cases]
+    assert model.verify(6, 1) < 0.5  # the tiny verifier's real calls (milliseconds) replaced the made-up 1 s

@@ -52,6 +52,7 @@ class BatchCostModel:
     dtype: str = ""
     threads: int = 0
     measured_at: str = ""
+    refine: bool = True  # refined by the rounds of the decoders that use it (`observe`)
     _grid: RegularGridInterpolator | None = field(default=None, init=False, repr=False, compare=False)
     _seen: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # (kind, rows, width) -> s
 
@@ -84,6 +85,8 @@ class BatchCostModel:
 
     def observe(self, kind: str, rows: int, width: int, seconds: float, decay: float = 0.7) -> None:
         """A timing from a real round: ``kind`` "draft" (one step, width 1) or "verify"; moving average."""
+        if not self.refine:
+            return
         key = (kind, rows, width)
         old = self._seen.get(key)
         self._seen[key] = seconds if old is None else decay * old + (1 - decay) * seconds
