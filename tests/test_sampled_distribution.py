@@ -60,6 +60,19 @@ def exact_joint_of_first_two(verifier, prompt, sampling):
     return (p1[:, None] * p2).numpy()
 
 
+def first_two_follow_the_verifier(decoder, verifier, prompt, setting: dict, seeds: int = 600) -> None:
+    """Over ``seeds`` seeds, the first two sampled tokens follow p(t1) p(t2 | t1) (chi-square), with rejections."""
+    vocab = verifier.config.vocab_size
+    pairs, rejected = [], 0
+    for seed in range(seeds):
+        result = decoder.generate(prompt, max_new_tokens=4, seed=seed, **setting)
+        pairs.append(result.new_tokens[0] * vocab + result.new_tokens[1])
+        rejected += sum(r.drafted - r.accepted for r in result.rounds)
+    assert rejected > 0
+    joint = exact_joint_of_first_two(verifier, prompt, SamplingParams(**setting))
+    assert chi2_pvalue(pairs, joint) > 1e-3
+
+
 @pytest.mark.parametrize("strategy,setting,path", [
     ("absolute", "t1.0", "dynamic"), ("adaptive", "t1.0", "dynamic"), ("fixed", "t1.0", "dynamic"),
     ("fixed", "topp0.8", "dynamic"), ("absolute", "t1.0", "static"), slow_case("fixed", "t1.0", "compiled")])

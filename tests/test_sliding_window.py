@@ -5,9 +5,8 @@ record them after the prefill, as transformers' assisted decoding does)."""
 import pytest
 import torch
 
-from entspec import STOPPING_CRITERIA, EntropyBasedSpeculativeDecoder, EntropyConfig, SamplingParams
-from stats_helpers import chi2_pvalue
-from test_sampled_distribution import exact_joint_of_first_two
+from entspec import STOPPING_CRITERIA, EntropyBasedSpeculativeDecoder, EntropyConfig
+from test_sampled_distribution import first_two_follow_the_verifier
 from tiny import perturbed, tiny_sliding
 
 FAMILIES = ("mistral", "gemma2", "gemma3")
@@ -44,12 +43,4 @@ def test_sampled_tokens_follow_the_verifier_past_the_window(setting, pair):
     verifier = tiny_sliding(family, vocab=8, window=WINDOW, sharpness=6.0)
     drafter = perturbed(verifier, noise=0.3)
     decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=3))
-    prompt = torch.tensor([[1, 5, 2, 7, 3, 3, 6, 1, 4, 2, 5, 7]])
-    pairs, rejected = [], 0
-    for seed in range(600):
-        result = decoder.generate(prompt, max_new_tokens=4, seed=seed, **setting)
-        pairs.append(result.new_tokens[0] * 8 + result.new_tokens[1])
-        rejected += sum(r.drafted - r.accepted for r in result.rounds)
-    assert rejected > 0
-    joint = exact_joint_of_first_two(verifier, prompt, SamplingParams(**setting))
-    assert chi2_pvalue(pairs, joint) > 1e-3
+    first_two_follow_the_verifier(decoder, verifier, torch.tensor([[1, 5, 2, 7, 3, 3, 6, 1, 4, 2, 5, 7]]), setting)
