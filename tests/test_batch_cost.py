@@ -12,7 +12,7 @@ import torch
 from entspec import STOPPING_CRITERIA, BatchCostModel, EntropyBasedSpeculativeDecoder, EntropyConfig, SamplingParams
 from entspec.engine.batch_cost import batch_step_pays
 from stats_helpers import chi2_pvalue
-from tiny import context_free_gpt2, greedy_cases, perturbed
+from tiny import context_free_gpt2, greedy_cases
 
 NEW_TOKENS = 16
 
@@ -32,11 +32,6 @@ def cases(verifier):
     return greedy_cases(verifier, 6, NEW_TOKENS, max_prompt_len=10)
 
 
-@pytest.fixture(scope="module")
-def drafter(verifier):
-    return perturbed(verifier, noise=0.05)
-
-
 def test_the_model_interpolates_and_extrapolates_its_measured_points():
     model = costs(draft=0.2)
     assert model.verify(4, 4) == pytest.approx(1.0)
@@ -48,11 +43,11 @@ def test_the_model_interpolates_and_extrapolates_its_measured_points():
 def test_the_step_is_taken_while_its_rate_beats_the_rounds():
     model = costs(draft=0.25)
     # Before the first step, 4 rows: the round so far emits 4 tokens in 1.0 s; a step adds 4 x 0.9 tokens in 0.25 s.
-    assert batch_step_pays(model, 4, [], 4, expected=4.0, gain=3.6)
+    assert batch_step_pays(model, 4, 0, expected=4.0, gain=3.6)
     # The same step when each row's next token is a coin flip at best: 4 x 0.2 tokens in 0.25 s < 4 per second.
-    assert not batch_step_pays(model, 4, [], 4, expected=4.0, gain=0.8)
+    assert not batch_step_pays(model, 4, 0, expected=4.0, gain=0.8)
     # 8 rows on a verifier flat to 8 positions: a second position per row costs it 0.8 s; the step does not pay.
-    assert not batch_step_pays(costs(draft=0.25, verify_flat_to=8), 8, [], 8, expected=8.0, gain=7.2)
+    assert not batch_step_pays(costs(draft=0.25, verify_flat_to=8), 8, 0, expected=8.0, gain=7.2)
 
 
 def test_a_saved_model_loads_back_and_a_bad_one_is_named(tmp_path):

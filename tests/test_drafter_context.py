@@ -17,11 +17,6 @@ def cases(verifier):
     return greedy_cases(verifier, 6, NEW_TOKENS, max_prompt_len=12)
 
 
-@pytest.fixture(scope="module")
-def drafter(verifier):
-    return perturbed(verifier, noise=0.05)
-
-
 @pytest.mark.parametrize("window", [1, 3, 8])
 @pytest.mark.parametrize("strategy", sorted(STOPPING_CRITERIA))
 def test_greedy_output_is_the_verifiers_whatever_the_window(strategy, window, verifier, drafter, cases):

@@ -204,9 +204,9 @@ class BatchDecoder:
             return
         cfg = self.config
         costs = self.costs if cfg.batch_stop == "cost" else None
-        steps: list[int] = []  # rows in each drafter step so far (every active row: a row that stopped pads)
         for row in active:
             row.expected, row.survival = 0.0, 1.0
+        steps = 0  # lock-step drafter steps taken this round
         if costs is not None and not self._step_pays(costs, active, drafting, steps, None):
             return self._stop_batch(active, drafting)
         # First step: each drafting row catches up on the committed tokens its cache lacks (1, 2 after a fully
@@ -243,13 +243,12 @@ class BatchDecoder:
                     row.stop, drafting[i] = stop, False
             if not any(drafting):
                 return
-            if costs is not None:
-                steps.append(len(active))
-                if not self._step_pays(costs, active, drafting, steps, sampling):
+            steps += 1
+            if costs is not None and not self._step_pays(costs, active, drafting, steps, sampling):
                     return self._stop_batch(active, drafting)
             segments = [[row.draft[-1]] if drafting[i] else [] for i, row in enumerate(active)]
 
-    def _step_pays(self, costs: BatchCostModel, active: list[_Row], drafting: list[bool], steps: list[int],
+    def _step_pays(self, costs: BatchCostModel, active: list[_Row], drafting: list[bool], steps: int,
                    sampling: SamplingParams | None) -> bool:
         """batch_stop="cost": whether one more lock-step step pays (`batch_step_pays`). A row's chance that a
         token is accepted: greedy, from the drafter's probability of the token just drafted (`_Row.accept_estimate`;
@@ -260,13 +259,13 @@ class BatchDecoder:
             a = row.acceptance
             if sampling is not None and sampling.greedy and row.draft:
                 a = row.accept_estimate(row.state.token_probs[-1])
-            if sampling is not None and row.draft and len(row.draft) == len(steps):  # drafted at this step
+            if sampling is not None and row.draft and len(row.draft) == steps:  # drafted at this step
                 row.survival *= a
                 row.expected += row.survival
             if drafting[i]:
                 gain += row.survival * a
         expected = sum(1.0 + row.expected for row in active)
-        return batch_step_pays(costs, len(active), steps, len(active), expected, gain)
+        return batch_step_pays(costs, len(active), steps, expected, gain)
 
     @staticmethod
     def _stop_batch(active: list[_Row], drafting: list[bool]) -> None:

@@ -141,15 +141,14 @@ def _interp(x: float, xs: list[int], ys: list[float]) -> float:
     return max(float(ys[i] + slope * (x - xs[i])), 0.0)
 
 
-def batch_step_pays(costs: BatchCostModel, rows: int, steps: list[int], drafting: int, expected: float,
-                    gain: float) -> bool:
-    """Whether one more lock-step drafter step over ``drafting`` rows pays (module docstring). ``rows``: rows in
-    the verifier call (B); ``steps``: the rows in each drafter step of the round so far (a padded step costs
-    every row it carries); ``expected``: the round's expected emitted tokens so far (E); ``gain``: the step's
-    expected accepted tokens (g)."""
-    width = len(steps) + 1
-    spent = sum(costs.draft(m) for m in steps) + costs.verify(rows, width)
-    step = costs.draft(drafting) + costs.verify(rows, width + 1) - costs.verify(rows, width)
+def batch_step_pays(costs: BatchCostModel, rows: int, steps: int, expected: float, gain: float) -> bool:
+    """Whether one more lock-step drafter step pays (module docstring). ``rows``: rows in the batch (every drafter
+    step and the verifier call carry them all: a row that stopped pads); ``steps``: drafter steps taken this
+    round; ``expected``: the round's expected emitted tokens so far (E); ``gain``: the step's expected accepted
+    tokens (g)."""
+    width = steps + 1
+    spent = steps * costs.draft(rows) + costs.verify(rows, width)
+    step = costs.draft(rows) + costs.verify(rows, width + 1) - costs.verify(rows, width)
     return gain * spent >= expected * max(step, 1e-12)
 
 
