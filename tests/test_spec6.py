@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -150,9 +151,10 @@ def test_parse_po_handles_headers_flags_context_plurals_and_continuations():
     assert quoted.msgid == 'The "quoted" word appears in this translated sentence here.' and not quoted.plural
 
 
-def test_parse_po_rejects_garbage_with_the_line():
-    with pytest.raises(DatasetError, match="line 2"):
-        parse_po('msgid "ok"\nwhat is this\n')
+def test_parse_po_rejects_garbage_with_the_file_and_line():
+    with pytest.raises(DatasetError, match=r"^x/django\.po: .*line 2") as err:
+        parse_po('msgid "ok"\nwhat is this\n', "x/django.po")
+    assert "\n" not in str(err.value)
 
 
 def test_translation_pairs_keep_plain_sentences_only():
@@ -360,6 +362,16 @@ def test_loaders_read_pinned_wheels(fake_wheels):
     assert load_prompts("spec6_qa", categories=["Physics"])[0].id == "gpqa/recA"
 
 
+def test_a_broken_catalog_in_the_wheel_is_named(fake_wheels, monkeypatch):
+    broken = "django/conf/locale/it/LC_MESSAGES/django.po"
+    wheel = _wheel(fake_wheels["django"].parent / "django-1-py3-none-any.whl",
+                   {broken: b'msgid "Enter a valid value."\nmsgstr "Inserisci"\nmsgfoo "x"\n'})
+    monkeypatch.setattr(spec6, "download_wheel", lambda req: wheel)
+    monkeypatch.setattr(spec6, "DJANGO", PinnedWheel(spec6.DJANGO.requirement, {wheel.name: _sha(wheel)}))
+    with pytest.raises(DatasetError, match=f"^{re.escape(broken)}: .*line 3"):
+        load_prompts("spec6_translation")
+
+
 def test_a_tampered_cached_wheel_is_refused(fake_wheels, monkeypatch):
     monkeypatch.setattr(spec6, "AIB", PinnedWheel(spec6.AIB.requirement, {fake_wheels["aib"].name: "f" * 64}))
     with pytest.raises(DatasetError, match="does not match the pinned"):
@@ -372,6 +384,13 @@ def _cached(pin: PinnedWheel) -> bool:
     from entspec.wheels import cache_dir
 
     return any((cache_dir("wheels") / name).is_file() for name in pin.wheels)
+
+
+def _fingerprint(prompts: list[Prompt]) -> str:
+    """sha256 (16 hex digits) of every field of every prompt, in order."""
+    fields = ("id", "category", "text", "messages", "source", "reference", "subcategory")
+    rows = [{f: getattr(p, f) for f in fields} for p in prompts]
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 @pytest.mark.slow
@@ -392,6 +411,11 @@ def test_real_spec6_sets():
         "de-en": 59, "fr-en": 63, "es-en": 63, "it-en": 60, "ru-en": 63, "zh_Hans-en": 63, "ja-en": 63}
     assert all(p.reference for p in sets["translation"] + sets["qa"] + sets["math_reasoning"])
     mix = load_prompts("spec6")
+    # the exact prompts (texts, ids, order) that the held-out sets and published results were made with
+    assert {name: _fingerprint(prompts) for name, prompts in {**sets, "spec6": mix}.items()} == {
+        "conversation": "5d59833e8a69e44d", "translation": "21ce32f34b0c4d0e",
+        "summarization": "c11bb76c1fa51772", "qa": "5423583d6adda552", "math_reasoning": "647e32b631ffc6f8",
+        "rag": "49f0e478e6f34d1d", "spec6": "229d3960d1882f67"}
     assert Counter(p.category for p in mix) == {t: 80 for t in spec6.TASK_TYPES}
     assert load_prompts("spec6", seed=3) == mix
     assert Counter(p.category for p in load_prompts("spec6", num_samples=60, seed=1)) == {

