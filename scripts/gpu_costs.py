@@ -44,7 +44,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, Qwen2Config, Qwen
 
 from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
 from entspec.experiment.hf_baselines import hf_generate
-from entspec.engine.kv import cached_model
+from entspec.engine.caches import cached_model
 from entspec.engine.timing import synchronize
 
 # Qwen2.5 shapes as published in the checkpoints' config.json (both tie the LM head to the embedding).

@@ -18,7 +18,7 @@ import yaml
 
 from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
 from entspec.experiment.hf_baselines import hf_generate
-from entspec.engine.records import ResultRow, append_jsonl
+from entspec.records import ResultRow, append_jsonl
 from tiny import perturbed, tiny_llama
 
 GENERATION = dict(max_new_tokens=24, temperature=0.0, top_k=None, top_p=None, dtype="float32", device="cpu")

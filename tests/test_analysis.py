@@ -20,7 +20,7 @@ from entspec.analysis.cli import register
 from entspec.analysis.clustering import cluster_items
 from entspec.analysis.stats import holm
 from entspec.metrics import GENERATION_METRIC_NAMES
-from entspec.engine.records import append_jsonl
+from entspec.records import append_jsonl
 
 FIGURES = ("entropy_analysis.png", "performance_analysis.png", "comparison_analysis.png")
 N_PROMPTS = 6

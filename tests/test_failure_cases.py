@@ -24,8 +24,8 @@ from entspec import wheels
 from entspec.cli import main
 from entspec.engine.config import ConfigError
 from entspec.experiment import ExperimentConfig, ExperimentRunner
-from entspec.experiment.lock import FolderLock, FolderLockedError
-from entspec.engine.records import DamagedRowError, read_jsonl
+from entspec.lock import FolderLock, FolderLockedError
+from entspec.records import DamagedRowError, read_jsonl
 from tiny import save_tiny_pair, tiny_llama
 
 PROMPTS = [{"id": "a", "prompt": "Say hi."}, {"id": "b", "prompt": "Count to three."}]

@@ -33,7 +33,7 @@ from entspec.metrics import (
     stop_reason_counts,
     token_table,
 )
-from entspec.engine.records import GenerationResult, ResultRow, RoundRecord, append_jsonl, read_jsonl
+from entspec.records import GenerationResult, ResultRow, RoundRecord, append_jsonl, read_jsonl
 from tiny import context_free_gpt2
 
 
@@ -300,7 +300,7 @@ def test_jsonl_round_trip_matches_in_memory(tmp_path):
 def test_result_row_round_trips_through_jsonl_and_pandas(tmp_path):
     import pandas as pd
 
-    from entspec.engine.records import SCHEMA_VERSION, read_rows
+    from entspec.records import SCHEMA_VERSION, read_rows
 
     path = tmp_path / "results.jsonl"
     rows = [ResultRow(method="fixed[max_draft_len=4]", method_kind="entspec", strategy="fixed",
@@ -326,7 +326,7 @@ def test_result_row_round_trips_through_jsonl_and_pandas(tmp_path):
 
 
 def test_schema_1_rows_load_with_the_keys_filled():
-    from entspec.engine.records import upgrade_row
+    from entspec.records import upgrade_row
 
     written = ResultRow(method="absolute[theta_abs=0.5]", method_kind="entspec", strategy="absolute",
                         params={"strategy": "absolute", "theta_abs": 0.5}, prompt_id="p1", category="code", seed=2,

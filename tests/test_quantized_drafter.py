@@ -129,7 +129,7 @@ def test_an_experiment_records_the_quantization_and_refuses_to_resume_with_anoth
     import yaml
 
     from entspec.experiment import ExperimentRunner
-    from entspec.engine.records import read_jsonl
+    from entspec.records import read_jsonl
 
     drafter_dir, verifier_dir = save_tiny_pair(tmp_path / "pair")
     out = tmp_path / "exp"

@@ -16,7 +16,7 @@ from entspec.cli import main
 from entspec.engine.config import ConfigError
 from entspec.experiment import ExperimentConfig, ExperimentRunner
 from entspec.experiment.ray_executor import WorkerError, check_address
-from entspec.engine.records import GenerationResult, ResultRow, read_jsonl
+from entspec.records import GenerationResult, ResultRow, read_jsonl
 from tiny import save_tiny_pair
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from entspec.engine.config import ConfigError
 from entspec.experiment import ExperimentConfig, ExperimentRunner
-from entspec.engine.records import SCHEMA_VERSION, read_jsonl, read_rows
+from entspec.records import SCHEMA_VERSION, read_jsonl, read_rows
 from tiny import save_tiny_pair
 
 

@@ -217,3 +217,15 @@ def test_bad_config_values_name_the_field(field, value):
 def test_unknown_config_key_is_named():
     with pytest.raises(ConfigError, match="^thetaabs: unknown"):
         EntropyConfig.from_dict({"thetaabs": 1.0})
+
+
+def test_rules_command_lists_every_registered_rule(capsys):
+    from entspec.cli import main
+
+    assert main(["rules"]) == 0
+    out = capsys.readouterr().out
+    for name, info in RULES.items():
+        assert f"\n{name}  (" in f"\n{out}" and (info.threshold is None or info.threshold in out)
+    assert "goodput  (Goodput, experimental)" in out
+    assert main(["rules", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("entspec rules: error: strategy: unknown rule 'nope'")

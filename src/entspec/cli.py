@@ -14,10 +14,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .experiment import cli as experiment_cli
     from .models import cli as models_cli
     from .replay import cli as replay_cli
+    from .rules import cli as rules_cli
 
     parser = argparse.ArgumentParser(prog="entspec", description="Entropy-based speculative decoding.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (experiment_cli, analysis_cli, bench_cli, engine_cli, replay_cli, models_cli):
+    for module in (experiment_cli, analysis_cli, bench_cli, engine_cli, rules_cli, replay_cli, models_cli):
         module.register(sub)
     return parser
 

@@ -44,7 +44,7 @@ def _positive_int(text: str) -> int:
 
 def _refuse_a_running_experiment(folder: Path) -> None:
     """A run still holding the folder: say so and how far it is, instead of analyzing a partial set silently."""
-    from entspec.experiment.lock import lock_holder
+    from entspec.lock import lock_holder
 
     holder = lock_holder(folder)
     if holder is None:

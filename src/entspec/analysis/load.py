@@ -24,8 +24,8 @@ import pandas as pd
 import yaml
 
 from entspec.metrics import oracle_bound, summarize
-from entspec.engine.records import KEY_FIELDS, DamagedRowError, GenerationResult, ResultRow, read_rows
-from entspec.engine.stopping import threshold_parameter
+from entspec.records import KEY_FIELDS, DamagedRowError, GenerationResult, ResultRow, read_rows
+from entspec.rules import threshold_parameter
 
 __all__ = [
     "AnalysisError",
@@ -62,10 +62,10 @@ class Experiment:
 def load_experiment(experiment_dir: str | Path, *, skip_damaged: bool = False) -> Experiment:
     """Read an experiment folder; :class:`AnalysisError` when the folder, its results or its rows are missing
     or its config or manifest is unreadable. Rows of an older schema are upgraded as they are read
-    (:func:`entspec.engine.records.upgrade_row`).
+    (:func:`entspec.records.upgrade_row`).
 
     A damaged row of ``results.jsonl`` (anything but a torn last line) raises
-    :class:`entspec.engine.records.DamagedRowError` naming the line, unless ``skip_damaged`` (then it is skipped,
+    :class:`entspec.records.DamagedRowError` naming the line, unless ``skip_damaged`` (then it is skipped,
     counted in ``Experiment.damaged_lines`` and logged).
     """
     path = Path(experiment_dir)

@@ -20,12 +20,12 @@ import pandas as pd
 
 from entspec.analysis.clustering import Clustering, cluster_items, configuration_features, prompt_features
 from entspec.analysis.load import AnalysisError, load_experiment, processed_frame
-from entspec.engine.stopping import entropy_rules, threshold_parameter
+from entspec.rules import entropy_rules, threshold_parameter
 from entspec.analysis.plots import plot_comparison, plot_entropy, plot_performance
 from entspec.analysis.report import ReportInputs, best_row, build_report, level_label, summary_markdown
 from entspec.atomic import atomic_path, atomic_write_text
 from entspec.analysis.stats import method_table, paired_tests
-from entspec.engine.records import GenerationResult, ResultRow
+from entspec.records import GenerationResult, ResultRow
 from entspec.metrics import EntropyAcceptance, entropy_acceptance, per_position_acceptance
 
 __all__ = ["AnalysisPipeline", "AnalysisResult"]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import ComparativeEvaluator, load_rows, summarize
-from ..engine.stopping import RULES
+from ..rules import RULES
 
 BASELINE = "hf_generate"
 

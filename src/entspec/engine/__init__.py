@@ -5,9 +5,9 @@ from .config import ConfigError, EntropyConfig
 from .decoder import EntropyBasedSpeculativeDecoder
 from .drafter import EntropyBasedDrafter
 from .entropy import EntropyComputer
-from .records import GenerationResult, RoundRecord
+from ..records import GenerationResult, RoundRecord
 from .sampling import SamplingParams
-from .stopping import RULES, STOPPING_CRITERIA, RuleInfo, StoppingCriterion, register
+from ..rules import RULES, STOPPING_CRITERIA, RuleInfo, StoppingCriterion, register
 
 __all__ = [
     "ConfigError", "EntropyBasedDrafter", "EntropyBasedSpeculativeDecoder", "EntropyComputer", "EntropyConfig",

@@ -31,10 +31,10 @@ from .batch_kv import BatchCache
 from .config import EntropyConfig
 from .entropy import ENTROPY_TYPES, EntropyComputer, shannon_entropy
 from .gate import SpeculationGate
-from .records import GenerationResult, RoundRecord
+from ..records import GenerationResult, RoundRecord
 from .round import DraftLimit, cut_emitted, draft_limit, stop_reason
 from .sampling import SamplingParams, sample, speculative_accept
-from .stopping import DraftState, RoundFeedback, StoppingCriterion, build_criterion
+from ..rules import DraftState, RoundFeedback, StoppingCriterion, build_criterion
 from .timing import Stopwatch
 
 NO_DRAFTER = DraftLimit(0, "none")  # autoregressive decoding: every round verifies the pending token alone

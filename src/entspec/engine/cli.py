@@ -7,7 +7,7 @@ import sys
 
 from .config import EntropyConfig
 from .decoder import EntropyBasedSpeculativeDecoder
-from .kv import KV_CACHES, check_cache_options
+from .caches import KV_CACHES, check_cache_options
 from .static_kv import COMPILE_MODES
 from ..models.quantize import QUANTIZATIONS
 

@@ -1,7 +1,7 @@
 """`EntropyConfig`: the drafting policy, typed and validated on one path (`entspec.validate`).
 
 The fields here are the ones every rule, the drafter and the gate share. A rule's own parameters live on the
-rule: a small dataclass given to `register(..., params=...)` (entspec.engine.stopping). `EntropyConfig`
+rule: a small dataclass given to `register(..., params=...)` (entspec.rules). `EntropyConfig`
 accepts them as keywords like its own fields (``EntropyConfig(strategy="svip", svip_threshold=0.3)``), checks
 them against the rule's declaration, and reads them as attributes (``config.svip_threshold``).
 """
@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..rules import RULE_PARAMS, RULES
+from ..rules.base import SHARED_FIELDS, check_names
 from ..validate import ConfigError, bounds, check, check_fields, check_knots, check_value
 from .entropy import ENTROPY_TYPES
 
@@ -31,7 +33,7 @@ class EntropyConfig:
     ``rule_params`` holds the values of rules' own parameters that differ from their declared defaults.
     """
 
-    strategy: str = "absolute"  # a name in entspec.engine.stopping.STOPPING_CRITERIA
+    strategy: str = "absolute"  # a name in entspec.rules.STOPPING_CRITERIA
     entropy_type: str = field(default="shannon", metadata=bounds(choices=ENTROPY_TYPES))
     entropy_unit: str = field(default="nats", metadata=bounds(choices=("nats", "bits")))
     renyi_alpha: float = field(default=2.0, metadata=bounds(min=0))  # order of the Rényi entropy (inf = min-entropy)
@@ -54,7 +56,7 @@ class EntropyConfig:
     # gate (entspec.engine.gate): before each round, draft nothing while speculative rounds emit fewer tokens per unit
     # of cost than plain decoding; probe after 1, 2, 4, ... 16 rounds, and a probe that pays reopens it. Never
     # changes what is emitted.
-    # Off by default: measured to cost 3-4% with the bf16 drafter when sampling at T = 0.7 on spec6 (docs/benchmarks.md).
+    # Off by default: measured to cost 3-4% with the bf16 drafter when sampling at T = 0.7 on spec6 (docs/logs/2026-11-27-gate.md).
     gate: bool = False
     gate_memory: float = field(default=0.9, metadata=bounds(min=0, max=1))  # decay per speculative round (~10 rounds)
     gate_margin: float = field(default=1.0, metadata=bounds(min=0, max=1))  # close below margin x plain's rate
@@ -77,7 +79,7 @@ class EntropyConfig:
             if name != "rule_params":
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
                 object.__setattr__(self, name, values.get(name, default))
-        declared = _declared_params()
+        declared = RULE_PARAMS
         for name in params:
             if name not in declared:
                 raise ConfigError(f"{name}: unknown EntropyConfig field")
@@ -94,21 +96,19 @@ class EntropyConfig:
         params = self.__dict__.get("rule_params", {})
         if name in params:
             return params[name]
-        declared = _declared_params()
+        declared = RULE_PARAMS
         if name in declared:
             return _copy(declared[name].default)
         raise AttributeError(f"EntropyConfig has no field or rule parameter {name!r}")
 
     def validate(self) -> None:
-        from .stopping import RULES  # late import: stopping imports this module
-
         check(self.strategy in RULES, "strategy", self.strategy, f"must be one of {sorted(RULES)}")
         check_fields(self)
         check(self.min_draft_len <= self.max_draft_len, "min_draft_len", self.min_draft_len,
               "must be in [0, max_draft_len]")
         check(self.theta_min <= self.theta_max, "theta_min", self.theta_min, "must be <= theta_max")
         check_knots("verify_curve", self.verify_curve, "verified tokens, relative cost", min_x=1, positive_y=True)
-        declared = _declared_params()
+        declared = RULE_PARAMS
         for name, value in self.rule_params.items():
             check_value(name, value, declared[name].hint, declared[name].metadata)
         for info in _rules_with_params(self):
@@ -116,8 +116,6 @@ class EntropyConfig:
 
     def params_of(self, strategy: str | None = None) -> dict[str, Any]:
         """The parameters a rule declares (``strategy``'s, default this config's), with their values here."""
-        from .stopping import RULES
-
         info = RULES[strategy or self.strategy]
         return {name: getattr(self, name) for name in info.param_names}
 
@@ -139,22 +137,19 @@ class EntropyConfig:
     @classmethod
     def parameter_names(cls) -> set[str]:
         """Every name ``EntropyConfig(...)`` accepts: the shared fields and every registered rule's parameters."""
-        return {f.name for f in dataclasses.fields(cls) if f.name != "rule_params"} | set(_declared_params())
+        return {f.name for f in dataclasses.fields(cls) if f.name != "rule_params"} | set(RULE_PARAMS)
 
 
 def _copy(value: Any) -> Any:
     return [_copy(v) for v in value] if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
 
 
-def _declared_params() -> dict[str, Any]:
-    from .stopping import RULE_PARAMS
-
-    return RULE_PARAMS
-
-
 def _rules_with_params(config: EntropyConfig) -> list[Any]:
     """The rules whose parameters this config sets or uses (its own, a combined rule's parts, the set ones)."""
-    from .stopping import RULES
-
-    names = {config.strategy} | {_declared_params()[name].owner for name in config.rule_params}
+    names = {config.strategy} | {RULE_PARAMS[name].owner for name in config.rule_params}
     return [RULES[n] for n in sorted(names) if n in RULES and RULES[n].params is not None]
+
+
+SHARED_FIELDS.update(f.name for f in dataclasses.fields(EntropyConfig) if f.name != "rule_params")
+for _info in RULES.values():  # the rules registered before this module loaded
+    check_names(_info)

@@ -25,9 +25,9 @@ from transformers import PreTrainedModel
 
 from .config import EntropyConfig
 from .drafter import EntropyBasedDrafter, NullDrafter
-from .kv import cached_model, check_cache_options
+from .caches import cached_model, check_cache_options
 from .timing import Stopwatch
-from .records import GenerationResult, RoundRecord
+from ..records import GenerationResult, RoundRecord
 from .round import cut_emitted
 from .sampling import SamplingParams, greedy_verdict, speculative_accept
 

@@ -17,12 +17,13 @@ from transformers import PreTrainedModel
 
 from .config import EntropyConfig
 from .entropy import ENTROPY_TYPES, EntropyComputer, shannon_entropy
-from .kv import CachedModel, cached_model
+from .caches import cached_model
+from .kv import CachedModel
 from .timing import Stopwatch
 from .sampling import SamplingParams, sample
 from .gate import SpeculationGate
 from .round import DraftLimit, draft_limit, stop_reason
-from .stopping import RULES, DraftState, RoundFeedback, build_criterion
+from ..rules import RULES, DraftState, RoundFeedback, build_criterion
 
 _ALL_READS = frozenset(DraftState.__dataclass_fields__)
 
@@ -52,7 +53,7 @@ class EntropyBasedDrafter:
     rejected positions from the cache; `update` passes the verifier's verdict to adaptive rules. `propose` is
     what the decode loop calls: the round's draft within the token budget and the gate's limit.
 
-    ``kv_cache`` and ``compile`` choose the drafter's KV cache (see `entspec.engine.kv.cached_model`).
+    ``kv_cache`` and ``compile`` choose the drafter's KV cache (see `entspec.engine.caches.cached_model`).
 
     With ``config.drafter_context = N`` the drafter reads a window of the committed sequence: the prompt's last N
     tokens at the prefill, growing with each round, and rebuilt on the last N tokens (one drafter prefill, inside

@@ -92,36 +92,6 @@ class CachedModel:
             self.cache.crop(0)  # sliding layers: drop the recorded states the window no longer needs
 
 
-KV_CACHES = ("dynamic", "static")
-
-
-def cached_model(model: PreTrainedModel, kv_cache: str = "dynamic", compile: bool | str = False,
-                 check_nan: bool = True) -> CachedModel:
-    """A `CachedModel` on transformers' ``DynamicCache`` (``kv_cache="dynamic"``) or a `StaticCachedModel` on a
-    preallocated ``StaticCache`` (``"static"``), optionally with a ``torch.compile``d forward.
-
-    ``compile``: False; True (mode "reduce-overhead" on CUDA, "default" elsewhere); or a ``torch.compile``
-    mode name. Compiling needs the static cache (a growing cache changes every shape at every step)."""
-    check_cache_options(kv_cache, compile)
-    if kv_cache == "dynamic":
-        return CachedModel(model, check_nan=check_nan)
-    from .static_kv import StaticCachedModel
-
-    return StaticCachedModel(model, check_nan=check_nan, compile=compile)
-
-
-def check_cache_options(kv_cache: str, compile: bool | str) -> None:
-    """Refuse an unknown cache kind, a compile setting that is not a bool or mode name, and compile without the
-    static cache (one line each)."""
-    if kv_cache not in KV_CACHES:
-        raise ValueError(f"kv_cache: must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
-    if not isinstance(compile, (bool, str)) or compile == "":
-        raise ValueError(f"compile: must be True, False or a torch.compile mode name, got {compile!r}")
-    if compile is not False and kv_cache != "static":
-        raise ValueError("compile: needs kv_cache='static' (a dynamic cache changes shape every step, so the "
-                         "compiled graphs would never be reused)")
-
-
 def cache_kwarg(model: PreTrainedModel) -> str:
     """The forward keyword of the KV cache: transformers 5.x renamed ``past_key_values`` to ``cache``."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .config import EntropyConfig
 from .gate import SpeculationGate
-from .stopping import DraftState, StoppingCriterion
+from ..rules import DraftState, StoppingCriterion
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ class ExperimentConfig:
 
         rule(self.drafter_quantization in QUANTIZATIONS, "drafter_quantization",
              f"must be one of {', '.join(QUANTIZATIONS)}")
-        from ..engine.kv import check_cache_options
+        from ..engine.caches import check_cache_options
 
         try:
             check_cache_options(self.kv_cache, self.compile)

@@ -20,7 +20,7 @@ from transformers import PreTrainedModel
 from transformers.generation.streamers import BaseStreamer
 
 from ..engine.timing import synchronize
-from ..engine.records import GenerationResult
+from ..records import GenerationResult
 
 DEFAULT = "default"  # leave a generation_config field at transformers' own default
 

@@ -17,8 +17,8 @@ from ..engine.batch_cost import BatchCostModel
 from ..engine.config import ConfigError, EntropyConfig
 from ..engine.decoder import EntropyBasedSpeculativeDecoder
 from .hf_baselines import hf_generate, hf_generate_batch
-from ..engine.records import GenerationResult
-from ..engine.stopping import RULE_PARAMS, build_criterion
+from ..records import GenerationResult
+from ..rules import RULE_PARAMS, build_criterion
 from ..validate import bounds, check_value
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_text
 from ..engine.config import ConfigError
-from ..engine.records import ResultRow, append_jsonl
+from ..records import ResultRow, append_jsonl
 from .manifest import device_description, manifest
 
 if TYPE_CHECKING:
@@ -56,9 +56,10 @@ class WorkerError(ValueError):
 class _Worker:
     """A Ray actor: one model pair, loaded on first use, that turns unit keys into results rows (`ResultRow`)."""
 
-    def __init__(self, config: dict[str, Any], prompts: list) -> None:
+    def __init__(self, config: dict[str, Any], prompts: list, runner_class: type[ExperimentRunner]) -> None:
         self.config = config  # plain data: the actor is rebuilt from it after a restart
         self.prompts = prompts
+        self.runner_class = runner_class  # the driver's runner class (this module does not import the runner)
         self.runner: ExperimentRunner | None = None
         self.units: dict[str, Unit] = {}
         self.info: dict[str, Any] = {}
@@ -68,13 +69,12 @@ class _Worker:
         if self.runner is None:
             from ..models import resolve_device
             from .config import ExperimentConfig
-            from .runner import ExperimentRunner
 
             host = socket.gethostname()
             try:
                 config = ExperimentConfig.from_dict(self.config)
                 resolve_device(config.device)
-                runner = ExperimentRunner(config, progress=False)
+                runner = self.runner_class(config, progress=False)
                 runner.prompts = self.prompts
                 runner.load(write_manifest=False)  # the driver writes the manifest
                 runner.warm_up()
@@ -109,7 +109,7 @@ def run_on_ray(runner: ExperimentRunner, units: list[Unit], todo: list[Unit]) ->
         worker = ray.remote(_Worker).options(max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES,
                                                **resources)
         # plain values, not object refs: Ray keeps an actor's arguments for its restarts
-        actors = [worker.remote(_portable(cfg), runner.prompts) for _ in range(count)]
+        actors = [worker.remote(_portable(cfg), runner.prompts, type(runner)) for _ in range(count)]
         log.info("%s: %d units on %d Ray workers (%s each)", cfg.experiment_name, len(todo), count, resources)
         _Driver(ray, runner, actors, units, todo, groups).run()
     finally:

@@ -33,9 +33,9 @@ import yaml
 from ..atomic import atomic_write_text
 from ..engine.batch_cost import BatchCostModel, calibrate_batch
 from ..engine.config import ConfigError
-from ..engine.records import DamagedRowError, ResultRow, append_jsonl, read_jsonl
+from ..records import DamagedRowError, ResultRow, append_jsonl, read_jsonl
 from .config import ExperimentConfig, canonical_dtype
-from .lock import FolderLock
+from ..lock import FolderLock
 from .manifest import manifest
 from .methods import MethodSpec, expand_methods
 

@@ -1,4 +1,4 @@
-"""Metrics of speculative decoding, derived from the raw round records of :mod:`entspec.engine.records`.
+"""Metrics of speculative decoding, derived from the raw round records of :mod:`entspec.records`.
 
 Modules: ``generation`` (per-generation numbers), ``entropy_acceptance`` (does entropy predict
 rejection?), ``oracle`` (DISCO oracle bound), ``theory`` (Leviathan closed forms), ``aggregate``

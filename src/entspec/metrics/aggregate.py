@@ -1,6 +1,6 @@
 """Loading rows, per-generation tables and bootstrap confidence intervals.
 
-**Rows.** A results row is an :class:`entspec.engine.records.ResultRow`: method identity (``method``, the
+**Rows.** A results row is an :class:`entspec.records.ResultRow`: method identity (``method``, the
 method id, e.g. "fixed[max_draft_len=4]"; ``method_kind``; ``strategy``; ``params``), ``prompt_id``,
 ``category`` (the Spec-Bench task), ``seed``, the run's ``config`` and the ``result`` (a
 ``GenerationResult``). Its table columns are :meth:`ResultRow.columns`.
@@ -17,7 +17,7 @@ import pandas as pd
 from scipy.stats import bootstrap
 
 from entspec.metrics.generation import generation_metrics
-from entspec.engine.records import GenerationResult, ResultRow, read_rows
+from entspec.records import GenerationResult, ResultRow, read_rows
 
 __all__ = ["load_rows", "summarize", "bootstrap_ci", "paired_bootstrap_ci"]
 

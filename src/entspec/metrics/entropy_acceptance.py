@@ -30,7 +30,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 from statsmodels.stats.proportion import proportion_confint
 
-from entspec.engine.records import GenerationResult
+from entspec.records import GenerationResult
 
 __all__ = [
     "token_table",

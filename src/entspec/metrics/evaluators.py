@@ -3,7 +3,7 @@
 
 Both read results in any form :func:`entspec.metrics.aggregate.load_rows` accepts (JSONL paths,
 ``ResultRow`` s or their JSON objects, ``GenerationResult`` objects) and pair rows by their columns
-(:meth:`entspec.engine.records.ResultRow.columns`: ``method``, ``prompt_id``, ``category``, ``seed``, ...).
+(:meth:`entspec.records.ResultRow.columns`: ``method``, ``prompt_id``, ``category``, ``seed``, ...).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from entspec.metrics.generation import (
     stop_reason_counts,
 )
 from entspec.metrics.oracle import oracle_bound
-from entspec.engine.records import GenerationResult, ResultRow
+from entspec.records import GenerationResult, ResultRow
 
 __all__ = ["SpeculativeDecodingEvaluator", "ComparativeEvaluator"]
 

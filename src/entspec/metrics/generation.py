@@ -36,7 +36,7 @@ from typing import Iterable
 
 import numpy as np
 
-from entspec.engine.records import GenerationResult, RoundRecord
+from entspec.records import GenerationResult, RoundRecord
 
 __all__ = [
     "generation_metrics",

@@ -53,7 +53,7 @@ from typing import Iterable
 
 import numpy as np
 
-from entspec.engine.records import GenerationResult, RoundRecord
+from entspec.records import GenerationResult, RoundRecord
 
 __all__ = ["oracle_bound", "oracle_draft_length", "expected_accepted"]
 

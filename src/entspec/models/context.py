@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from entspec.engine.config import ConfigError
+from entspec.validate import ConfigError
 
 # config.json fields that hold a model's maximum number of positions, by architecture family
 _CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")

@@ -13,7 +13,7 @@ Methods (``drafter_quantization``):
 - ``"int8-dynamic"``: PyTorch's dynamic quantization (``torch.ao.quantization.quantize_dynamic``): int8
   weights and per-call int8 activations through fbgemm / oneDNN, fp32 everywhere else. CPU only; the
   ``torch.ao.quantization`` eager API is deprecated in favour of torchao and warns when used.
-- ``"int8"``: the method this module recommends on CPU (`DEFAULT_INT8`; see docs/benchmarks.md for the
+- ``"int8"``: the method this module recommends on CPU (`DEFAULT_INT8`; see docs/logs/2026-11-27-int8-drafter.md for the
   measurement behind the choice).
 - ``"none"``: the drafter as loaded.
 """

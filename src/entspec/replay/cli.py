@@ -21,9 +21,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .record import load_cost_model
+    from .cost import load_cost_model
     from .trace import load_traces
-    from ..experiment.lock import FolderLock
+    from ..lock import FolderLock
     from .tune import check_split, check_tune_flags, tune, write_outputs
 
     check_tune_flags(args.held_out, args.top)
@@ -48,7 +48,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    from ..engine.stopping import RULES
+    from ..rules import RULES
 
     p = subparsers.add_parser("trace", help="record greedy traces and the cost model of an experiment's prompts")
     p.add_argument("config", help="experiment YAML (its models, prompts and max_new_tokens)")

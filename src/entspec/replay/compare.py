@@ -20,7 +20,7 @@ import numpy as np
 
 from ..engine.config import EntropyConfig
 from .engine import replay, true_oracle
-from .record import COST_FILE, load_cost_model
+from .cost import COST_FILE, load_cost_model
 from .trace import load_traces
 
 COLUMNS = ("predicted_tokens_per_s", "replay_exact", "true_oracle_share", "true_oracle_share_uncapped")

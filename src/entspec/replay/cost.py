@@ -26,6 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_write_text
+
+COST_FILE = "cost_model.json"  # a traces folder's cost model
+
 
 @dataclass
 class CostModel:
@@ -80,12 +84,7 @@ class CostModel:
         return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(path)
-        return path
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> "CostModel":
@@ -200,3 +199,11 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def load_cost_model(folder: str | Path) -> CostModel:
+    """The cost model of a traces folder (`COST_FILE`)."""
+    path = Path(folder) / COST_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no cost model; `entspec trace` calibrates one")
+    return CostModel.load(path)

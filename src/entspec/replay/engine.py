@@ -20,14 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..engine.config import EntropyConfig
 from ..engine.entropy import ENTROPY_TYPES
 from ..engine.gate import SpeculationGate
-from ..engine.records import GenerationResult, RoundRecord
+from ..records import GenerationResult, RoundRecord
 from ..engine.round import draft_limit, stop_reason
-from ..engine.stopping import DraftState, RoundFeedback, build_criterion
+from ..rules import DraftState, RoundFeedback, build_criterion
 from .cost import CostModel
 from .trace import Trace, nats_to_unit
 

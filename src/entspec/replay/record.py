@@ -13,15 +13,12 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..experiment import ExperimentConfig
-from .cost import CostModel, calibrate
+from .cost import COST_FILE, calibrate
 from ..atomic import atomic_write_text
 from ..engine.config import ConfigError
 from .trace import Trace, record_trace, trace_files, trace_path
 
 log = logging.getLogger(__name__)
-
-COST_FILE = "cost_model.json"
-
 
 def traces_dir(config: ExperimentConfig) -> Path:
     return Path(config.output_dir) / "traces"
@@ -40,7 +37,7 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
     One process per traces folder (the runner's lock); the folder is one experiment (`IDENTITY` and the cap, in
     ``traces/experiment.yaml``): a rerun with another setting is refused; a trace file that cannot be read is
     recorded again."""
-    from ..experiment.lock import FolderLock
+    from ..lock import FolderLock
     from ..experiment.runner import ExperimentRunner
 
     if config.temperature != 0:
@@ -111,10 +108,3 @@ def _readable(path: Path) -> bool:
         log.warning("%s; recording it again", err)
         return False
     return True
-
-
-def load_cost_model(folder: str | Path) -> CostModel:
-    path = Path(folder) / COST_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no cost model; `entspec trace` calibrates one")
-    return CostModel.load(path)

@@ -30,8 +30,8 @@ import pandas as pd
 import yaml
 
 from ..engine.config import EntropyConfig
-from ..engine.entropy import ENTROPY_TYPES
-from ..engine.stopping import RULES
+from ..rules import RULES
+from ..rules.goodput import fit_calibration, fit_isotonic_calibration, fit_next_calibration
 from .cost import CostModel
 from .engine import plain_decoding, replay, true_oracle
 from .trace import Trace
@@ -62,60 +62,6 @@ def split_prompts(traces: list[Trace], held_out: float = 0.5, seed: int = 0) -> 
         for i in order[:n_held]:
             labels[i] = "held_out"
     return labels
-
-
-def fit_calibration(traces: list[Trace], entropy_type: str = "shannon", with_prob: bool = False) -> dict[str, float]:
-    """Logistic regression (scikit-learn) of "the drafter's greedy token is the verifier's" on its entropy
-    (nats) and, ``with_prob``, the drafted token's probability: the goodput rule's calibration."""
-    from sklearn.linear_model import LogisticRegression
-
-    kind = ENTROPY_TYPES.index(entropy_type)
-    h = np.concatenate([t.entropy[:, kind] for t in traces]).astype(float)
-    q = np.concatenate([t.token_prob for t in traces]).astype(float)
-    y = np.concatenate([t.match for t in traces]).astype(int)
-    if len(np.unique(y)) < 2:  # a drafter always right (or always wrong): a flat, clipped calibration
-        p = float(np.clip(y.mean(), 0.01, 0.99))
-        return {"calib_intercept": float(np.log(p / (1 - p))), "calib_slope": 0.0, "calib_prob": 0.0}
-    features = np.column_stack([h, q]) if with_prob else h[:, None]
-    model = LogisticRegression(C=1e4, max_iter=1000).fit(features, y)
-    coef = model.coef_[0]
-    return {"calib_intercept": round(float(model.intercept_[0]), 4), "calib_slope": round(float(coef[0]), 4),
-            "calib_prob": round(float(coef[1]), 4) if with_prob else 0.0}
-
-
-def fit_isotonic_calibration(traces: list[Trace], entropy_type: str = "shannon", knots: int = 12) -> dict:
-    """Isotonic regression (scikit-learn) of the drafter's greedy agreement on its entropy, decreasing,
-    summarised as ``knots`` [entropy, probability] points at entropy quantiles (the ``calib_curve``)."""
-    from sklearn.isotonic import IsotonicRegression
-
-    kind = ENTROPY_TYPES.index(entropy_type)
-    h = np.concatenate([t.entropy[:, kind] for t in traces]).astype(float)
-    y = np.concatenate([t.match for t in traces]).astype(float)
-    model = IsotonicRegression(increasing=False, out_of_bounds="clip").fit(h, y)
-    grid = np.unique(np.quantile(h, np.linspace(0, 1, knots)))
-    return {"calib_curve": [[round(float(x), 4), round(float(p), 4)] for x, p in zip(grid, model.predict(grid))]}
-
-
-def fit_next_calibration(traces: list[Trace], entropy_type: str = "shannon", with_prob: bool = False) -> dict:
-    """Logistic regression of "the drafter is right at t + 1" on its statistics at t, over positions where it
-    is right at t (the goodput rule's prediction of the next token before drafting it)."""
-    from sklearn.linear_model import LogisticRegression
-
-    kind = ENTROPY_TYPES.index(entropy_type)
-    h, q, y = [], [], []
-    for t in traces:
-        right = t.match[:-1]
-        h.append(t.entropy[:-1, kind][right])
-        q.append(t.token_prob[:-1][right])
-        y.append(t.match[1:][right])
-    h, q, y = np.concatenate(h).astype(float), np.concatenate(q).astype(float), np.concatenate(y).astype(int)
-    if len(np.unique(y)) < 2:
-        return {"next_intercept": None, "next_slope": 0.0, "next_prob": 0.0}
-    features = np.column_stack([h, q]) if with_prob else h[:, None]
-    model = LogisticRegression(C=1e4, max_iter=1000).fit(features, y)
-    coef = model.coef_[0]
-    return {"next_intercept": round(float(model.intercept_[0]), 4), "next_slope": round(float(coef[0]), 4),
-            "next_prob": round(float(coef[1]), 4) if with_prob else 0.0}
 
 
 def cost_fields(cost: CostModel) -> dict[str, Any]:
