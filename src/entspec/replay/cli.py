@@ -15,30 +15,35 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from .record import record_experiment
 
     config = ExperimentConfig.from_yaml(args.config, overrides=args.set)
-    folder = record_experiment(config, cap=args.cap, recalibrate=args.recalibrate)
+    folder = record_experiment(config, cap=args.cap, recalibrate=args.recalibrate, trajectories=args.trajectories)
     print(f"traces: {folder}")
     return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from .cost import load_cost_model
+    from .sampled import load_sampled_traces
     from .trace import load_traces
     from ..lock import FolderLock
-    from .tune import check_split, check_tune_flags, tune, write_outputs
+    from .tune import check_split, check_tune_flags, tune, tune_sampled, write_outputs
 
     check_tune_flags(args.held_out, args.top)
+    check_sampling_flags(args)
     folder = Path(args.traces)
     if (folder / "traces").is_dir():  # an experiment folder was given
         folder = folder / "traces"
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such traces folder; record traces with `entspec trace`")
     with FolderLock(folder):  # one process per traces folder: trace and tune alike
-        traces = load_traces(folder)
+        sampled = folder_kind(folder) == "sampled"
+        traces = load_sampled_traces(folder) if sampled else load_traces(folder)
+        check_traces_setting(folder, traces, args)
         check_split(traces, args.held_out)
         cost = load_cost_model(folder)
         saved = folder / "experiment.yaml"
         experiment = yaml.safe_load(saved.read_text()) if saved.is_file() else None
-        result = tune(traces, cost, held_out=args.held_out, seed=args.seed, rules=args.rules)
+        common = dict(held_out=args.held_out, seed=args.seed, rules=args.rules)
+        result = tune_sampled(traces, cost, draws=args.draws, **common) if sampled else tune(traces, cost, **common)
         command = "entspec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         paths = write_outputs(result, args.out or folder.parent / "tune", experiment, cost, command, top=args.top)
     print(paths["report"].read_text())
@@ -47,14 +52,55 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def folder_kind(folder: Path) -> str:
+    """``"sampled"`` or ``"greedy"``: the kind of the folder's first trace file (the loaders refuse a mixture)."""
+    from .sampled import trace_kind
+    from .trace import trace_files
+
+    files = trace_files(folder)
+    if not files:
+        raise FileNotFoundError(f"{folder}: no traces; record them with `entspec trace`")
+    return trace_kind(files[0])
+
+
+def check_sampling_flags(args: argparse.Namespace) -> None:
+    """``--temperature`` >= 0, ``--top-p`` in (0, 1], ``--top-k`` >= 1, ``--draws`` >= 1: one line naming the flag."""
+    checks = [("--temperature", args.temperature, args.temperature is None or args.temperature >= 0, "must be >= 0"),
+              ("--top-p", args.top_p, args.top_p is None or 0 < args.top_p <= 1, "must be in (0, 1]"),
+              ("--top-k", args.top_k, args.top_k is None or args.top_k >= 1, "must be >= 1"),
+              ("--draws", args.draws, args.draws >= 1, "must be >= 1")]
+    for flag, value, ok, why in checks:
+        if not ok:
+            raise ValueError(f"{flag}: {why} (got {value})")
+
+
+def check_traces_setting(folder: Path, traces: list, args: argparse.Namespace) -> None:
+    """The sampling flags, when given, must be what the traces were recorded with (one line naming the flag):
+    settings are never tuned on traces of another temperature or top-p."""
+    meta = traces[0].meta
+    recorded = {"--temperature": getattr(meta, "temperature", 0.0), "--top-p": getattr(meta, "top_p", None),
+                "--top-k": getattr(meta, "top_k", None)}
+    given = {"--temperature": args.temperature, "--top-p": args.top_p, "--top-k": args.top_k}
+    for flag, value in given.items():
+        if value is not None and value != recorded[flag] and not (flag == "--top-p" and value == 1.0
+                                                                   and recorded[flag] is None):
+            hint = ("record sampling traces with `entspec trace CONFIG --set temperature=T --set top_p=P`"
+                    if recorded["--temperature"] == 0 else "record traces at that setting in another output_dir")
+            raise ValueError(f"{flag}: the traces in {folder} were recorded with {flag} {recorded[flag]} (got "
+                             f"{value}); {hint}")
+
+
 def register(subparsers) -> None:
     from ..rules import RULES
 
-    p = subparsers.add_parser("trace", help="record greedy traces and the cost model of an experiment's prompts")
+    p = subparsers.add_parser("trace", help="record traces (greedy, or sampled at the config's temperature) and the "
+                                            "cost model of an experiment's prompts")
     p.add_argument("config", help="experiment YAML (its models, prompts and max_new_tokens)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--cap", type=int, default=20, help="longest draft replay can be asked about (default 20)")
     p.add_argument("--recalibrate", action="store_true", help="measure the cost model again")
+    p.add_argument("--trajectories", type=int, default=None,
+                   help="sampled trajectories per prompt when the config's temperature > 0 (default 4)")
     p.set_defaults(func=cmd_trace)
     t = subparsers.add_parser("tune", help="sweep every registered rule by trace replay; write tuned.yaml")
     t.add_argument("traces", help="an experiment folder with traces/, or a traces folder")
@@ -63,4 +109,10 @@ def register(subparsers) -> None:
     t.add_argument("--seed", type=int, default=0, help="seed of the tuning / held-out split")
     t.add_argument("--rules", nargs="+", choices=sorted(RULES), default=None, help="only these rules")
     t.add_argument("--top", type=int, default=4, help="rules besides fixed k written to tuned.yaml")
+    t.add_argument("--temperature", type=float, default=None,
+                   help="the temperature to tune for; must be the traces' (default: the traces')")
+    t.add_argument("--top-p", type=float, default=None, help="the top-p to tune for; must be the traces'")
+    t.add_argument("--top-k", type=int, default=None, help="the top-k to tune for; must be the traces'")
+    t.add_argument("--draws", type=int, default=8,
+                   help="sampling traces: Monte-Carlo draws of the verdicts per trajectory (default 8)")
     t.set_defaults(func=cmd_tune)

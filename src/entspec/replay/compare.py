@@ -9,6 +9,11 @@ row is replayed on its prompt's trace with the row's own `EntropyConfig`:
   could be faster on this prompt); ``true_oracle_share_uncapped`` without a cap.
 
 Both times come from the same cost model, so the share isolates the stopping rule from timing noise.
+
+When ``traces/`` holds sampling traces (`entspec trace` at the config's temperature), every entspec row sampled at
+the traces' temperature / top-k / top-p is compared with the *expected-value* replay of its configuration on its
+prompt's trajectories (`entspec.replay.expected`): ``predicted_tokens_per_s`` is the expected tokens/s over them,
+``replay_exact`` is NaN (a sampled run has no exact replay), and the shares are of the sampling oracle.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import numpy as np
 from ..engine.config import EntropyConfig
 from .engine import replay, true_oracle
 from .cost import COST_FILE, load_cost_model
-from .trace import load_traces
+from .expected import expected_replay, sampling_oracle
+from .sampled import load_sampled_traces, trace_kind
+from .trace import load_traces, trace_files
 
 COLUMNS = ("predicted_tokens_per_s", "replay_exact", "true_oracle_share", "true_oracle_share_uncapped")
 
@@ -32,13 +39,51 @@ def trace_columns(experiment_dir: str | Path, rows: list[dict[str, Any]]) -> dic
     if not (folder / COST_FILE).is_file() or not any(folder.glob("*.npz")):
         return None
     cost = load_cost_model(folder)
-    traces = {t.meta.prompt_id: t for t in load_traces(folder)}
+    files = trace_files(folder)
+    sampled = bool(files) and trace_kind(files[0]) == "sampled"
+    if sampled:
+        traces: dict = {}
+        for t in load_sampled_traces(folder):
+            traces.setdefault(t.meta.prompt_id, []).append(t)
+    else:
+        traces = {t.meta.prompt_id: t for t in load_traces(folder)}
     out: dict[str, list] = {c: [] for c in COLUMNS}
+    memo: dict = {}  # a prompt's expected replay per configuration (every seed of a sampled run shares it)
     for row in rows:
-        values = _row_values(row, traces, cost)
+        values = _sampled_values(row, traces, cost, memo) if sampled else _row_values(row, traces, cost)
         for c in COLUMNS:
             out[c].append(values.get(c, np.nan))
     return out
+
+
+def _sampled_values(row: dict[str, Any], traces: dict, cost, memo: dict) -> dict[str, Any]:
+    """A sampled row against the expected-value replay of its configuration on its prompt's trajectories."""
+    trajectories = traces.get(row.get("prompt_id"))
+    config = row.get("config", {})
+    if not trajectories or row.get("method_kind") != "entspec":
+        return {}
+    meta = trajectories[0].meta
+    if (config.get("temperature", 0), config.get("top_k"), config.get("top_p")) != (meta.temperature, meta.top_k,
+                                                                                  meta.top_p):
+        return {}
+    if config.get("max_new_tokens", meta.max_new_tokens) != meta.max_new_tokens:
+        return {}
+    fields = EntropyConfig.parameter_names()
+    params = {k: v for k, v in config.items() if k in fields}
+    cfg = EntropyConfig(**params)
+    if cfg.max_draft_len > meta.cap:
+        return {}
+    key = (row["prompt_id"], repr(sorted(params.items())))
+    if key not in memo:
+        tokens = time = oracle_cap = oracle = 0.0
+        for t in trajectories:
+            e = expected_replay(t, cfg, cost)
+            tokens, time = tokens + e.tokens, time + e.mean_time_s
+            oracle_cap += sampling_oracle(t, cost, cap=cfg.max_draft_len).time_s
+            oracle += sampling_oracle(t, cost).time_s
+        memo[key] = {"predicted_tokens_per_s": tokens / time, "replay_exact": np.nan,
+                     "true_oracle_share": oracle_cap / time, "true_oracle_share_uncapped": oracle / time}
+    return memo[key]
 
 
 def _row_values(row: dict[str, Any], traces: dict, cost) -> dict[str, Any]:

@@ -22,11 +22,15 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..atomic import atomic_write_text
+
+if TYPE_CHECKING:
+    from ..engine.sampling import SamplingParams
 
 COST_FILE = "cost_model.json"  # a traces folder's cost model
 
@@ -83,6 +87,14 @@ class CostModel:
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
 
+    def relative(self) -> dict[str, Any]:
+        """These costs as `EntropyConfig` fields, in one-token verifier calls (`entspec.engine.round_cost`): the
+        drafter step ``cost_ratio``, the linear ``verify_slope`` and the measured ``verify_curve``."""
+        v1 = self.verify(1)
+        return {"cost_ratio": round(self.draft_step_s / v1, 4),
+                "verify_slope": round(max(0.0, (self.verify(17) - v1) / 16 / v1), 4),
+                "verify_curve": [[m, round(self.verify(m) / v1, 4)] for m in self.verify_tokens]}
+
     def save(self, path: str | Path) -> Path:
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
 
@@ -125,8 +137,10 @@ def calibrate(
     *,
     draft_lengths: tuple[int, ...] = (1, 2, 4, 8, 16),
     rounds: int = 6,
+    sampling: "SamplingParams | None" = None,
 ) -> CostModel:
-    """Measure the cost model with the engine on ``input_ids [1, P]`` (greedy; ``rounds`` rounds per length).
+    """Measure the cost model with the engine on ``input_ids [1, P]`` (``rounds`` rounds per length), greedy or
+    at ``sampling``'s temperature / top-k / top-p (sampling adds per-token work to both stopwatches).
 
     Every k in ``draft_lengths`` decodes ``rounds`` rounds with ``fixed`` k (k + 1 verified tokens per round);
     autoregressive decoding gives the 1-token verifier call. Medians over rounds (the first is skipped).
@@ -136,7 +150,9 @@ def calibrate(
 
     dtype = next(verifier.parameters()).dtype
     device = next(verifier.parameters()).device
-    common = dict(temperature=0.0, ignore_eos=True)
+    common = dict(ignore_eos=True, temperature=0.0)
+    if sampling is not None and not sampling.greedy:
+        common.update(temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p)
     plain = EntropyBasedSpeculativeDecoder.autoregressive(verifier)
     plain.generate(input_ids, max_new_tokens=3, **common)  # warm-up
     verify = {1: [], }

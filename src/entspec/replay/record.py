@@ -1,7 +1,10 @@
 """Record the traces (and the cost model) of an experiment's prompts into ``OUTPUT_DIR/traces``.
 
-Resumable like the runner: a prompt whose trace file exists is skipped; each file is written atomically.
-The cost model is calibrated once, on the first prompt, and saved as ``traces/cost_model.json``.
+Greedy (``temperature`` 0): one trace per prompt (`entspec.replay.trace`). Sampling (``temperature`` > 0, with the
+config's top-k / top-p): ``trajectories`` sampling traces per prompt, trajectory seeds 0..K-1
+(`entspec.replay.sampled`). Resumable like the runner: a trace file that exists and reads is skipped; each file is
+written atomically. The cost model is calibrated once, on the first prompt, at the config's sampling settings, and
+saved as ``traces/cost_model.json``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from ..experiment import ExperimentConfig
 from .cost import COST_FILE, calibrate
 from ..atomic import atomic_write_text
 from ..engine.config import ConfigError
-from .trace import Trace, record_trace, trace_files, trace_path
+from ..engine.sampling import SamplingParams
+from .sampled import read_trace, record_sampled_trace, sampled_trace_path, trace_kind
+from .trace import record_trace, trace_files, trace_path
 
 log = logging.getLogger(__name__)
 
@@ -26,53 +31,70 @@ def traces_dir(config: ExperimentConfig) -> Path:
 
 # What a traces folder is one experiment of: a rerun with any of these changed is refused, naming it.
 IDENTITY = ("drafter_model_path", "verifier_model_path", "dataset_name", "dataset_split", "num_samples", "seeds",
-            "categories", "exclude_prompts", "max_sequence_length", "max_new_tokens", "temperature", "dtype",
-            "drafter_quantization")
+            "categories", "exclude_prompts", "max_sequence_length", "max_new_tokens", "temperature", "top_k", "top_p",
+            "dtype", "drafter_quantization")
+TRAJECTORIES = 4  # sampling trajectories per prompt (`entspec trace --trajectories`)
 
 
 def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool = True,
-                      recalibrate: bool = False) -> Path:
-    """Trace every prompt of ``config`` (greedy, its ``max_new_tokens``); return the traces folder.
+                      recalibrate: bool = False, trajectories: int | None = None) -> Path:
+    """Trace every prompt of ``config`` (its ``max_new_tokens``; greedy, or ``trajectories`` sampled trajectories
+    per prompt when its ``temperature`` > 0); return the traces folder.
 
-    One process per traces folder (the runner's lock); the folder is one experiment (`IDENTITY` and the cap, in
-    ``traces/experiment.yaml``): a rerun with another setting is refused; a trace file that cannot be read is
-    recorded again."""
+    One process per traces folder (the runner's lock); the folder is one experiment (`IDENTITY`, the cap and the
+    number of trajectories, in ``traces/experiment.yaml`` and ``traces/trace.json``): a rerun with another setting
+    is refused naming it; a trace file that cannot be read is recorded again."""
     from ..lock import FolderLock
     from ..experiment.runner import ExperimentRunner
 
-    if config.temperature != 0:
-        raise ValueError(f"temperature: traces are greedy (got {config.temperature}); "
-                         "sampled-mode replay is not built yet")
     if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
         raise ValueError(f"cap: must be an integer >= 1 (got {cap!r})")
+    sampling = SamplingParams(config.temperature, config.top_k, config.top_p)
+    if trajectories is not None and (not isinstance(trajectories, int) or isinstance(trajectories, bool)
+                                     or trajectories < 1):
+        raise ValueError(f"trajectories: must be an integer >= 1 (got {trajectories!r})")
+    if sampling.greedy and trajectories not in (None, 1):
+        raise ValueError(f"trajectories: greedy traces have one trajectory per prompt (got {trajectories}; "
+                         "temperature is 0)")
+    count = 1 if sampling.greedy else trajectories or TRAJECTORIES
     folder = traces_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
     with FolderLock(folder):
-        _check_same_experiment(folder, config, cap)
+        _check_same_experiment(folder, config, cap, None if sampling.greedy else count)
         runner = ExperimentRunner(config, progress=progress)
         runner.prompts = runner.load_prompts()
-        todo = [i for i, p in enumerate(runner.prompts) if not _readable(trace_path(folder, i, p.id))]
+        if sampling.greedy:
+            paths = {(i, 0): trace_path(folder, i, p.id) for i, p in enumerate(runner.prompts)}
+        else:
+            paths = {(i, k): sampled_trace_path(folder, i, p.id, k) for i, p in enumerate(runner.prompts)
+                     for k in range(count)}
+        todo = [key for key, path in paths.items() if not _readable(path)]
         cost_path = folder / COST_FILE
         if not todo and cost_path.exists() and not recalibrate:
             return folder
         runner.load()
         pair = runner.pair
         atomic_write_text(folder / "experiment.yaml", config.to_yaml())  # what `entspec tune` writes tuned.yaml from
-        atomic_write_text(folder / "trace.json", json.dumps({"cap": cap}))
+        info = {"cap": cap} if sampling.greedy else {"cap": cap, "trajectories": count}
+        atomic_write_text(folder / "trace.json", json.dumps(info))
         atomic_write_text(folder / "prompts.json", json.dumps(
             [{"index": i, "id": p.id, "category": p.category} for i, p in enumerate(runner.prompts)], indent=1))
-        for i in tqdm(todo, desc="trace", disable=not progress):
+        for i, k in tqdm(todo, desc="trace", disable=not progress):
             prompt = runner.prompts[i]
-            trace = record_trace(pair.drafter, pair.verifier, runner.encoded[i], max_new_tokens=config.max_new_tokens,
-                                 cap=cap, prompt_id=prompt.id, category=prompt.category)
-            trace.save(trace_path(folder, i, prompt.id))
+            common = dict(max_new_tokens=config.max_new_tokens, cap=cap, prompt_id=prompt.id, category=prompt.category)
+            if sampling.greedy:
+                trace = record_trace(pair.drafter, pair.verifier, runner.encoded[i], **common)
+            else:
+                trace = record_sampled_trace(pair.drafter, pair.verifier, runner.encoded[i], sampling=sampling,
+                                             seed=k, **common)
+            trace.save(paths[(i, k)])
         if recalibrate or not cost_path.exists():
             log.info("calibrating the cost model on %s", runner.prompts[0].id)
-            calibrate(pair.drafter, pair.verifier, runner.encoded[0]).save(cost_path)
+            calibrate(pair.drafter, pair.verifier, runner.encoded[0], sampling=sampling).save(cost_path)
     return folder
 
 
-def _check_same_experiment(folder: Path, config: ExperimentConfig, cap: int) -> None:
+def _check_same_experiment(folder: Path, config: ExperimentConfig, cap: int, trajectories: int | None) -> None:
     """Refuse to add traces of another setting to ``folder`` (one line naming the first difference)."""
     saved = folder / "experiment.yaml"
     traces = trace_files(folder)
@@ -83,19 +105,31 @@ def _check_same_experiment(folder: Path, config: ExperimentConfig, cap: int) -> 
             raise ConfigError(f"{saved}: unreadable ({err}); it says what the traces were recorded with: restore "
                               "it, or use another output_dir") from None
         for name in IDENTITY:
-            if previous[name] != getattr(config, name):
-                raise ConfigError(f"{name}: {folder} holds traces recorded with {name}={previous[name]!r} "
+            if previous.get(name) != getattr(config, name):
+                raise ConfigError(f"{name}: {folder} holds traces recorded with {name}={previous.get(name)!r} "
                                   f"(got {getattr(config, name)!r}); use another output_dir")
     elif traces:
         raise ConfigError(f"{saved}: missing; it says what the traces in {folder} were recorded with: restore it, "
                           "or use another output_dir")
     info = folder / "trace.json"
-    recorded = json.loads(info.read_text()).get("cap") if info.is_file() else None
+    try:
+        saved_info = json.loads(info.read_text()) if info.is_file() else {}
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{info}: unreadable ({err}); it says what the traces were recorded with: restore it, or "
+                          "use another output_dir") from None
+    recorded = saved_info.get("cap")
     if recorded is None and traces and _readable(traces[0]):
-        recorded = Trace.load(traces[0]).meta.cap
+        recorded = read_trace(traces[0]).meta.cap
     if recorded is not None and recorded != cap:
         raise ConfigError(f"cap: {folder} holds traces recorded with cap {recorded} (got {cap}); use that cap or "
                           "another output_dir")
+    kinds = {trace_kind(p) for p in traces[:1] if _readable(p)}
+    if kinds and kinds != {"greedy" if trajectories is None else "sampled"}:
+        raise ConfigError(f"temperature: {folder} holds {kinds.pop()} traces; use another output_dir")
+    previous_count = saved_info.get("trajectories")
+    if trajectories is not None and previous_count is not None and previous_count != trajectories:
+        raise ConfigError(f"trajectories: {folder} holds {previous_count} sampled trajectories per prompt (got "
+                          f"{trajectories}); use that number or another output_dir")
 
 
 def _readable(path: Path) -> bool:
@@ -103,7 +137,7 @@ def _readable(path: Path) -> bool:
     if not path.exists():
         return False
     try:
-        Trace.load(path)
+        read_trace(path)
     except ValueError as err:
         log.warning("%s; recording it again", err)
         return False

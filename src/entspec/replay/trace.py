@@ -97,7 +97,12 @@ class Trace:
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
+                if meta.get("kind", "greedy") != "greedy":
+                    raise TypeError(meta.get("temperature"))
                 arrays = {name: data[name] for name in _ARRAYS}
+        except TypeError as err:
+            raise ValueError(f"{path}: a sampling trace (temperature {err}), not a greedy one "
+                             "(entspec.replay.sampled reads it)") from None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # truncated, empty, garbage
             raise ValueError(f"{path}: not a readable entspec trace ({err or type(err).__name__})") from None
         extra = meta.pop("extra", {})

@@ -9,7 +9,11 @@
    decoding = total plain time / total rule time, i.e. the ratio of aggregate throughputs) and report it
    on the held-out prompts, with the share of the true oracle at the same cap and without a cap.
 5. Write ``sweep.csv`` (every configuration), ``report.md`` and ``tuned.yaml`` (an experiment that
-   confirms the chosen rules with real generations).
+   confirms the chosen rules with real generations; its first lines say which traces its settings came from).
+
+Sampling traces (`tune_sampled`) go through the same steps: every trajectory contributes ``draws`` realisations
+of its verdicts (`entspec.replay.sampled`), so every figure is an expectation (`entspec.replay.expected`); the
+split keeps all trajectories of a prompt on one side, and *of oracle* is the share of the sampling oracle.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -34,6 +38,8 @@ from ..rules import RULES
 from ..rules.goodput import fit_calibration, fit_isotonic_calibration, fit_next_calibration
 from .cost import CostModel
 from .engine import plain_decoding, replay, true_oracle
+from .expected import DRAWS, realisations, sampling_oracle
+from .sampled import SampledTrace
 from .trace import Trace
 
 ALL = "all"
@@ -47,29 +53,25 @@ class TuneResult:
     seconds: float  # wall time of the replay sweep
     configurations: int
     traces: list[Trace]
+    sampling: dict[str, Any] | None = None  # temperature, top_k, top_p, trajectories, draws (sampling traces)
 
 
 def split_prompts(traces: list[Trace], held_out: float = 0.5, seed: int = 0) -> list[str]:
-    """``"tune"`` / ``"held_out"`` per trace, stratified by category (at least one tuning prompt each)."""
+    """``"tune"`` / ``"held_out"`` per trace, stratified by category (at least one tuning prompt each); every trace
+    of one prompt (its sampled trajectories and draws) on the same side."""
     rng = np.random.default_rng(seed)
     labels = ["tune"] * len(traces)
-    by_category: dict[str, list[int]] = {}
-    for i, t in enumerate(traces):
-        by_category.setdefault(t.meta.category, []).append(i)
+    by_category: dict[str, list[str]] = {}
+    for t in traces:
+        members = by_category.setdefault(t.meta.category, [])
+        if t.meta.prompt_id not in members:
+            members.append(t.meta.prompt_id)
+    held: set[str] = set()
     for members in by_category.values():
-        order = rng.permutation(members)
+        order = rng.permutation(len(members))
         n_held = min(len(members) - 1, int(round(held_out * len(members))))
-        for i in order[:n_held]:
-            labels[i] = "held_out"
-    return labels
-
-
-def cost_fields(cost: CostModel) -> dict[str, Any]:
-    """The costs the goodput rule and the gate read, in units of a one-token verifier call, from the cost model."""
-    v1 = cost.verify(1)
-    return {"cost_ratio": round(cost.draft_step_s / v1, 4),
-            "verify_slope": round(max(0.0, (cost.verify(17) - v1) / 16 / v1), 4),
-            "verify_curve": [[m, round(cost.verify(m) / v1, 4)] for m in cost.verify_tokens]}
+        held.update(members[i] for i in order[:n_held])
+    return ["held_out" if t.meta.prompt_id in held else label for t, label in zip(traces, labels)]
 
 
 def configurations(cap: int, base: dict[str, Any], rules: list[str] | None = None,
@@ -99,8 +101,11 @@ def _gate_fields(base: dict[str, Any]) -> dict[str, Any]:
 
 
 def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: int = 0,
-         rules: list[str] | None = None, progress: bool = True) -> TuneResult:
-    """Steps 1-4 of the module docstring."""
+         rules: list[str] | None = None, progress: bool = True,
+         oracle: Callable[[int, int | None], float] | None = None,
+         sampling: dict[str, Any] | None = None) -> TuneResult:
+    """Steps 1-4 of the module docstring. ``oracle(j, cap)``: the oracle time of trace j (default: the true
+    oracle of a greedy trace); ``sampling``: what sampling traces the realisations came from (for the report)."""
     from tqdm.auto import tqdm
 
     labels = split_prompts(traces, held_out, seed)
@@ -109,7 +114,7 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
                     for w in (False, True) for n in (False, True)]
     calibrations.append(fit_isotonic_calibration(tuning))
     calibration = calibrations[0]
-    base = cost_fields(cost)
+    base = cost.relative()
     cap = min(t.meta.cap for t in traces)
     configs = configurations(cap, base, rules, calibrations)
     plain = [plain_decoding(t, cost).time_s for t in traces]
@@ -131,13 +136,37 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
 
     def oracle_time(j: int, cap_: int | None) -> float:
         if (j, cap_) not in oracle_cache:
-            oracle_cache[(j, cap_)] = true_oracle(traces[j], cost, cap=cap_).time_s
+            oracle_cache[(j, cap_)] = (oracle(j, cap_) if oracle is not None
+                                       else true_oracle(traces[j], cost, cap=cap_).time_s)
         return oracle_cache[(j, cap_)]
 
     best = _choose(sweep, configs, oracle_time)
     best["held_out_speedup_gate_toggled"] = [_gate_toggled(configs[c], traces, labels, plain, cost)
                                              if cat == ALL else np.nan for c, cat in zip(best.config, best.category)]
-    return TuneResult(sweep, best, calibration, seconds, len(configs), traces)
+    return TuneResult(sweep, best, calibration, seconds, len(configs), traces, sampling)
+
+
+def tune_sampled(traces: list[SampledTrace], cost: CostModel, *, draws: int = DRAWS, **kwargs) -> TuneResult:
+    """`tune` on sampling traces: every trajectory's ``draws`` realisations are replayed (every configuration on
+    the same draws); a realisation's oracle time is its trajectory's sampling-oracle time (an expectation)."""
+    if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
+        raise ValueError(f"--draws: must be an integer >= 1 (got {draws!r})")
+    realised, source = [], []
+    for i, trace in enumerate(traces):
+        realised += realisations(trace, draws)
+        source += [i] * draws
+    cache: dict[tuple[int, int | None], float] = {}
+
+    def oracle(j: int, cap: int | None) -> float:
+        key = (source[j], cap)
+        if key not in cache:
+            cache[key] = sampling_oracle(traces[source[j]], cost, cap=cap).time_s
+        return cache[key]
+
+    first = traces[0].meta
+    info = {"temperature": first.temperature, "top_k": first.top_k, "top_p": first.top_p,
+            "trajectories": len(traces), "prompts": len({t.meta.prompt_id for t in traces}), "draws": draws}
+    return tune(realised, cost, oracle=oracle, sampling=info, **kwargs)
 
 
 def _gate_toggled(params: dict, traces: list[Trace], labels: list[str], plain: list[float], cost: CostModel) -> float:
@@ -192,6 +221,9 @@ def write_outputs(result: TuneResult, out_dir: str | Path, experiment: dict[str,
         shutil.rmtree(stale, ignore_errors=True)
     names = {"sweep": "sweep.csv", "best": "best.csv", "report": "report.md"}
     if experiment is not None:
+        experiment = {**experiment, **({} if result.sampling is None else
+                                       {k: result.sampling[k] for k in ("temperature", "top_k", "top_p")})}
+    if experiment is not None:
         names["config"] = "tuned.yaml"
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
@@ -199,9 +231,9 @@ def write_outputs(result: TuneResult, out_dir: str | Path, experiment: dict[str,
         result.best.to_csv(tmp / names["best"], index=False)
         (tmp / names["report"]).write_text(report_markdown(result, cost, command))
         if experiment is not None:
-            traced = [t.meta.prompt_id for t in result.traces]
-            (tmp / names["config"]).write_text(
-                yaml.safe_dump(tuned_experiment(result, experiment, top, traced), sort_keys=False))
+            traced = list(dict.fromkeys(t.meta.prompt_id for t in result.traces))
+            (tmp / names["config"]).write_text(tuned_from(result, experiment, command) + yaml.safe_dump(
+                tuned_experiment(result, experiment, top, traced), sort_keys=False))
         os.chmod(tmp, 0o755)
         _replace_folder(tmp, out)
     finally:
@@ -231,10 +263,23 @@ def check_tune_flags(held_out: float, top: int) -> None:
         raise ValueError(f"--top: must be >= 1 (got {top})")
 
 
+def tuned_from(result: TuneResult, experiment: dict[str, Any], command: str) -> str:
+    """The comment that opens tuned.yaml: which traces (drafter, dtype, quantization, sampling) its settings came
+    from, so a config tuned for one drafter or temperature is not mistaken for another's."""
+    s = result.sampling
+    setting = "greedy (temperature 0)" if s is None else (
+        f"temperature {s['temperature']}, top-p {s['top_p']}, top-k {s['top_k']}; {s['trajectories']} trajectories "
+        f"of {s['prompts']} prompts x {s['draws']} draws")
+    dtype = result.traces[0].meta.dtype if result.traces else ""
+    return (f"# Settings tuned by `{command}` on traces of drafter {experiment.get('drafter_model_path')} "
+            f"({dtype}, quantization {experiment.get('drafter_quantization', 'none')}) and verifier "
+            f"{experiment.get('verifier_model_path')}, {setting}.\n")
+
+
 def check_split(traces: list[Trace], held_out: float) -> None:
     """Every category needs >= 1 tuning and >= 1 held-out prompt at this share (refused before the sweep)."""
     counts: dict[str, int] = {}
-    for t in traces:
+    for t in {t.meta.prompt_id: t for t in traces}.values():  # prompts, not trajectories
         counts[t.meta.category] = counts.get(t.meta.category, 0) + 1
     for category, n in sorted(counts.items()):
         n_held = min(n - 1, int(round(held_out * n)))
@@ -272,9 +317,17 @@ def report_markdown(result: TuneResult, cost: CostModel, command: str) -> str:
         f"{cost.verify(17) * 1e3:.1f} ms (17 tokens), c = {cost.cost_ratio:.3f}. "
         f"Goodput calibration (tuning prompts): beta(H) = sigmoid({result.calibration['calib_intercept']:.3f} "
         f"{result.calibration['calib_slope']:+.3f} H).", "",
-        "Speedup = predicted plain-decoding time / predicted rule time (sums over prompts). *of oracle*: true "
-        "oracle time / rule time, at the rule's cap and uncapped. Chosen on the tuning prompts, reported on the "
-        "held-out prompts.", "",
+        *(["Speedup = predicted plain-decoding time / predicted rule time (sums over prompts). *of oracle*: true "
+           "oracle time / rule time, at the rule's cap and uncapped. Chosen on the tuning prompts, reported on the "
+           "held-out prompts.", ""] if result.sampling is None else [
+            f"**Sampling** (temperature {result.sampling['temperature']}, top-p {result.sampling['top_p']}, top-k "
+            f"{result.sampling['top_k']}): {result.sampling['trajectories']} sampled trajectories of "
+            f"{result.sampling['prompts']} prompts, each replayed on {result.sampling['draws']} draws of its "
+            "verdicts. Every figure is an **expectation** (docs/replay.md, sampling), not a measured run. Speedup = "
+            "expected plain-decoding time / expected rule time (sums over trajectories and draws). *of oracle*: the "
+            "sampling oracle's expected time (the best draft-length schedule under the same model) / rule time, at "
+            "the rule's cap and uncapped; a rule sees its drafted tokens, the schedule does not, so it can exceed 1. "
+            "Chosen on the tuning prompts, reported on the held-out prompts.", ""]),
         "## Best configuration per rule (chosen over all categories)", "",
         "| rule | configuration | tuning speedup | held-out speedup | gate toggled | of oracle at cap | "
         "of oracle |",
@@ -285,7 +338,8 @@ def report_markdown(result: TuneResult, cost: CostModel, command: str) -> str:
                      f"{r.held_out_speedup:.3f} | {r.held_out_speedup_gate_toggled:.3f} | {r.of_oracle_at_cap:.3f} | "
                      f"{r.of_oracle:.3f} |")
     if len(overall):
-        lines += ["", f"True oracle (uncapped) on the held-out prompts: {overall.oracle_speedup.iloc[0]:.3f}× "
+        name = "True oracle" if result.sampling is None else "Sampling oracle"
+        lines += ["", f"{name} (uncapped) on the held-out prompts: {overall.oracle_speedup.iloc[0]:.3f}× "
                       "plain decoding.", ""]
     per_cat = best[best.category != ALL]
     if len(per_cat):
