@@ -116,7 +116,9 @@ def test_continuations_are_the_drafters_own_distribution(pair, traces):
     drafter, _ = pair
     trace = traces[1]
     prompt = PROMPTS[0]
-    for t in range(0, len(trace), 3):
+    rejectable = np.flatnonzero(trace.accept_prob < 1).tolist()
+    assert rejectable and (trace.cont_prob[trace.accept_prob == 1] == 0).all()  # rows never read are not recorded
+    for t in rejectable[:4]:
         prefix = prompt + trace.output[:t].tolist() + [int(trace.reject_token[t])] + trace.cont_token[t].tolist()
         with torch.inference_mode():
             logits = SAMPLING.process(drafter(torch.tensor([prefix])).logits[0])

@@ -14,7 +14,7 @@ autoregressive mode with a seed) and, per position t,
   of the processed q_t (nats), ``token_prob`` q_t(y_t) and ``top1_prob`` max q_t;
 * for the rejected case: one draw ``reject_token`` from the residual, its probability q_t(x) (``reject_prob``),
   and the drafter's own *sampled* continuation after ``prompt + y_<t + reject_token`` (``cap - 1`` tokens with
-  their probabilities and entropies);
+  their probabilities and entropies; only where a_t < 1, the rows of the other positions are never read);
 
 determine the rounds of any rule given which positions are accepted. A *realisation* (`realise`) draws those
 verdicts (independent Bernoulli(a_t)) and is an ordinary greedy-shaped `Trace`, so `entspec.replay.engine.replay`
@@ -257,7 +257,8 @@ def record_sampled_trace(
 
     # 2. The drafter's sampled continuation after every position's rejected token.
     reject_prob = draft_probs.gather(-1, reject[:, None])[:, 0]
-    cont = _continuations(drafter, full, n_prompt, reject, cap - 1, sampling, entropy, generator)
+    rejectable = torch.nonzero(accept < 1).view(-1)  # a position with a_t = 1 is never rejected: no continuation
+    cont = _continuations(drafter, full, n_prompt, reject, rejectable, cap - 1, sampling, entropy, generator)
     meta = SampledMeta(prompt_id=str(prompt_id), category=str(category), prompt_len=int(n_prompt),
                        max_new_tokens=int(max_new_tokens), eos_token_ids=[int(e) for e in eos], cap=int(cap),
                        renyi_alpha=float(renyi_alpha), entropy_topk=int(entropy_topk),
@@ -292,10 +293,11 @@ def acceptance(target_probs: torch.Tensor, draft_probs: torch.Tensor, tokens: to
     return beta, accept, reject
 
 
-def _continuations(drafter, full: torch.Tensor, n_prompt: int, first: torch.Tensor, steps: int,
-                   sampling: SamplingParams, entropy: EntropyComputer, generator: torch.Generator
+def _continuations(drafter, full: torch.Tensor, n_prompt: int, first: torch.Tensor, positions_: torch.Tensor,
+                   steps: int, sampling: SamplingParams, entropy: EntropyComputer, generator: torch.Generator
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sampled continuations of ``prompt + y_<t + first[t]`` for every t: ``steps`` tokens each.
+    """Sampled continuations of ``prompt + y_<t + first[t]`` for every t in ``positions_``: ``steps`` tokens each
+    (rows of other positions stay zero: they are never read).
 
     Rows go in chunks of `ROW_CHUNK`: the drafter caches prompt + output once per chunk, the cache is repeated per
     row, and row m's attention mask hides every cached position at or after P + t_m (its new tokens get positions
@@ -309,8 +311,9 @@ def _continuations(drafter, full: torch.Tensor, n_prompt: int, first: torch.Tens
     if steps == 0:
         return tokens, probs, ents
     device = full.device
-    for lo in range(0, n, ROW_CHUNK):
-        rows = torch.arange(lo, min(n, lo + ROW_CHUNK), device=device)
+    for lo in range(0, len(positions_), ROW_CHUNK):
+        rows = positions_[lo:lo + ROW_CHUNK].to(device)
+        out = rows.cpu().numpy()
         m = len(rows)
         cache = new_cache(drafter)
         drafter(input_ids=full, use_cache=True, logits_to_keep=1, **{cache_kwarg(drafter): cache})
@@ -325,8 +328,8 @@ def _continuations(drafter, full: torch.Tensor, n_prompt: int, first: torch.Tens
             processed = sampling.process(logits)
             q = torch.softmax(processed, dim=-1)
             token = torch.multinomial(q, 1, generator=generator)  # [m, 1]
-            tokens[lo:lo + m, k] = token[:, 0].cpu().numpy()
-            probs[lo:lo + m, k] = q.gather(-1, token)[:, 0].cpu().numpy()
-            ents[lo:lo + m, k] = torch.stack([entropy.compute(processed, t) for t in ENTROPY_TYPES], -1).cpu().numpy()
+            tokens[out, k] = token[:, 0].cpu().numpy()
+            probs[out, k] = q.gather(-1, token)[:, 0].cpu().numpy()
+            ents[out, k] = torch.stack([entropy.compute(processed, t) for t in ENTROPY_TYPES], -1).cpu().numpy()
             inputs, positions = token, positions + 1
     return tokens, probs, ents

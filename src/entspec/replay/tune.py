@@ -311,7 +311,8 @@ def report_markdown(result: TuneResult, cost: CostModel, command: str) -> str:
     lines = [
         "# entspec tune", "",
         f"Command: `{command}`", "",
-        f"Replayed {result.configurations} configurations × {result.sweep.prompt.nunique()} prompts in "
+        f"Replayed {result.configurations} configurations × {result.sweep.prompt.nunique()} "
+        f"{'prompts' if result.sampling is None else 'realisations (trajectories × draws)'} in "
         f"{result.seconds:.1f} s. Cost model: {cost.device}, {cost.dtype}; drafter step "
         f"{cost.draft_step_s * 1e3:.1f} ms, verifier call {cost.verify(1) * 1e3:.1f} ms (1 token) / "
         f"{cost.verify(17) * 1e3:.1f} ms (17 tokens), c = {cost.cost_ratio:.3f}. "
