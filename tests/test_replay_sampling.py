@@ -288,7 +288,9 @@ def test_trace_and_tune_commands_at_a_temperature(tmp_path, capsys):
     assert main(["trace", str(config), "--cap", "8", "--trajectories", "2"]) == 0
     folder = tmp_path / "exp" / "traces"
     assert len(list(folder.glob("*~s*.npz"))) == 12 and (folder / "cost_model.json").is_file()
-    assert main(["trace", str(config), "--cap", "8", "--trajectories", "2"]) == 0  # resumable: nothing to do
+    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*.npz")}
+    assert main(["trace", str(config), "--cap", "8"]) == 0  # resumable (the folder's 2 trajectories): nothing to do
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("*.npz")} == stamps
     refusals = {("trace", "--trajectories", "3"): "trajectories: .* holds 2 sampled trajectories per prompt \\(got 3\\)",
                 ("trace", "--set", "top_p=0.95"): "top_p: .* holds traces recorded with top_p=0.9 \\(got 0.95\\)",
                 ("tune", "--temperature", "1.0"): "--temperature: the traces in .* were recorded with --temperature "

@@ -56,10 +56,10 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
     if sampling.greedy and trajectories not in (None, 1):
         raise ValueError(f"trajectories: greedy traces have one trajectory per prompt (got {trajectories}; "
                          "temperature is 0)")
-    count = 1 if sampling.greedy else trajectories or TRAJECTORIES
     folder = traces_dir(config)
     folder.mkdir(parents=True, exist_ok=True)
     with FolderLock(folder):
+        count = 1 if sampling.greedy else trajectories or _recorded_trajectories(folder) or TRAJECTORIES
         _check_same_experiment(folder, config, cap, None if sampling.greedy else count)
         runner = ExperimentRunner(config, progress=progress)
         runner.prompts = runner.load_prompts()
@@ -92,6 +92,14 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
             log.info("calibrating the cost model on %s", runner.prompts[0].id)
             calibrate(pair.drafter, pair.verifier, runner.encoded[0], sampling=sampling).save(cost_path)
     return folder
+
+
+def _recorded_trajectories(folder: Path) -> int | None:
+    """The trajectories per prompt a folder was recorded with (a rerun without ``--trajectories`` keeps them)."""
+    try:
+        return json.loads((folder / "trace.json").read_text()).get("trajectories")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None  # missing or unreadable: `_check_same_experiment` names an unreadable file
 
 
 def _check_same_experiment(folder: Path, config: ExperimentConfig, cap: int, trajectories: int | None) -> None:
