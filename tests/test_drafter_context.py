@@ -40,8 +40,7 @@ def test_the_prefill_reads_only_the_window_and_the_window_is_rebuilt(verifier, d
     decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=3,
                                                                               drafter_context=4))
     prompt = torch.randint(1, 64, (1, 10), generator=torch.Generator().manual_seed(3))
-    decoder.drafter.start()
-    decoder.drafter.prefill(prompt)
+    decoder.drafter.start(prompt)
     assert decoder.drafter.window_start == 6 and len(decoder.drafter.lm) == 4
     result = decoder.generate(prompt, max_new_tokens=NEW_TOKENS)
     assert decoder.drafter.window_start > 10  # rebuilt on the last 4 tokens at least once

@@ -104,13 +104,16 @@ def test_gate_reads_the_measured_verify_curve():
     """With the CPU's measured curve (a 2-token call cheaper than a 1-token one) a one-token draft accepted 40% of
     the time pays (1.4 tokens for 0.89 + 0.4 = 1.29 units), so the gate stays open where the linear model
     (1 + 0.02 + 0.4 = 1.42 units) closes it."""
-    from entspec.engine.gate import SpeculationGate, verify_cost
+    from entspec.engine.gate import SpeculationGate
+    from entspec.engine.round_cost import RoundCost
 
     curve = [[1, 1.0], [2, 0.89], [3, 0.93], [5, 1.02], [9, 1.19], [17, 1.53]]
     measured = EntropyConfig(gate=True, cost_ratio=0.4, verify_curve=curve, max_draft_len=1)
     linear = EntropyConfig(gate=True, cost_ratio=0.4, max_draft_len=1)
-    assert verify_cost(measured, 4) == pytest.approx((0.93 + 1.02) / 2)
-    assert verify_cost(linear, 4) == pytest.approx(1.06)
+    assert RoundCost.of(measured).verify(4) == pytest.approx((0.93 + 1.02) / 2)
+    assert RoundCost.of(linear).verify(4) == pytest.approx(1.06)
+    assert RoundCost.of(measured)(3) == pytest.approx(RoundCost.of(measured).verify(4) + 3 * 0.4)
+    assert RoundCost.of(linear).marginal(2) == pytest.approx(0.4 + 0.02)
     gates = {name: SpeculationGate(cfg) for name, cfg in (("measured", measured), ("linear", linear))}
     for gate in gates.values():
         for i in range(40):  # one drafted token per round, accepted 2 rounds in 5

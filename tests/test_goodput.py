@@ -116,3 +116,16 @@ def test_next_calibration_reads_the_previous_position():
     t.match[1:] = t.entropy[:-1, 0] < 2.0  # right at t + 1 exactly when the entropy at t is low
     fit = fit_next_calibration([t])
     assert fit["next_slope"] < -3
+
+
+def test_a_drafted_token_is_priced_by_the_measured_verify_curve():
+    """One price for the gate, goodput and tune (`RoundCost`): with a curve where the third verified token is dear,
+    the second drafted token costs v(3) - v(2) + c = 0.7 and a gain of 0.5 no longer pays; linearly it costs 0.4."""
+    z = math.log(math.sqrt(0.5) / (1 - math.sqrt(0.5)))  # beta = sqrt(0.5): gain after one token = 0.5
+    curved = rule(calib_intercept=z, calib_slope=0.0, verify_curve=[[1, 1.0], [2, 0.9], [3, 1.3]])
+    linear = rule(calib_intercept=z, calib_slope=0.0)
+    one = state([0.5], [0.9])
+    assert curved.cost.marginal(1) == pytest.approx(0.7) and curved.should_stop(one)
+    assert linear.cost.marginal(1) == pytest.approx(0.4) and not linear.should_stop(one)
+    curved.update(RoundFeedback(drafted=2, accepted=2, entropies=[0.5, 0.5], token_probs=[0.9, 0.9]))
+    assert curved.tokens / curved.time == pytest.approx((1 + 3) / (1 + 1.3 + 2 * 0.3))

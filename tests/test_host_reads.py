@@ -1,22 +1,24 @@
 """The draft loop's device -> host reads: at most one per drafted token for rules that read, none for the rest.
 
 Every way Python can pull a value out of a tensor (``item``, ``tolist``, ``float()``, ``int()``, ``bool()``, use
-as an index, ``numpy``, ``cpu``) is wrapped and counted during a decode; each round's count is split into the
-draft loop, the drafter's once-per-round trace statistics, and the verification step.
+as an index, ``numpy``, ``cpu``) is wrapped and counted during a decode; the decoder's public per-round counters
+(`host_reads`: the draft loop, the drafter's once-per-round statistics, the verification step) must account for
+every one of them.
 """
 
 import pytest
 import torch
 
 from entspec import EntropyBasedSpeculativeDecoder, EntropyConfig
-from entspec.engine.stopping import RULES
+from entspec.rules import RULES
 from tiny import perturbed, tiny_llama
 
 READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy", "cpu")
 
 
 def reads_per_round(monkeypatch, decoder, **generate_kwargs):
-    """Generate and return ``(result, [{"loop": r, "finish": r, "verify": r} per round], reads outside rounds)``."""
+    """Generate; return ``(result, decoder.host_reads, reads outside the rounds)``, having checked that the
+    decoder's public per-round counters account for every read Python made during the generation."""
     count = [0]
     for name in READS:
         original = getattr(torch.Tensor, name)
@@ -26,38 +28,11 @@ def reads_per_round(monkeypatch, decoder, **generate_kwargs):
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-
-    rounds, current = [], {}
-
-    def wrap(obj, attr, key):
-        original = getattr(obj, attr)
-
-        def wrapped(*args, **kwargs):
-            start = count[0]
-            out = original(*args, **kwargs)
-            current[key] = current.get(key, 0) + count[0] - start
-            return out
-
-        monkeypatch.setattr(obj, attr, wrapped)
-
-    wrap(decoder.drafter, "_finish_round", "finish")
-    wrap(decoder.drafter, "draft", "draft")
-    round_original = decoder._round
-
-    def round_counted(*args):
-        current.clear()
-        start = count[0]
-        out = round_original(*args)
-        total = count[0] - start
-        finish, draft = current.get("finish", 0), current.get("draft", 0)
-        rounds.append({"loop": draft - finish, "finish": finish, "verify": total - draft})
-        return out
-
-    monkeypatch.setattr(decoder, "_round", round_counted)
-    start = count[0]
     result = decoder.generate(torch.tensor([[3, 1, 4, 1, 5]]), max_new_tokens=40, **generate_kwargs)
-    outside = count[0] - start - sum(sum(r.values()) for r in rounds)
     monkeypatch.undo()
+    rounds = decoder.host_reads
+    outside = count[0] - sum(sum(r.values()) for r in rounds)
+    assert outside == 2  # the input's token-id range check (max and min), once per generation
     return result, rounds, outside
 
 
@@ -77,10 +52,9 @@ def test_rules_that_read_cost_at_most_one_read_per_drafted_token(monkeypatch, ve
     assert len(rounds) == len(result.rounds) > 3
     for r, record in zip(rounds, result.rounds):
         assert r["loop"] <= record.drafted  # one small stacked read per drafted token
-        assert r["finish"] <= 1  # the other entropy types for the trace, batched over the round
+        assert r["statistics"] <= 1  # the other entropy types for the trace, batched over the round
         assert r["verify"] <= 1  # accepted count, next token, accept probs and the NaN check together
-    assert sum(r["loop"] for r in rounds) == sum(r.drafted for r in result.rounds)  # the counter does count
-    assert outside <= 2  # the input's token-id range check, once per generation
+    assert sum(r["loop"] for r in rounds) == sum(r.drafted for r in result.rounds)
 
 
 @pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
@@ -95,14 +69,14 @@ def test_rules_that_read_nothing_draft_without_reading(monkeypatch, verifier, dr
                                         eos_token_id=7 if temperature == 0 else None, ignore_eos=temperature > 0)
     assert sum(r.drafted for r in result.rounds) > 20
     assert all(r["loop"] == 0 for r in rounds)
-    assert all(r["finish"] <= 1 and r["verify"] <= 1 for r in rounds)
+    assert all(r["statistics"] <= 1 and r["verify"] <= 1 for r in rounds)
 
 
 def test_without_trace_statistics_an_entropy_rule_reads_only_in_the_loop(monkeypatch, verifier, drafter):
     cfg = EntropyConfig(strategy="absolute", theta_abs=1.0, record_all_entropies=False)
     result, rounds, _ = reads_per_round(monkeypatch, EntropyBasedSpeculativeDecoder(drafter, verifier, cfg),
                                         temperature=0.0)
-    assert all(r["finish"] == 0 for r in rounds)
+    assert all(r["statistics"] == 0 for r in rounds)
     assert sum(r["loop"] for r in rounds) == sum(r.drafted for r in result.rounds)
     assert all(r.entropies_by_type == {} for r in result.rounds)
 

@@ -22,8 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..metrics import load_rows  # noqa: E402
-from ..metrics.aggregate import paired_bootstrap_ci  # noqa: E402
-from ..metrics.compare import ratio_of_means  # noqa: E402
+from ..metrics.compare import fmt, fmt_ci, paired_speedup  # noqa: E402
 from .plot import save_figure  # noqa: E402
 
 BASELINE = "hf_generate"
@@ -69,10 +68,11 @@ def batch_table(experiment_dir: str | Path, batch_size: int, n_resamples: int = 
     for method, mine in per_batch.groupby("method", sort=False):
         paired = mine.set_index(["seed", "batch"]).tps.to_frame("x").join(base.rename("y"), how="inner")
         x, y = paired.x.to_numpy(float), paired.y.to_numpy(float)
-        low, high = paired_bootstrap_ci([x, y], ratio_of_means, n_resamples=n_resamples)
+        speedup = paired_speedup(x, y, n_resamples=n_resamples)
         rows = frame[frame.method == method]
-        out.append({"B": batch_size, "method": method, "speedup": float(ratio_of_means(x, y)), "ci_low": low,
-                    "ci_high": high, "tokens_per_s": float(x.mean()), "batches": len(x),
+        out.append({"B": batch_size, "method": method, "speedup": speedup["speedup"],
+                    "ci_low": speedup["speedup_ci_low"], "ci_high": speedup["speedup_ci_high"],
+                    "tokens_per_s": float(x.mean()), "batches": len(x),
                     "latency_p50_s": float(np.percentile(rows.wall_s, 50)),
                     "latency_p99_s": float(np.percentile(rows.wall_s, 99)),
                     "wasted_per_token": float((rows.verified.sum(skipna=False) - rows.tokens.sum()) / rows.tokens.sum()),
@@ -89,12 +89,10 @@ def batch_markdown(table: pd.DataFrame, command: str) -> str:
              "| B | method | speedup [95% CI] | tokens/s | latency p50 / p99 (s) | wasted per token | acceptance |",
              "|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
-        acc = "–" if not np.isfinite(r.acceptance) else f"{r.acceptance:.2f}"
-        wasted = "–" if not np.isfinite(r.wasted_per_token) else f"{r.wasted_per_token:.2f}"
-        ci = f"[{r.ci_low:.2f}, {r.ci_high:.2f}]" if r.batches > 1 else "(1 batch: no CI)"
-        lines.append(f"| {r.B} | {r.method} | {r.speedup:.2f}× {ci} | "
-                     f"{r.tokens_per_s:.2f} | {r.latency_p50_s:.1f} / {r.latency_p99_s:.1f} | "
-                     f"{wasted} | {acc} |")
+        speedup = fmt_ci(r.speedup, r.ci_low, r.ci_high, 2) if r.batches > 1 else f"{fmt(r.speedup, 2)} (1 batch: no CI)"
+        lines.append(f"| {r.B} | {r.method} | {speedup} | {fmt(r.tokens_per_s, 2)} | "
+                     f"{fmt(r.latency_p50_s, 1)} / {fmt(r.latency_p99_s, 1)} | {fmt(r.wasted_per_token, 2)} | "
+                     f"{fmt(r.acceptance, 2)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import ComparativeEvaluator, load_rows, summarize
+from ..metrics.compare import fmt, fmt_ci
 from ..rules import RULES
 
 BASELINE = "hf_generate"
@@ -46,10 +47,6 @@ def bench_tables(experiment_dir: str | Path) -> dict[str, pd.DataFrame]:
     return {"speed": speed, "pooled": pooled.reset_index(), "by_category": by_cat.reset_index()}
 
 
-def _fmt(x: float, digits: int = 2) -> str:
-    return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
-
-
 def bench_markdown(experiment_dir: str | Path, command: str) -> str:
     exp = Path(experiment_dir)
     tables = bench_tables(exp)
@@ -75,17 +72,17 @@ def bench_markdown(experiment_dir: str | Path, command: str) -> str:
             acc = cat_stats.acceptance_rate.get(r.method, np.nan)
             tpc = cat_stats.tokens_per_call.get(r.method, np.nan)
             ttft = cat_stats.ttft_s.get(r.method, np.nan)
-            lines.append(f"| {r.method} | {_fmt(r.mean_tokens_per_s)} | {_fmt(r.speedup)} "
-                         f"[{_fmt(r.speedup_ci_low)}, {_fmt(r.speedup_ci_high)}] | {_fmt(ttft)} | {_fmt(acc)} | "
-                         f"{_fmt(tpc)} | {_fmt(r.output_match_rate)} |")
+            speedup = fmt_ci(r.speedup, r.speedup_ci_low, r.speedup_ci_high, 2)
+            lines.append(f"| {r.method} | {fmt(r.mean_tokens_per_s, 2)} | {speedup} | {fmt(ttft, 2)} | "
+                         f"{fmt(acc, 2)} | {fmt(tpc, 2)} | {fmt(r.output_match_rate, 2)} |")
         lines.append("")
     lines += ["**Where the time goes** (summed over all prompts; overhead = round time − drafter − verifier)", "",
               "| method | drafter s | verifier s | overhead s | prefill s | ms / draft step | ms / verifier call |",
               "|---|---|---|---|---|---|---|"]
     for method, r in pooled.iterrows():
         if r.calls and np.isfinite(r.verify_s) and r.verify_s > 0:
-            lines.append(f"| {method} | {_fmt(r.draft_s)} | {_fmt(r.verify_s)} | {_fmt(r.overhead_s, 3)} | "
-                         f"{_fmt(r.prefill_s)} | {_fmt(r.ms_per_draft_step, 0)} | {_fmt(r.ms_per_verifier_call, 0)} |")
+            lines.append(f"| {method} | {fmt(r.draft_s, 2)} | {fmt(r.verify_s, 2)} | {fmt(r.overhead_s, 3)} | "
+                         f"{fmt(r.prefill_s, 2)} | {fmt(r.ms_per_draft_step, 0)} | {fmt(r.ms_per_verifier_call, 0)} |")
     variance = seed_variance(exp)
     if variance is not None:
         lines += ["", "**Seed vs prompt variance** of the per-generation speedup (sampling: several seeds per "
@@ -93,7 +90,7 @@ def bench_markdown(experiment_dir: str | Path, command: str) -> str:
                   "across prompts of the per-prompt mean", "", "| method | seeds | sd within prompt | sd across "
                   "prompts |", "|---|---|---|---|"]
         for method, r in variance.iterrows():
-            lines.append(f"| {method} | {int(r.seeds)} | {_fmt(r.within_sd, 3)} | {_fmt(r.between_sd, 3)} |")
+            lines.append(f"| {method} | {int(r.seeds)} | {fmt(r.within_sd, 3)} | {fmt(r.between_sd, 3)} |")
     replayed = replay_table(exp)
     if replayed is not None:
         lines += ["", "**Replay check** (traces of the same prompts, `entspec trace`; predicted = the cost model's "
@@ -102,8 +99,8 @@ def bench_markdown(experiment_dir: str | Path, command: str) -> str:
                   "", "| method | measured tokens/s | predicted tokens/s | predicted / measured | exact rounds | "
                   "share of true oracle (cap) | (uncapped) |", "|---|---|---|---|---|---|---|"]
         for method, r in replayed.iterrows():
-            lines.append(f"| {method} | {_fmt(r.measured)} | {_fmt(r.predicted)} | {_fmt(r.predicted / r.measured, 3)}"
-                         f" | {_fmt(r.exact)} | {_fmt(r.share, 3)} | {_fmt(r.share_uncapped, 3)} |")
+            lines.append(f"| {method} | {fmt(r.measured, 2)} | {fmt(r.predicted, 2)} | {fmt(r.predicted / r.measured, 3)}"
+                         f" | {fmt(r.exact, 2)} | {fmt(r.share, 3)} | {fmt(r.share_uncapped, 3)} |")
     lines += ["", *targets(speed, replayed), ""]
     return "\n".join(lines)
 
@@ -158,20 +155,20 @@ def targets(speed: pd.DataFrame, replayed: pd.DataFrame | None = None) -> list[s
         rules = part[part.strategy.isin([s for s in RULES if s != "fixed"])]
         fixed = part[part.strategy == "fixed"]
         best = rules.loc[rules.speedup.idxmax()] if len(rules) else None
-        line = f"- {category}: entspec autoregressive / HF generate = {_fmt(ar, 3)} (target ≥ 0.97: " \
+        line = f"- {category}: entspec autoregressive / HF generate = {fmt(ar, 3)} (target ≥ 0.97: " \
                f"{'met' if ar >= 0.97 else 'missed'})"
         if best is not None:
             ratio = best.speedup / hfa
-            line += f"; best rule {best.method} / HF assisted defaults = {_fmt(ratio)} (target ≥ 1.10: " \
+            line += f"; best rule {best.method} / HF assisted defaults = {fmt(ratio, 2)} (target ≥ 1.10: " \
                     f"{'met' if ratio >= 1.10 else 'missed'})"
             if len(fixed):
                 top_fixed = fixed.loc[fixed.speedup.idxmax()]
                 ratio = best.speedup / top_fixed.speedup
-                line += f"; / best fixed k {top_fixed.method} = {_fmt(ratio)} (target ≥ 1.05: " \
+                line += f"; / best fixed k {top_fixed.method} = {fmt(ratio, 2)} (target ≥ 1.05: " \
                         f"{'met' if ratio >= 1.05 else 'missed'})"
             if replayed is not None and category == "all" and best.method in replayed.index:
                 share = replayed.loc[best.method, "share"]
-                line += f"; share of the true oracle = {_fmt(share)} (target ≥ 0.85: " \
+                line += f"; share of the true oracle = {fmt(share, 2)} (target ≥ 0.85: " \
                         f"{'met' if share >= 0.85 else 'missed'})"
         out.append(line)
     return out

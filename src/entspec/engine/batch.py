@@ -32,9 +32,9 @@ from .config import EntropyConfig
 from .entropy import ENTROPY_TYPES, EntropyComputer, shannon_entropy
 from .gate import SpeculationGate
 from ..records import GenerationResult, RoundRecord
-from .round import DraftLimit, cut_emitted, draft_limit, stop_reason
+from .round import DraftLimit, cut_emitted, draft_limit, feedback, stop_reason
 from .sampling import SamplingParams, sample, speculative_accept
-from ..rules import DraftState, RoundFeedback, StoppingCriterion, build_criterion
+from ..rules import DraftState, StoppingCriterion, build_criterion
 from .timing import Stopwatch
 
 NO_DRAFTER = DraftLimit(0, "none")  # autoregressive decoding: every round verifies the pending token alone
@@ -175,9 +175,7 @@ class BatchDecoder:
             budget = max_new_tokens - len(row.new_tokens())
             emitted = cut_emitted(row.draft[:accepted] + [token], budget, eos)
             row.tokens += emitted
-            row.criterion.update(RoundFeedback(len(row.draft), accepted, list(row.state.entropies),
-                                               list(row.state.token_probs)))
-            row.gate.update(len(row.draft), accepted)
+            feedback(row.criterion, row.gate, row.state, accepted)
             row.heard(len(row.draft), accepted, row.state.token_probs)
             row.rounds.append(RoundRecord(
                 drafted=len(row.draft), accepted=accepted, emitted=len(emitted), entropies=list(row.state.entropies),

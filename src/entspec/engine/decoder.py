@@ -78,6 +78,9 @@ class EntropyBasedSpeculativeDecoder:
             NullDrafter(verifier.config.vocab_size) if drafter is None
             else EntropyBasedDrafter(drafter, self.config, kv_cache=kv_cache, compile=compile))
         self._batch = None  # the batched loop and its caches, made on the first `generate_batch`
+        # device -> host reads of the last `generate`, per round: the draft loop's, the drafter's once-per-round
+        # statistics and the verification's ({"loop": r, "statistics": r, "verify": r})
+        self.host_reads: list[dict[str, int]] = []
 
     @classmethod
     def autoregressive(cls, verifier: PreTrainedModel, kv_cache: str = "dynamic", compile: bool | str = False,
@@ -99,7 +102,8 @@ class EntropyBasedSpeculativeDecoder:
 
     @property
     def method(self) -> str:
-        return self.drafter.method
+        """The decoding method this decoder runs: "autoregressive" (no drafter) or "speculative"."""
+        return "autoregressive" if isinstance(self.drafter, NullDrafter) else "speculative"
 
     def generate(
         self,
@@ -133,11 +137,11 @@ class EntropyBasedSpeculativeDecoder:
         max_length = self._max_length(sequence.shape[1], max_new_tokens)
         with Stopwatch(device) as prefill:
             self.verifier.prefill(sequence, max_length)
-            self.drafter.start()
-            self.drafter.prefill(sequence, max_length)
+            self.drafter.start(sequence, max_length)
 
         new_tokens: list[int] = []
         rounds: list[RoundRecord] = []
+        self.host_reads = []
         ttft = 0.0
         finish_reason = "length"
         while len(new_tokens) < max_new_tokens:
@@ -231,7 +235,6 @@ class EntropyBasedSpeculativeDecoder:
 
         # 1. Draft: at most budget - 1 tokens, since the verifier always adds one of its own; none while the
         #    gate finds that speculation does not pay, and never with the null drafter (autoregressive).
-        threshold = self.drafter.threshold  # as used this round
         draft = self.drafter.propose(sequence, budget, sampling, generator, eos)
         n = len(draft)
 
@@ -249,23 +252,20 @@ class EntropyBasedSpeculativeDecoder:
                 num_accepted, token, ratios = speculative_accept(
                     draft.tokens[None], draft.probs[None], target_probs[None], generator)
                 num_accepted, token, ratios = num_accepted[0], token[0], ratios[0]
-            # One device -> host read per round: [accepted, next token, NaN?, accept probs (n), draft tokens (n)].
+            # One device -> host read per round: [accepted, next token, NaN?, accept probs (n)].
             head = torch.stack([num_accepted, token, torch.isnan(target_logits).any()]).double()
-            parts = [head, ratios.double()] + ([] if draft.token_ids is not None else [draft.tokens.double()])
-            verdict = torch.cat(parts).tolist()
+            verdict = torch.cat([head, ratios.double()]).tolist()
             if verdict[2]:
                 raise ValueError(f"{type(self.verifier.model).__name__} produced NaN logits "
                                  "(check the dtype and the weights)")
-            accepted, next_token, accept_probs = int(verdict[0]), int(verdict[1]), verdict[3:3 + n]
-            draft_ids = draft.token_ids if draft.token_ids is not None else [int(t) for t in verdict[3 + n:]]
+            accepted, next_token, accept_probs = int(verdict[0]), int(verdict[1]), verdict[3:]
 
         # 4. Roll back: the verifier keeps the accepted prefix; its own token is fed next round.
         self.verifier.crop(length + accepted)
-        emitted = draft_ids[:accepted] + [next_token]
-        emitted = cut_emitted(emitted, budget, eos)
-        self.drafter.rollback(length + accepted)
-        # 5. Feedback to adaptive rules.
+        emitted = cut_emitted(draft.token_ids[:accepted] + [next_token], budget, eos)
+        # 5. The drafter keeps the accepted prefix too, and its rule and gate hear the verdict.
         self.drafter.update(draft, accepted)
+        self.host_reads.append({**draft.host_reads, "verify": 1})
 
         record = RoundRecord(
             drafted=n,
@@ -279,7 +279,7 @@ class EntropyBasedSpeculativeDecoder:
             draft_token_probs=list(draft.state.token_probs),
             accept_probs=accept_probs,
             entropies_by_type=draft.entropies_by_type,
-            threshold=threshold,
+            threshold=draft.threshold,
         )
         return emitted, record
 

@@ -1,10 +1,7 @@
 """`SpeculationGate`: draft nothing in a round when drafting does not pay.
 
-Prices. In units of a one-token verifier call, a round that drafts n tokens costs ``v(n + 1) + n c`` (c: drafter
-step, ``cost_ratio``; v(m): the verifier call over m tokens relative to one token, the measured ``verify_curve``
-when given, else ``1 + s (m - 1)`` with s = ``verify_slope``), and a round of plain decoding emits 1 token per
-unit. (A measured curve matters: in bf16 on a 2-core CPU a 2-token verifier call is ~11% cheaper than a 1-token
-one, so a linear model overstates what drafting costs.)
+Prices: `entspec.engine.round_cost.RoundCost` (a round that drafts n tokens costs ``v(n + 1) + n c`` one-token
+verifier calls, with the measured verify curve when given); a round of plain decoding emits 1 token per unit.
 
 Decision rule, asked once before each round:
 
@@ -26,19 +23,14 @@ emitted.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
-from .config import EntropyConfig
+from .round_cost import RoundCost
+
+if TYPE_CHECKING:
+    from .config import EntropyConfig
 
 MAX_BACKOFF = 16
-
-
-def verify_cost(config: EntropyConfig, tokens: int) -> float:
-    """The verifier call over ``tokens`` tokens, in one-token calls: the measured curve, else linear."""
-    if config.verify_curve is None:
-        return 1.0 + config.verify_slope * (tokens - 1)
-    m, v = zip(*config.verify_curve)
-    return float(np.interp(tokens, m, v))
 
 
 class SpeculationGate:
@@ -46,7 +38,7 @@ class SpeculationGate:
         self.enabled = config.gate
         self.memory = config.gate_memory
         self.margin = config.gate_margin
-        self.round_cost = [verify_cost(config, n + 1) + n * config.cost_ratio for n in range(config.max_draft_len + 1)]
+        self.round_cost = RoundCost.of(config)
         self.reset()
 
     def reset(self) -> None:
@@ -59,7 +51,7 @@ class SpeculationGate:
 
     def _restart(self, tokens: float = 0.0, cost: float = 0.0) -> None:
         self.open = True
-        self.tokens, self.cost = 2.0 + tokens, self.round_cost[1] + cost
+        self.tokens, self.cost = 2.0 + tokens, self.round_cost(1) + cost
 
     @property
     def rate(self) -> float:
@@ -82,7 +74,7 @@ class SpeculationGate:
         """The verdict on the last round; rounds that drafted nothing say nothing about speculation."""
         if drafted == 0:
             return
-        emitted, cost = accepted + 1, self.round_cost[drafted]
+        emitted, cost = accepted + 1, self.round_cost(drafted)
         if self.probing:
             self.probing = False
             if emitted / cost >= self.margin:

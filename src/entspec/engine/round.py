@@ -3,7 +3,7 @@
 The live drafter (`entspec.engine.drafter`), the batched engine (`entspec.engine.batch`) and trace replay
 (`entspec.replay.engine`) all decide a round's draft the same way: how many tokens the round may draft (the
 cap, the token budget, the speculation gate and its probes) and, after each drafted token, whether drafting
-stops and why. They call these two functions, so replay and the engines agree by construction.
+stops and why. They call these functions (and `feedback` after the verdict), so replay and the engines agree by construction.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .config import EntropyConfig
 from .gate import SpeculationGate
-from ..rules import DraftState, StoppingCriterion
+from ..rules import DraftState, RoundFeedback, StoppingCriterion
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,13 @@ def stop_reason(config: EntropyConfig, rule: StoppingCriterion, state: DraftStat
     if len(state) >= limit.tokens:
         return limit.at_limit
     return None
+
+
+def feedback(rule: StoppingCriterion, gate: SpeculationGate, state: DraftState, accepted: int) -> None:
+    """The verifier accepted the first ``accepted`` of the round's ``len(state)`` drafted tokens: the rule and the
+    gate hear it (rounds that drafted nothing too)."""
+    rule.update(RoundFeedback(len(state), accepted, list(state.entropies), list(state.token_probs)))
+    gate.update(len(state), accepted)
 
 
 def cut_emitted(tokens: list[int], budget: int, eos: set[int]) -> list[int]:

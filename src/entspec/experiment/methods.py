@@ -24,7 +24,6 @@ from ..validate import bounds, check_value
 if TYPE_CHECKING:
     from .config import ExperimentConfig
 
-KINDS = ("entspec", "autoregressive", "hf_generate", "hf_assisted")
 _DEFAULTS = EntropyConfig().to_dict()
 
 
@@ -37,6 +36,31 @@ class HFAssistedParams:
     confidence_threshold: float = field(default=0.0, metadata=bounds(min=0, max=1))
 
 
+@dataclass(frozen=True)
+class MethodKind:
+    """What a kind of method is. A new kind is one entry in `METHOD_KINDS` (and its branch in `MethodSpec.run`).
+
+    ``engine``: decoded by entspec's own loop (`EntropyBasedSpeculativeDecoder`); ``batched``: runs at
+    ``batch_size`` > 1; ``params``: the dataclass of the parameters it takes (an entspec method's are
+    `EntropyConfig`'s); ``drafts``: uses the drafter.
+    """
+
+    name: str
+    engine: bool = False
+    batched: bool = True
+    params: type | None = None
+    drafts: bool = False
+
+
+METHOD_KINDS = {kind.name: kind for kind in (
+    MethodKind("entspec", engine=True, params=EntropyConfig, drafts=True),
+    MethodKind("autoregressive", engine=True),
+    MethodKind("hf_generate"),
+    MethodKind("hf_assisted", batched=False, params=HFAssistedParams, drafts=True),
+)}
+KINDS = tuple(METHOD_KINDS)
+
+
 @dataclass
 class MethodSpec:
     """One method: its kind and parameters (for ``entspec``, the `EntropyConfig` fields that differ)."""
@@ -46,19 +70,33 @@ class MethodSpec:
     _decoders: dict = field(default_factory=dict, repr=False, compare=False)  # see `decoder`
 
     @property
+    def info(self) -> MethodKind:
+        return METHOD_KINDS[self.kind]
+
+    @property
+    def is_rule(self) -> bool:
+        """An entspec method: a stopping rule with its `EntropyConfig`."""
+        return self.info.params is EntropyConfig
+
+    @property
     def id(self) -> str:
         """A readable name from the declared parameters: ``fixed[max_draft_len=4]``, ``hf_assisted[default]``."""
-        if self.kind in ("autoregressive", "hf_generate"):
+        if self.info.params is None:
             return self.kind
-        if self.kind == "hf_assisted":
-            inner = ",".join(f"{k}={v}" for k, v in sorted(self.params.items())) or "default"
-            return f"hf_assisted[{inner}]"
         args = ",".join(f"{k}={_short(v)}" for k, v in sorted(self.params.items()) if k != "strategy")
-        return f"{self.strategy}[{args}]" if args else self.strategy
+        if self.is_rule:
+            return f"{self.strategy}[{args}]" if args else self.strategy
+        return f"{self.kind}[{args or 'default'}]"
 
     @property
     def strategy(self) -> str:
-        return self.params.get("strategy", _DEFAULTS["strategy"]) if self.kind == "entspec" else self.kind
+        """The stopping rule of an entspec method; the kind for the others."""
+        return self.params.get("strategy", _DEFAULTS["strategy"]) if self.is_rule else self.kind
+
+    @property
+    def batch_stop(self) -> str | None:
+        """How an entspec method stops a batch's drafting ("rows" or "cost"); None for the other kinds."""
+        return self.entropy_config().batch_stop if self.is_rule else None
 
     def entropy_config(self) -> EntropyConfig:
         return EntropyConfig(**self.params)
@@ -72,50 +110,50 @@ class MethodSpec:
         key = (id(drafter), id(verifier), tuple(options.items()))
         if key not in self._decoders:
             self._decoders.clear()  # one pair at a time: a new pair frees the old decoder's caches
-            self._decoders[key] = (EntropyBasedSpeculativeDecoder.autoregressive(verifier, **options)
-                                   if self.kind == "autoregressive"
-                                   else EntropyBasedSpeculativeDecoder(drafter, verifier, self.entropy_config(), **options))
+            self._decoders[key] = EntropyBasedSpeculativeDecoder(
+                drafter if self.info.drafts else None, verifier, self.entropy_config() if self.is_rule else None,
+                **options)
         return self._decoders[key]
 
     def warm_up(self, drafter: torch.nn.Module, verifier: torch.nn.Module, prompt_len: int,
                 settings: dict[str, Any]) -> None:
         """Compile every graph a timed unit can use (nothing to do unless ``compile`` is set)."""
-        if self.kind in ("entspec", "autoregressive") and settings.get("compile"):
+        if self.info.engine and settings.get("compile"):
             self.decoder(drafter, verifier, settings).warm_up(prompt_len, settings["max_new_tokens"])
 
     def config_dict(self) -> dict[str, Any]:
         """Everything that defines the method, for the results row."""
-        if self.kind == "entspec":
-            return self.entropy_config().to_dict()
-        return dict(self.params)
+        return self.entropy_config().to_dict() if self.is_rule else dict(self.params)
 
     def run(self, drafter: torch.nn.Module, verifier: torch.nn.Module, input_ids: torch.Tensor,
             settings: dict[str, Any], seed: int, batch_costs: BatchCostModel | None = None) -> GenerationResult:
-        if self.kind == "entspec" and self.entropy_config().batch_stop == "cost":  # a batch of one
+        if self.batch_stop == "cost":  # that rule prices the batched loop's steps: a batch of one
             return self.run_batch(drafter, verifier, [input_ids], settings, seed, batch_costs=batch_costs)[0]
-        gen = {k: settings[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p")}
-        gen["ignore_eos"] = settings.get("ignore_eos", False)
-        if self.kind in ("entspec", "autoregressive"):
+        gen = _generation(settings)
+        if self.info.engine:
             return self.decoder(drafter, verifier, settings).generate(input_ids, seed=seed, **gen)
-        if self.kind == "hf_generate":
-            return hf_generate(verifier, input_ids, seed=seed, **gen)
-        return hf_generate(verifier, input_ids, drafter=drafter, seed=seed, **gen, **self.params)
-
+        assistant = {"drafter": drafter, **self.params} if self.info.drafts else {}
+        return hf_generate(verifier, input_ids, seed=seed, **gen, **assistant)
 
     def run_batch(self, drafter: torch.nn.Module, verifier: torch.nn.Module, prompts: list[torch.Tensor],
                   settings: dict[str, Any], seed: int, pad_token_id: int = 0,
                   batch_costs: BatchCostModel | None = None) -> list[GenerationResult]:
         """The method on ``prompts`` decoded together (one result per prompt, in order); every row gets ``seed``.
         ``batch_costs``: what ``batch_stop="cost"`` prices drafter steps with."""
-        gen = {k: settings[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p")}
-        gen["ignore_eos"] = settings.get("ignore_eos", False)
-        if self.kind == "entspec" and self.entropy_config().batch_stop == "cost":
-            gen["batch_costs"] = batch_costs
-        if self.kind in ("entspec", "autoregressive"):
-            return self.decoder(drafter, verifier, settings).generate_batch(prompts, seed=seed, **gen)
-        if self.kind == "hf_generate":
-            return hf_generate_batch(verifier, prompts, pad_token_id=pad_token_id, seed=seed, **gen)
-        raise ConfigError("hf_assisted runs at batch_size 1 only")
+        if not self.info.batched:
+            raise ConfigError(f"{self.kind} runs at batch_size 1 only")
+        gen = _generation(settings)
+        if self.info.engine:
+            costs = {"batch_costs": batch_costs} if self.batch_stop == "cost" else {}
+            return self.decoder(drafter, verifier, settings).generate_batch(prompts, seed=seed, **gen, **costs)
+        return hf_generate_batch(verifier, prompts, pad_token_id=pad_token_id, seed=seed, **gen)
+
+
+def _generation(settings: dict[str, Any]) -> dict[str, Any]:
+    """The generation settings every method takes."""
+    gen = {k: settings[k] for k in ("max_new_tokens", "temperature", "top_k", "top_p")}
+    gen["ignore_eos"] = settings.get("ignore_eos", False)
+    return gen
 
 
 def _short(value: Any) -> str:
@@ -140,8 +178,8 @@ def expand_methods(config: "ExperimentConfig") -> list[MethodSpec]:
             raise ConfigError(f"{where}: must be a mapping like {{strategy: absolute, theta_abs: 1.5}}")
         decl = dict(decl)
         kind = decl.pop("kind", "entspec")
-        if kind == "hf_assisted" and config.batch_size > 1:
-            raise ConfigError(f"{where}.kind: hf_assisted runs at batch_size 1 only (transformers refuses batched "
+        if kind in METHOD_KINDS and not METHOD_KINDS[kind].batched and config.batch_size > 1:
+            raise ConfigError(f"{where}.kind: {kind} runs at batch_size 1 only (transformers refuses batched "
                               f"assisted generation; got batch_size {config.batch_size})")
         specs += [_make(kind, params, where) for params in _sweep(decl)]
     if config.grid is not None:
@@ -199,17 +237,18 @@ def _sweep(decl: dict[str, Any]) -> list[dict[str, Any]]:
 def _make(kind: str, params: dict[str, Any], where: str) -> MethodSpec:
     if kind not in KINDS:
         raise ConfigError(f"{where}.kind: must be one of {list(KINDS)} (got {kind!r})")
-    if kind == "entspec":
+    params_class = METHOD_KINDS[kind].params
+    if params_class is EntropyConfig:
         try:  # the one validation path: unknown fields, types, bounds, the rule's own parameters
             build_criterion(EntropyConfig(**params))  # builds combined's inner rules: unknown ones fail here
         except (ConfigError, TypeError, ValueError) as err:
             raise ConfigError(f"{where}.{err}") from None
-    elif kind == "hf_assisted":
-        declared = {f.name: f for f in dataclasses.fields(HFAssistedParams)}
-        hints = typing.get_type_hints(HFAssistedParams)
+    elif params_class is not None:
+        declared = {f.name: f for f in dataclasses.fields(params_class)}
+        hints = typing.get_type_hints(params_class)
         for name, value in params.items():
             if name not in declared:
-                raise ConfigError(f"{where}.{name}: unknown hf_assisted parameter (allowed: {sorted(declared)})")
+                raise ConfigError(f"{where}.{name}: unknown {kind} parameter (allowed: {sorted(declared)})")
             check_value(f"{where}.{name}", value, hints[name], declared[name].metadata)
     elif params:
         raise ConfigError(f"{where}.{sorted(params)[0]}: {kind} takes no parameters")

@@ -298,8 +298,7 @@ class ExperimentRunner:
         """What ``batch_stop="cost"`` methods price drafter steps with: ``configs/batch_costs.json``, measured
         once with the prompt of median length cached (rows 1, 2, 4, ... up to ``batch_size``) and reused on resume;
         None when no method needs it."""
-        if not any(
-                m.kind == "entspec" and m.entropy_config().batch_stop == "cost" for m in self.methods):
+        if not any(m.batch_stop == "cost" for m in self.methods):
             return None
         path = self.output_dir / "configs" / "batch_costs.json"
         if path.is_file():

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from entspec.metrics.aggregate import Source, bootstrap_ci, load_rows, paired_bootstrap_ci, summarize
-from entspec.metrics.compare import paired_wilcoxon_test, ratio_of_means
+from entspec.metrics.aggregate import Source, bootstrap_ci, load_rows, summarize
+from entspec.metrics.compare import paired_speedup, paired_wilcoxon_test
 from entspec.metrics.entropy_acceptance import EntropyAcceptance, entropy_acceptance
 from entspec.metrics.generation import (
     GENERATION_METRIC_NAMES,
@@ -159,16 +159,16 @@ class ComparativeEvaluator:
     def _compare(self, pairs: pd.DataFrame, confidence: float, n_resamples: int, seed: int) -> dict:
         x = pairs[self.metric].to_numpy(dtype=float)
         y = pairs[f"baseline_{self.metric}"].to_numpy(dtype=float)
-        low, high = paired_bootstrap_ci((x, y), ratio_of_means, confidence, n_resamples, seed)
+        speedup = paired_speedup(x, y, confidence, n_resamples, seed)
         stat, p = paired_wilcoxon_test(x, y)
         match = pairs["outputs_match"]
         return {
             "n_pairs": int(len(pairs)),
             f"mean_{self.metric}": float(x.mean()) if x.size else math.nan,
             f"mean_baseline_{self.metric}": float(y.mean()) if y.size else math.nan,
-            "speedup": float(ratio_of_means(x, y)) if x.size else math.nan,
-            "speedup_ci_low": low,
-            "speedup_ci_high": high,
+            "speedup": speedup["speedup"],
+            "speedup_ci_low": speedup["speedup_ci_low"],
+            "speedup_ci_high": speedup["speedup_ci_high"],
             "mean_per_prompt_speedup": float(np.mean(x / y)) if x.size else math.nan,
             "geomean_per_prompt_speedup": float(np.exp(np.mean(np.log(x / y)))) if x.size else math.nan,
             "wilcoxon_statistic": stat,

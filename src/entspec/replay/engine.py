@@ -24,8 +24,8 @@ from ..engine.config import EntropyConfig
 from ..engine.entropy import ENTROPY_TYPES
 from ..engine.gate import SpeculationGate
 from ..records import GenerationResult, RoundRecord
-from ..engine.round import draft_limit, stop_reason
-from ..rules import DraftState, RoundFeedback, build_criterion
+from ..engine.round import draft_limit, feedback, stop_reason
+from ..rules import DraftState, build_criterion
 from .cost import CostModel
 from .trace import Trace, nats_to_unit
 
@@ -169,8 +169,7 @@ def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens:
                 stop = reason
                 break
         emitted = min(accepted + 1, n_out - pos)
-        rule.update(RoundFeedback(drafted, accepted, list(state.entropies), list(state.token_probs)))
-        gate.update(drafted, accepted)
+        feedback(rule, gate, state, accepted)
         out.drafted.append(drafted)
         out.accepted.append(accepted)
         out.emitted.append(emitted)

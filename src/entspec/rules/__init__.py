@@ -8,7 +8,6 @@
 A new rule is one class with a ``@register("name")`` line in any module that is imported.
 """
 
-from . import entropy, field, goodput  # noqa: F401  (registers the built-in rules)
 from .base import (
     RULE_PARAMS,
     RULES,
@@ -24,6 +23,7 @@ from .base import (
     threshold_parameter,
     unregister,
 )
+from . import entropy, field, goodput  # noqa: E402,F401  (registers the built-in rules; after the registry)
 from .entropy import AbsoluteEntropy, AdaptiveEntropy, CombinedCriterion, RelativeEntropy, WindowEntropy
 from .field import SVIP, AdaEDL, ConfidenceCriterion, FixedLength, HeuristicSchedule
 from .goodput import Goodput

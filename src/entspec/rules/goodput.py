@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..engine.entropy import ENTROPY_TYPES
+from ..engine.round_cost import RoundCost
 from ..validate import bounds, check_knots
 from .base import DraftState, RoundFeedback, StoppingCriterion, register
 
@@ -50,9 +51,9 @@ class Goodput(StoppingCriterion):
     follow the verifier's verdicts by online logistic-regression SGD). After j drafted tokens the whole
     draft survives with probability P_j = prod_i beta_i; one more token adds P_j * beta_j expected tokens (the
     next token's statistics are not known yet; the last ones stand in) and costs c + s (``cost_ratio`` +
-    ``verify_slope``: drafter step plus the extra verified token, in one-token verifier calls). Stop unless
-    P_j * beta_j > margin * R * (c + s), with R the generation's rate so far in tokens per verifier-call
-    time (prior: plain decoding, 1). With margin 1 this is the marginal-value rule that maximises long-run
+    ``verify_slope``, or the measured ``verify_curve``'s step: `RoundCost.marginal`, in one-token verifier calls).
+    Stop unless P_j * beta_j > margin * R * (c + s), with R the generation's rate so far in tokens per
+    verifier-call time (rounds priced by the same `RoundCost`; prior: plain decoding, 1). With margin 1 this is the marginal-value rule that maximises long-run
     tokens per second (docs/replay.md).
     """
 
@@ -63,7 +64,7 @@ class Goodput(StoppingCriterion):
         self.offset = 0.0  # online logit offset of the isotonic curve
         self.next = None if c.next_intercept is None else [c.next_intercept, c.next_slope, c.next_prob]
         self.tokens, self.time = 1.0, 1.0  # one pseudo-round of plain decoding: R starts at 1
-        self.step = c.cost_ratio + c.verify_slope
+        self.cost = RoundCost.of(c)
 
     @staticmethod
     def _sigmoid(w: list[float], entropy: float, prob: float) -> float:
@@ -85,11 +86,11 @@ class Goodput(StoppingCriterion):
             survival *= self.accept_prob(h, q)
         h, q = state.entropies[-1], state.token_probs[-1]
         next_beta = self._sigmoid(self.next, h, q) if self.next else self.accept_prob(h, q)
-        return survival * next_beta <= self.threshold * self.step
+        return survival * next_beta <= self.threshold * self.cost.marginal(len(state))
 
     def update(self, feedback: RoundFeedback) -> None:
         self.tokens += feedback.accepted + 1
-        self.time += 1.0 + feedback.drafted * self.step
+        self.time += self.cost(feedback.drafted)
         lr = self.config.calib_lr
         stats = list(zip(feedback.entropies, feedback.token_probs))
         for i, (h, q) in enumerate(stats[: feedback.accepted + 1]):  # verdicts up to the first rejection
