@@ -84,8 +84,9 @@ def test_sampling_bench_config_pairs_seeds_and_passes_settings():
     assert greedy.seeds == [0] and greedy.top_p is None
 
 
-def test_sampling_bench_on_a_tiny_pair_reports_seed_variance_and_plots(tmp_path):
+def test_sampling_bench_on_a_tiny_pair_reports_seed_variance_replay_and_plots(tmp_path):
     from entspec.bench.plot import plot_speedup_by_task
+    from entspec.replay.record import record_experiment
 
     drafter, verifier = save_tiny_pair(tmp_path / "pair")
     cfg = bench_config("float32", prompts_per_category=1, max_new_tokens=10, preset="reduced",
@@ -93,8 +94,13 @@ def test_sampling_bench_on_a_tiny_pair_reports_seed_variance_and_plots(tmp_path)
                        top_p=0.95, seeds=2)
     cfg.max_sequence_length, cfg.warmup_tokens = 160, 0
     ExperimentRunner(cfg, progress=False).run()
+    record_experiment(cfg, cap=6, trajectories=2, progress=False)  # sampling traces: the expected-value replay
     text = bench_markdown(cfg.output_dir, "entspec bench --test")
     assert "**Seed vs prompt variance**" in text and "| fixed[max_draft_len=2] | 2 |" in text
+    replay_check = text[text.index("**Replay check**"):text.index("**Targets**")]
+    assert "share of sampling oracle (cap)" in replay_check and "not a bound" in replay_check
+    assert "| fixed[max_draft_len=2] |" in replay_check
+    assert "share of the true oracle" not in text[text.index("**Targets**"):]  # no target reads it at T > 0
     figure = plot_speedup_by_task(bench_tables(cfg.output_dir)["speed"], tmp_path / "s.png", "tiny")
     assert figure.stat().st_size > 10_000
 
