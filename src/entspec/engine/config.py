@@ -68,6 +68,10 @@ class EntropyConfig:
     # whole lock step stops when one more drafter step's expected tokens per second fall below the round's, priced
     # with a measured `BatchCostModel` (entspec.engine.batch_cost). Never changes what is emitted.
     batch_stop: str = field(default="rows", metadata=bounds(choices=("rows", "cost")))
+    # Chunked drafting: a rule that reads statistics reads them every draft_chunk tokens (one device -> host read per
+    # chunk instead of per token) and stops at its first stop inside the chunk; the drafted prefix is the one the
+    # per-token loop keeps, the extra drafter steps are the price. 1: read every token. Never changes what is emitted.
+    draft_chunk: int = field(default=1, metadata=bounds(min=1))
     record_all_entropies: bool = True  # trace every entropy type per drafted token (for analysis)
     rule_params: dict[str, Any] = field(default_factory=dict)
 

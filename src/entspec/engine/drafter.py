@@ -133,11 +133,13 @@ class EntropyBasedDrafter:
         # at its first EOS after the loop instead: no random draw is spent past it).
         per_token = not self.reads_nothing or (bool(eos_token_ids) and not sampling.greedy)
         tokens, processed_rows, probs, token_ids = [], [], [], []
+        chunk = self.config.draft_chunk if per_token else 1  # tokens drafted between two reads
         reason = "none" if limit.tokens >= 1 else limit.at_limit
         if self.window and len(self.lm) >= 2 * self.window:  # rebuild the window on the last N tokens
             self.window_start = sequence.shape[1] - self.window
             self.lm.prefill(sequence[:, self.window_start:])
         inputs = sequence[:, self.window_start + len(self.lm):]  # not yet cached: 0 after the prefill, 1, 2, ...
+        unread: list[torch.Tensor] = []  # the statistics of the chunk's tokens, read together
         while len(tokens) < limit.tokens:
             # 1. One drafter step: next-token logits, processed distribution q, the drafted token x ~ q.
             logits = self.lm.extend(inputs, 1)  # [1, V]
@@ -148,23 +150,30 @@ class EntropyBasedDrafter:
             processed_rows.append(processed)
             probs.append(q)
             inputs = token.view(1, 1)
-            # 2. What the rule reads, in one device -> host read (NaN until filled after the loop otherwise).
-            if per_token:
-                stats = [STATISTICS[name](self, processed, q, token) for name in self.reads]
-                values = torch.cat([token.to(q.dtype), *stats]).tolist()
+            if per_token:  # 2. what the rule reads: [x, q(x), declared statistics], read once per chunk
+                unread.append(torch.cat([token.to(q.dtype), *(STATISTICS[n](self, processed, q, token)
+                                                              for n in self.reads)]))
+                if len(unread) < chunk and len(tokens) < limit.tokens:
+                    continue
+                rows, unread = torch.stack(unread).tolist(), []
                 reads["loop"] += 1
-                token_ids.append(int(values[0]))
+            else:  # a rule that reads nothing sees the draft length only; the values are filled in after the loop
+                rows = [None]
+            # 3. Token by token: stop at EOS, when the rule says so (after min_draft_len), or at the limit.
+            first = len(tokens) - len(rows)
+            for i, values in enumerate(rows, start=first):
                 for name in DraftState.__dataclass_fields__:
-                    getattr(state, name).append(values[1 + self.reads.index(name)] if name in self.reads
+                    getattr(state, name).append(values[1 + self.reads.index(name)] if values and name in self.reads
                                                 else math.nan)
-            else:
-                for name in DraftState.__dataclass_fields__:
-                    getattr(state, name).append(math.nan)
-            # 3. Stop at EOS, when the rule says so (after min_draft_len), or at the limit.
-            stop = stop_reason(self.config, self.criterion, state, per_token and token_ids[-1] in eos_token_ids,
-                               limit)
-            if stop is not None:
-                reason = stop
+                if values:
+                    token_ids.append(int(values[0]))
+                stop = stop_reason(self.config, self.criterion, state, bool(values) and token_ids[-1] in eos_token_ids,
+                                   limit)
+                if stop is not None:
+                    reason = stop
+                    del tokens[i + 1:], processed_rows[i + 1:], probs[i + 1:]  # the chunk's steps past the stop
+                    break
+            if reason != "none":
                 break
         draft = Draft(torch.cat(tokens) if tokens else sequence.new_zeros(0),
                       torch.cat(probs) if probs else torch.zeros(0, self.lm.model.config.vocab_size,

@@ -50,6 +50,13 @@ def stop_reason(config: EntropyConfig, rule: StoppingCriterion, state: DraftStat
     return None
 
 
+def drafter_steps(config: EntropyConfig, drafted: int, limit: DraftLimit, reads: bool) -> int:
+    """The drafter steps of a round that kept ``drafted`` tokens: with chunked reading (``draft_chunk`` m, a rule
+    that reads) the steps run to the end of the chunk the stop fell in, at most the limit."""
+    chunk = config.draft_chunk if reads else 1
+    return min(-(-drafted // chunk) * chunk, max(limit.tokens, drafted))
+
+
 def feedback(rule: StoppingCriterion, gate: SpeculationGate, state: DraftState, accepted: int) -> None:
     """The verifier accepted the first ``accepted`` of the round's ``len(state)`` drafted tokens: the rule and the
     gate hear it (rounds that drafted nothing too)."""

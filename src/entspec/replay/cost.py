@@ -67,12 +67,14 @@ class CostModel:
             return float(self._v[-1] + slope * (m - self._m[-1]))
         return float(np.interp(m, self._m, self._v))
 
-    def round_time(self, drafted: int, first: bool = False) -> float:
-        """Seconds of one round that drafts ``drafted`` tokens (``first``: right after the prefill)."""
-        key = (drafted, first)
+    def round_time(self, drafted: int, first: bool = False, steps: int | None = None) -> float:
+        """Seconds of one round that drafts ``drafted`` tokens (``first``: right after the prefill) in ``steps``
+        drafter steps (default ``drafted``; more with chunked drafting)."""
+        key = (drafted, first, steps)
         if key not in self._rounds:
             verified = drafted if first else drafted + 1
-            self._rounds[key] = drafted * self.draft_step_s + self.verify(verified) + self.overhead_round_s
+            self._rounds[key] = ((drafted if steps is None else steps) * self.draft_step_s + self.verify(verified)
+                                 + self.overhead_round_s)
         return self._rounds[key]
 
     def prefill(self, prompt_len: int, with_drafter: bool = True) -> float:

@@ -18,14 +18,14 @@ stopping rule could reach on the same trace (a shortest path over output positio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..engine.config import EntropyConfig
 from ..engine.entropy import ENTROPY_TYPES
 from ..engine.gate import SpeculationGate
 from ..records import GenerationResult, RoundRecord
-from ..engine.round import draft_limit, feedback, stop_reason
-from ..rules import DraftState, build_criterion
+from ..engine.round import draft_limit, drafter_steps, feedback, stop_reason
+from ..rules import RULES, DraftState, build_criterion
 from .cost import CostModel
 from .trace import Trace, nats_to_unit
 
@@ -44,6 +44,7 @@ class ReplayResult:
     thresholds: list[float | None]
     prefill_s: float
     round_s: list[float]
+    steps: list[int] = field(default_factory=list)  # drafter steps per round (more than drafted when chunked)
 
     @property
     def new_tokens(self) -> int:
@@ -55,7 +56,7 @@ class ReplayResult:
 
     @property
     def drafter_steps(self) -> int:
-        return sum(self.drafted)
+        return sum(self.steps)
 
     @property
     def time_s(self) -> float:
@@ -73,7 +74,7 @@ class ReplayResult:
         """The replay as a `GenerationResult` with modelled times, for the metrics in :mod:`entspec.metrics`."""
         records = []
         for i, (d, a, e) in enumerate(self.rounds()):
-            draft_s = d * cost.draft_step_s
+            draft_s = self.steps[i] * cost.draft_step_s
             verify_s = cost.verify(d if i == 0 else d + 1)
             records.append(RoundRecord(drafted=d, accepted=a, emitted=e, entropies=self.entropies[i],
                                        stop_reason=self.stop_reasons[i], draft_time_s=draft_s,
@@ -132,6 +133,7 @@ def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens:
     col = _columns(trace)
     rule = build_criterion(config)
     rule.reset()
+    reads = bool(RULES[config.strategy].reads)  # chunked reading applies to rules that read
     gate = SpeculationGate(config)
     scale = nats_to_unit(config.entropy_unit)
     kind = ENTROPY_TYPES.index(config.entropy_type)
@@ -175,7 +177,8 @@ def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens:
         out.emitted.append(emitted)
         out.stop_reasons.append(stop)
         out.entropies.append(state.entropies)
-        out.round_s.append(cost.round_time(drafted, first=pos == 0))
+        out.steps.append(drafter_steps(config, drafted, limit, reads))
+        out.round_s.append(cost.round_time(drafted, first=pos == 0, steps=out.steps[-1]))
         pos += emitted
     return out
 
