@@ -38,11 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_path
 from ..engine.entropy import ENTROPY_TYPES, EntropyComputer
 from ..engine.kv import cache_kwarg, new_cache
 from ..engine.sampling import SamplingParams
-from .trace import TRACE_GLOB, Trace, TraceMeta
+from .trace import TRACE_GLOB, Trace, TraceMeta, file_safe, load_folder, save_npz, verifier_output
 
 SAMPLED_VERSION = 1
 KIND = "sampled"
@@ -118,12 +117,8 @@ class SampledTrace:
 
     # ----------------------------------------------------------------- files
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {name: getattr(self, name) for name in SAMPLED_ARRAYS}
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a killed recorder leaves the previous file or none
-            np.savez_compressed(f, meta=np.array(json.dumps({**asdict(self.meta), "extra": self.extra})), **arrays)
-        return path
+        return save_npz(path, {**asdict(self.meta), "extra": self.extra},
+                        {n: getattr(self, n) for n in SAMPLED_ARRAYS})
 
     @classmethod
     def load(cls, path: str | Path) -> "SampledTrace":
@@ -174,24 +169,13 @@ def read_trace(path: str | Path) -> Trace | SampledTrace:
 
 
 def sampled_trace_path(folder: str | Path, index: int, prompt_id: str, seed: int) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in prompt_id)
-    return Path(folder) / f"{index:04d}-{safe}~s{seed}.npz"
+    return Path(folder) / f"{index:04d}-{file_safe(prompt_id)}~s{seed}.npz"
 
 
 def load_sampled_traces(folder: str | Path) -> list[SampledTrace]:
     """Every sampling trace in ``folder`` (by file name: prompt index, then seed); a folder whose traces differ in
     a setting (`SAMPLED_SHARED`) or holds greedy traces is refused naming the file and the field."""
-    paths = sorted(Path(folder).glob(TRACE_GLOB))
-    if not paths:
-        raise FileNotFoundError(f"{folder}: no traces ({TRACE_GLOB}); record them with `entspec trace`")
-    traces = [SampledTrace.load(p) for p in paths]
-    first = traces[0].meta
-    for path, trace in zip(paths[1:], traces[1:]):
-        for name in SAMPLED_SHARED:
-            if getattr(trace.meta, name) != getattr(first, name):
-                raise ValueError(f"{path}: recorded with {name}={getattr(trace.meta, name)!r} but {paths[0].name} "
-                                 f"with {getattr(first, name)!r}; one traces folder holds one setting")
-    return traces
+    return load_folder(folder, sorted(Path(folder).glob(TRACE_GLOB)), SampledTrace.load, SAMPLED_SHARED)
 
 
 # --------------------------------------------------------------------------------------------- recording
@@ -222,20 +206,10 @@ def record_sampled_trace(
         output: the trajectory, if already known (any lossless sampled run at these settings); otherwise the
             engine's autoregressive mode samples it with ``seed``.
     """
-    from ..engine.decoder import EntropyBasedSpeculativeDecoder
-
     if sampling.greedy:
         raise ValueError("temperature: a sampling trace needs temperature > 0 (record_trace records greedy ones)")
-    if cap < 1:
-        raise ValueError(f"cap must be >= 1, got {cap}")
-    plain = EntropyBasedSpeculativeDecoder.autoregressive(verifier)
-    eos = sorted(plain.eos_ids(eos_token_id))
-    if output is None:
-        output = plain.generate(input_ids, max_new_tokens=max_new_tokens, temperature=sampling.temperature,
-                                top_k=sampling.top_k, top_p=sampling.top_p, seed=seed, eos_token_id=eos or None,
-                                ignore_eos=not eos).new_tokens
-    if not output:
-        raise ValueError(f"{prompt_id}: empty output (max_new_tokens={max_new_tokens})")
+    eos, output = verifier_output(verifier, input_ids, max_new_tokens, cap, output, prompt_id, eos_token_id,
+                                  sampling, seed)
     device = next(drafter.parameters()).device
     prompt = input_ids.to(device)
     full = torch.cat([prompt, prompt.new_tensor([output])], dim=1)  # [1, P + N]

@@ -22,6 +22,7 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ import torch
 from ..atomic import atomic_path
 from ..engine.entropy import ENTROPY_TYPES, EntropyComputer
 from ..engine.kv import cache_kwarg, new_cache
+from ..engine.sampling import SamplingParams
 
 TRACE_VERSION = 1
 
@@ -84,12 +86,7 @@ class Trace:
 
     # ----------------------------------------------------------------- files
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {name: getattr(self, name) for name in _ARRAYS}
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a killed recorder leaves the previous file or none
-            np.savez_compressed(f, meta=np.array(json.dumps({**asdict(self.meta), "extra": self.extra})), **arrays)
-        return path
+        return save_npz(path, {**asdict(self.meta), "extra": self.extra}, {n: getattr(self, n) for n in _ARRAYS})
 
     @classmethod
     def load(cls, path: str | Path) -> "Trace":
@@ -119,8 +116,22 @@ TRACE_GLOB = "[0-9][0-9][0-9][0-9]-*.npz"  # trace files only: never a temporary
 
 
 def trace_path(folder: str | Path, index: int, prompt_id: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in prompt_id)
-    return Path(folder) / f"{index:04d}-{safe}.npz"
+    return Path(folder) / f"{index:04d}-{file_safe(prompt_id)}.npz"
+
+
+def file_safe(prompt_id: str) -> str:
+    """A prompt id as part of a file name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in prompt_id)
+
+
+def save_npz(path: str | Path, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
+    """A trace file: ``meta`` as JSON beside the arrays, written atomically (a killed recorder leaves the previous
+    file or none)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
+    return path
 
 
 def trace_files(folder: str | Path) -> list[Path]:
@@ -135,13 +146,18 @@ SHARED_META = ("max_new_tokens", "cap", "dtype", "renyi_alpha", "entropy_topk", 
 def load_traces(folder: str | Path) -> list[Trace]:
     """Every trace in ``folder`` (sorted by file name, i.e. by prompt index); a folder whose traces were recorded
     with different settings is refused naming the first difference."""
-    paths = trace_files(folder)
+    return load_folder(folder, trace_files(folder), Trace.load, SHARED_META)
+
+
+def load_folder(folder: str | Path, paths: list[Path], load: Callable[[Path], Any], shared: tuple[str, ...]) -> list:
+    """The traces at ``paths`` (of ``folder``), refusing a folder whose traces differ in one of the ``shared`` meta
+    fields (one line naming the file and the field): one traces folder holds one setting."""
     if not paths:
         raise FileNotFoundError(f"{folder}: no traces ({TRACE_GLOB}); record them with `entspec trace`")
-    traces = [Trace.load(p) for p in paths]
+    traces = [load(p) for p in paths]
     first = traces[0].meta
     for path, trace in zip(paths[1:], traces[1:]):
-        for name in SHARED_META:
+        for name in shared:
             if getattr(trace.meta, name) != getattr(first, name):
                 raise ValueError(f"{path}: recorded with {name}={getattr(trace.meta, name)!r} but {paths[0].name} "
                                  f"with {getattr(first, name)!r}; one traces folder holds one setting")
@@ -173,17 +189,7 @@ def record_trace(
             otherwise they are generated with the engine's autoregressive mode.
         cap: the longest draft length replay will be asked about (continuations hold ``cap - 1`` tokens).
     """
-    from ..engine.decoder import EntropyBasedSpeculativeDecoder
-
-    if cap < 1:
-        raise ValueError(f"cap must be >= 1, got {cap}")
-    plain = EntropyBasedSpeculativeDecoder.autoregressive(verifier)
-    eos = sorted(plain.eos_ids(eos_token_id))
-    if output is None:
-        output = plain.generate(input_ids, max_new_tokens=max_new_tokens, temperature=0.0,
-                                eos_token_id=eos or None, ignore_eos=not eos).new_tokens
-    if not output:
-        raise ValueError(f"{prompt_id}: empty output (max_new_tokens={max_new_tokens})")
+    eos, output = verifier_output(verifier, input_ids, max_new_tokens, cap, output, prompt_id, eos_token_id)
     device = next(drafter.parameters()).device
     prompt = input_ids.to(device)
     full = torch.cat([prompt, prompt.new_tensor([output])], dim=1)  # [1, P + N]
@@ -207,6 +213,27 @@ def record_trace(
                      dtype=str(next(drafter.parameters()).dtype).replace("torch.", ""))
     return Trace(meta, output_arr, draft_token, token_prob, token_prob.copy(), entropies, wrong.astype(np.int64),
                  cont_token, cont_prob, cont_entropy)
+
+
+def verifier_output(verifier: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int, cap: int,
+                    output: list[int] | None, prompt_id: str, eos_token_id: int | list[int] | None,
+                    sampling: SamplingParams | None = None, seed: int = 0) -> tuple[list[int], list[int]]:
+    """The EOS ids and the verifier's output a trace is recorded along: ``output`` when given (any lossless run),
+    else the engine's autoregressive decoding, greedy or with ``sampling`` and ``seed``."""
+    from ..engine.decoder import EntropyBasedSpeculativeDecoder
+
+    if cap < 1:
+        raise ValueError(f"cap must be >= 1, got {cap}")
+    plain = EntropyBasedSpeculativeDecoder.autoregressive(verifier)
+    eos = sorted(plain.eos_ids(eos_token_id))
+    if output is None:
+        sampling = sampling or SamplingParams(0.0)
+        output = plain.generate(input_ids, max_new_tokens=max_new_tokens, temperature=sampling.temperature,
+                                top_k=sampling.top_k, top_p=sampling.top_p, seed=seed, eos_token_id=eos or None,
+                                ignore_eos=not eos).new_tokens
+    if not output:
+        raise ValueError(f"{prompt_id}: empty output (max_new_tokens={max_new_tokens})")
+    return eos, output
 
 
 def _stats(logits: torch.Tensor, entropy: EntropyComputer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
