@@ -252,13 +252,16 @@ class EntropyBasedSpeculativeDecoder:
                 num_accepted, token, ratios = speculative_accept(
                     draft.tokens[None], draft.probs[None], target_probs[None], generator)
                 num_accepted, token, ratios = num_accepted[0], token[0], ratios[0]
-            # One device -> host read per round: [accepted, next token, NaN?, accept probs (n)].
+            # One device -> host read per round: [accepted, next token, NaN?, accept probs (n), the draft's
+            # statistics the drafter has not read (its tokens, entropies, ...)].
             head = torch.stack([num_accepted, token, torch.isnan(target_logits).any()]).double()
-            verdict = torch.cat([head, ratios.double()]).tolist()
+            verdict = torch.cat([head, ratios.double(), *(t.double() for t in draft.unread.values())]).tolist()
             if verdict[2]:
                 raise ValueError(f"{type(self.verifier.model).__name__} produced NaN logits "
                                  "(check the dtype and the weights)")
-            accepted, next_token, accept_probs = int(verdict[0]), int(verdict[1]), verdict[3:]
+            draft.settle(verdict[3 + n:])  # the record's statistics; NaN check; an unread draft cut at its EOS
+            n = len(draft)
+            accepted, next_token, accept_probs = min(int(verdict[0]), n), int(verdict[1]), verdict[3:3 + n]
 
         # 4. Roll back: the verifier keeps the accepted prefix; its own token is fed next round.
         self.verifier.crop(length + accepted)

@@ -7,8 +7,10 @@ prefix, the rule and the gate learn from it); `start` begins a generation on a p
 The draft loop is the hot path. Per drafted token it reads from the device at most once: one small tensor with
 the token, its draft probability and the statistics the rule declares (`RuleInfo.reads`, computed by the
 `STATISTICS` table); a rule that reads nothing (fixed, heuristic) reads nothing. What the records need beyond
-that (the statistics the rule did not read, every entropy type for the trace) is computed after the loop in one
-batched pass over the round's distributions and read together, with the round's one NaN check.
+that (the tokens and statistics the rule did not read, every entropy type for the trace) is computed after the
+loop in one batched pass over the round's distributions and left on the device (`Draft.unread`): the decode loop
+reads it together with the verifier's verdict, so a round costs the loop's reads plus one (`Draft.settle` fills
+the record, checks NaN once and cuts a draft whose tokens were not read after its first EOS).
 """
 
 from __future__ import annotations
@@ -54,10 +56,39 @@ class Draft:
     threshold: float | None = None  # the rule's threshold this round (rules that have one)
     seconds: float = 0.0
     entropies_by_type: dict[str, list[float]] = field(default_factory=dict)
-    host_reads: dict[str, int] = field(default_factory=dict)  # device -> host reads: "loop", "statistics"
+    host_reads: dict[str, int] = field(default_factory=dict)  # device -> host reads of the draft loop: "loop"
+    unread: dict[str, torch.Tensor] = field(default_factory=dict)  # [n] each: "tokens", "token_probs",
+    # "entropies" (the configured type) and the other entropy types, not read yet (`settle` takes them)
+    entropy_type: str = "shannon"  # the configured type, the one `state.entropies` holds
+    cut_at: frozenset[int] = frozenset()  # EOS ids a draft whose tokens were not read is cut after, in `settle`
+    source: str = ""  # the drafter model's class (names it in the NaN error)
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
+
+    def settle(self, values: list[float]) -> None:
+        """``values``: the `unread` tensors, read (in their order, n values each). Fills the record, raises on NaN
+        logits (they make a whole row of q NaN, so its token's probability shows it: one check per round) and
+        cuts a draft whose tokens were not read after its first EOS (no random draw was spent past it; the
+        verifier's verdict on the tokens after it is dropped with them)."""
+        n, by_type = len(self), {}
+        for i, name in enumerate(self.unread):
+            part = values[i * n:(i + 1) * n]
+            if name == "tokens":
+                self.token_ids[:] = [int(t) for t in part]
+            elif name in RECORDED:
+                getattr(self.state, name)[:] = part
+            else:
+                by_type[name] = part
+        self.unread = {}
+        if any(math.isnan(p) for p in self.state.token_probs):
+            raise ValueError(f"{self.source} produced NaN logits (check the dtype and the weights)")
+        if by_type:
+            self.entropies_by_type = {name: list(self.state.entropies) if name == self.entropy_type else by_type[name]
+                                      for name in ENTROPY_TYPES}
+        cut = next((i + 1 for i, t in enumerate(self.token_ids) if t in self.cut_at), None)
+        if cut is not None:
+            _truncate(self, cut)
 
 
 class EntropyBasedDrafter:
@@ -128,7 +159,7 @@ class EntropyBasedDrafter:
     def _draft(self, sequence: torch.Tensor, limit: DraftLimit, sampling: SamplingParams,
                generator: torch.Generator | None, eos_token_ids: set[int]) -> Draft:
         """Draft up to ``limit.tokens`` tokens after ``sequence``; the stop decisions are `round.stop_reason`'s."""
-        state, reads = DraftState(), {"loop": 0, "statistics": 0}
+        state, reads = DraftState(), {"loop": 0}
         # Read per token when the rule reads something, or to see an EOS as it is sampled (a greedy draft is cut
         # at its first EOS after the loop instead: no random draw is spent past it).
         per_token = not self.reads_nothing or (bool(eos_token_ids) and not sampling.greedy)
@@ -178,43 +209,25 @@ class EntropyBasedDrafter:
         draft = Draft(torch.cat(tokens) if tokens else sequence.new_zeros(0),
                       torch.cat(probs) if probs else torch.zeros(0, self.lm.model.config.vocab_size,
                                                                  device=sequence.device),
-                      state, reason, token_ids, host_reads=reads)
+                      state, reason, token_ids, host_reads=reads, entropy_type=self.config.entropy_type,
+                      cut_at=frozenset() if per_token else frozenset(eos_token_ids),
+                      source=type(self.lm.model).__name__)
         if tokens:
-            self._statistics(draft, torch.cat(processed_rows), per_token)
-            if not per_token and eos_token_ids:  # a greedy draft that did not read its tokens: cut after its EOS
-                cut = next((i + 1 for i, t in enumerate(draft.token_ids) if t in eos_token_ids), None)
-                if cut is not None:
-                    _truncate(draft, cut)
+            draft.unread = self._statistics(draft, torch.cat(processed_rows), per_token)
         return draft
 
-    def _statistics(self, draft: Draft, processed: torch.Tensor, per_token: bool) -> None:
-        """Once per round, batched over the ``n`` drafted tokens: what the loop did not read (the tokens, the
-        recorded statistics, every entropy type when `record_all_entropies` is set) in one read, then the round's
-        NaN check (NaN logits make a whole row of q NaN, so its token's probability shows it)."""
-        cfg, state = self.config, draft.state
+    def _statistics(self, draft: Draft, processed: torch.Tensor, per_token: bool) -> dict[str, torch.Tensor]:
+        """Once per round, batched over the ``n`` drafted tokens, on the device: what the loop did not read (the
+        tokens, the recorded statistics, every entropy type when `record_all_entropies` is set)."""
+        cfg = self.config
         read = set(self.reads) if per_token else set()
-        rows = {} if per_token else {"tokens": draft.tokens.to(processed.dtype)}
+        rows = {} if per_token else {"tokens": draft.tokens}
         for name in RECORDED:
             if name not in read:
                 rows[name] = STATISTICS[name](self, processed, draft.probs, draft.tokens)
-        others = [t for t in ENTROPY_TYPES if t != cfg.entropy_type] if cfg.record_all_entropies else []
-        for name in others:
+        for name in [t for t in ENTROPY_TYPES if t != cfg.entropy_type] if cfg.record_all_entropies else []:
             rows[name] = self.entropy.compute(processed, name, check=False)
-        if rows:
-            values = dict(zip(rows, torch.stack(list(rows.values())).tolist()))
-            draft.host_reads["statistics"] += 1
-            if "tokens" in values:
-                draft.token_ids[:] = [int(t) for t in values.pop("tokens")]
-            for name in RECORDED:
-                if name in values:
-                    getattr(state, name)[:] = values[name]
-        else:
-            values = {}
-        if any(math.isnan(p) for p in state.token_probs):
-            raise ValueError(f"{type(self.lm.model).__name__} produced NaN logits (check the dtype and the weights)")
-        if cfg.record_all_entropies:
-            draft.entropies_by_type = {name: list(state.entropies) if name == cfg.entropy_type else values[name]
-                                       for name in ENTROPY_TYPES}
+        return rows
 
 
 class NullDrafter:
@@ -245,7 +258,7 @@ def empty_draft(sequence: torch.Tensor, vocab: int, stop_reason: str = "none",
                 threshold: float | None = None) -> Draft:
     """A round without draft tokens (``stop_reason`` "none", or "gate" when the gate skipped drafting)."""
     return Draft(sequence.new_zeros(0), torch.zeros(0, vocab, device=sequence.device), DraftState(), stop_reason,
-                 committed=sequence.shape[1], threshold=threshold, host_reads={"loop": 0, "statistics": 0})
+                 committed=sequence.shape[1], threshold=threshold, host_reads={"loop": 0})
 
 
 def _truncate(draft: Draft, n: int) -> None:
