@@ -87,35 +87,6 @@ class ReplayResult:
                                 finish_reason="eos" if _ends_with_eos(trace) else "length", method="replay")
 
 
-@dataclass
-class _Columns:
-    """A trace as plain Python lists (indexing lists is several times faster than numpy scalars)."""
-
-    output: list[int]
-    draft_token: list[int]
-    token_prob: list[float]
-    entropy: list[list[float]]
-    cont_row: dict[int, int]
-    cont_token: list[list[int]]
-    cont_prob: list[list[float]]
-    cont_entropy: list[list[list[float]]]
-    eos: frozenset[int]
-    steps: int  # continuation length (cap - 1)
-
-
-def _columns(trace: Trace) -> _Columns:
-    cached = getattr(trace, "_columns", None)  # built once per trace, not a dataclass field (not saved)
-    if cached is None:
-        cached = _Columns(
-            output=trace.output.tolist(), draft_token=trace.draft_token.tolist(), token_prob=trace.token_prob.tolist(),
-            entropy=trace.entropy.tolist(), cont_row={int(t): i for i, t in enumerate(trace.cont_pos)},
-            cont_token=trace.cont_token.tolist(), cont_prob=trace.cont_prob.tolist(),
-            cont_entropy=trace.cont_entropy.tolist(), eos=frozenset(trace.meta.eos_token_ids),
-            steps=int(trace.cont_token.shape[1]) if trace.cont_token.ndim == 2 else 0)
-        trace._columns = cached
-    return cached
-
-
 def check_replayable(trace: Trace, config: EntropyConfig) -> None:
     """Refuse settings the trace cannot answer, with one line naming the field."""
     if config.max_draft_len > trace.meta.cap:
@@ -130,7 +101,7 @@ def check_replayable(trace: Trace, config: EntropyConfig) -> None:
 def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens: int | None = None) -> ReplayResult:
     """The rounds ``config``'s rule produces on ``trace`` (module docstring), timed by ``cost``."""
     check_replayable(trace, config)
-    col = _columns(trace)
+    col = trace.lists
     rule = build_criterion(config)
     rule.reset()
     reads = bool(RULES[config.strategy].reads)  # chunked reading applies to rules that read

@@ -8,29 +8,10 @@
 A new rule is one class with a ``@register("name")`` line in any module that is imported.
 """
 
-from .base import (
-    RULE_PARAMS,
-    RULES,
-    STOPPING_CRITERIA,
-    DraftState,
-    ParamDecl,
-    RoundFeedback,
-    RuleInfo,
-    StoppingCriterion,
-    build_criterion,
-    entropy_rules,
-    register,
-    threshold_parameter,
-    unregister,
-)
-from . import entropy, field, goodput  # noqa: E402,F401  (registers the built-in rules; after the registry)
-from .entropy import AbsoluteEntropy, AdaptiveEntropy, CombinedCriterion, RelativeEntropy, WindowEntropy
-from .field import SVIP, AdaEDL, ConfidenceCriterion, FixedLength, HeuristicSchedule
-from .goodput import Goodput
+from . import base, entropy, field, goodput  # the registry first; importing the rules registers them
+from .base import *  # noqa: F401,F403
+from .entropy import *  # noqa: F401,F403
+from .field import *  # noqa: F401,F403
+from .goodput import *  # noqa: F401,F403
 
-__all__ = [
-    "RULE_PARAMS", "RULES", "STOPPING_CRITERIA", "DraftState", "ParamDecl", "RoundFeedback", "RuleInfo",
-    "StoppingCriterion", "build_criterion", "entropy_rules", "register", "threshold_parameter", "unregister",
-    "AbsoluteEntropy", "AdaptiveEntropy", "CombinedCriterion", "RelativeEntropy", "WindowEntropy", "SVIP", "AdaEDL",
-    "ConfidenceCriterion", "FixedLength", "HeuristicSchedule", "Goodput",
-]
+__all__ = [*base.__all__, *entropy.__all__, *field.__all__, *goodput.__all__]

@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     from ..engine.config import EntropyConfig
 
+__all__ = ["RULE_PARAMS", "RULES", "STOPPING_CRITERIA", "DraftState", "ParamDecl", "RoundFeedback", "RuleInfo",
+           "StoppingCriterion", "build_criterion", "entropy_rules", "register", "threshold_parameter", "unregister"]
+
 
 @dataclass
 class DraftState:

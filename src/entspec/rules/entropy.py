@@ -12,6 +12,8 @@ from .base import STOPPING_CRITERIA, DraftState, RoundFeedback, StoppingCriterio
 if TYPE_CHECKING:
     from ..engine.config import EntropyConfig
 
+__all__ = ["AbsoluteEntropy", "AdaptiveEntropy", "CombinedCriterion", "RelativeEntropy", "WindowEntropy"]
+
 
 @register("absolute", threshold="theta_abs",
           sweep={"theta_abs": (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0), "max_draft_len": (8, 12, 20)})

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from ..validate import bounds
 from .base import DraftState, RoundFeedback, StoppingCriterion, register
 
+__all__ = ["SVIP", "AdaEDL", "ConfidenceCriterion", "FixedLength", "HeuristicSchedule"]
+
 
 @register("fixed", reads=(), threshold="max_draft_len", sweep={"max_draft_len": tuple(range(1, 13))})
 class FixedLength(StoppingCriterion):

@@ -19,6 +19,8 @@ from .base import DraftState, RoundFeedback, StoppingCriterion, register
 if TYPE_CHECKING:
     from ..replay.trace import Trace
 
+__all__ = ["Goodput"]
+
 
 @dataclass(frozen=True)
 class GoodputParams:
