@@ -36,6 +36,7 @@ import yaml
 from ..engine.config import EntropyConfig
 from ..rules import RULES
 from ..rules.goodput import fit_calibration, fit_isotonic_calibration, fit_next_calibration
+from ..metrics.compare import fmt, markdown_table
 from .cost import CostModel
 from .engine import plain_decoding, replay, true_oracle
 from .expected import DRAWS, realisations, sampling_oracle
@@ -330,25 +331,22 @@ def report_markdown(result: TuneResult, cost: CostModel, command: str) -> str:
             "the rule's cap and uncapped; a rule sees its drafted tokens, the schedule does not, so it can exceed 1. "
             "Chosen on the tuning prompts, reported on the held-out prompts.", ""]),
         "## Best configuration per rule (chosen over all categories)", "",
-        "| rule | configuration | tuning speedup | held-out speedup | gate toggled | of oracle at cap | "
-        "of oracle |",
-        "|---|---|---|---|---|---|---|",
+        markdown_table(("rule", "configuration", "tuning speedup", "held-out speedup", "gate toggled",
+                        "of oracle at cap", "of oracle"),
+                       [(r.strategy, f"`{_short_params(r.params)}`", fmt(r.tune_speedup), fmt(r.held_out_speedup),
+                         fmt(r.held_out_speedup_gate_toggled), fmt(r.of_oracle_at_cap), fmt(r.of_oracle))
+                        for r in overall.itertuples()]),
     ]
-    for r in overall.itertuples():
-        lines.append(f"| {r.strategy} | `{_short_params(r.params)}` | {r.tune_speedup:.3f} | "
-                     f"{r.held_out_speedup:.3f} | {r.held_out_speedup_gate_toggled:.3f} | {r.of_oracle_at_cap:.3f} | "
-                     f"{r.of_oracle:.3f} |")
     if len(overall):
         name = "True oracle" if result.sampling is None else "Sampling oracle"
-        lines += ["", f"{name} (uncapped) on the held-out prompts: {overall.oracle_speedup.iloc[0]:.3f}× "
+        lines += ["", f"{name} (uncapped) on the held-out prompts: {fmt(overall.oracle_speedup.iloc[0])}× "
                       "plain decoding.", ""]
     per_cat = best[best.category != ALL]
     if len(per_cat):
         table = per_cat.pivot(index="strategy", columns="category", values="held_out_speedup")
         lines += ["## Held-out speedup with a configuration chosen per category", "",
-                  "| rule | " + " | ".join(table.columns) + " |", "|---|" + "---|" * len(table.columns)]
-        for strategy, row in table.iterrows():
-            lines.append(f"| {strategy} | " + " | ".join(f"{v:.3f}" for v in row.values) + " |")
+                  markdown_table(("rule", *table.columns),
+                                 [(strategy, *(fmt(v) for v in row.values)) for strategy, row in table.iterrows()])]
     return "\n".join(lines) + "\n"
 
 
