@@ -300,3 +300,119 @@ def test_error_bars_are_never_negative():
     err = _error_bars([1.0, 0.5, float("nan")], [0.9, 0.6, 0.1], [0.9999999, 0.7, float("nan")])
     assert (err >= 0).all() and err.shape == (2, 3)
     assert err[0, 0] == pytest.approx(0.1) and err[1, 1] == pytest.approx(0.2) and err[0, 1] == 0.0
+
+
+# ---------------------------------------------------------------- traces: replayed curves, the true oracle, the demo
+@pytest.fixture(scope="module")
+def traced(experiment, tmp_path_factory):
+    """The experiment plus greedy traces of its prompts (the fixture's pair, cap 8) and a fixed cost model."""
+    import shutil
+
+    from analysis_fixtures import GENERATION, _prompts
+    from entspec.replay.cost import CostModel
+    from entspec.replay.trace import record_trace, trace_path
+    from tiny import perturbed, tiny_llama
+
+    root = tmp_path_factory.mktemp("traced") / "exp"
+    shutil.copytree(experiment, root, ignore=shutil.ignore_patterns("plots"))
+    verifier = tiny_llama(seed=0, vocab=64, sharpness=40.0)  # the pair analysis_fixtures decodes with
+    drafter = perturbed(verifier, noise=0.1)
+    for i, (prompt_id, category, ids) in enumerate(_prompts(N_PROMPTS, 64)):
+        trace = record_trace(drafter, verifier, ids, max_new_tokens=GENERATION["max_new_tokens"], cap=8,
+                             prompt_id=prompt_id, category=category)
+        trace.save(trace_path(root / "traces", i, prompt_id))
+    CostModel(draft_step_s=0.4, verify_tokens=[1, 9], verify_s=[1.0, 1.2],
+              overhead_round_s=0.01).save(root / "traces" / "cost_model.json")
+    return root
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the analysis saves, by file name, kept for inspection."""
+    from entspec.analysis import plots
+
+    saved, save = {}, plots._save
+
+    def keep(fig, path):
+        saved[path.name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return saved
+
+
+def shown_axes(fig) -> list:
+    """The figure's visible panels; each has data, none says "no data"."""
+    axes = [ax for ax in fig.axes if ax.axison and ax.get_label() != "<colorbar>"]
+    for ax in axes:
+        assert ax.lines or ax.collections or ax.patches or ax.images, ax.get_title()
+        assert not any(t.get_text().startswith("no data") for t in ax.texts), ax.get_title()
+    return axes
+
+
+def test_traces_give_dense_replay_curves_and_the_true_oracle_share(traced, figures):
+    from entspec import EntropyConfig
+    from entspec.replay.cost import load_cost_model
+    from entspec.replay.engine import predicted_speedups
+    from entspec.replay.trace import load_traces
+    from entspec.rules import RULES
+
+    result = AnalysisPipeline(traced, n_resamples=200).run_full_analysis()
+    curves = pd.read_csv(result.tables["replay_curves"])
+    assert set(curves.strategy) == {"fixed", "absolute", "adaptive", "relative"}
+    traces, cost = load_traces(traced / "traces"), load_cost_model(traced / "traces")
+    panels = {ax.get_title().split(":")[0]: ax for ax in shown_axes(figures["comparison_analysis.png"])}
+    assert set(panels) == set(curves.strategy) | {"Acceptance rate vs mean draft length"}
+    for strategy, curve in curves.groupby("strategy"):
+        sweep = RULES[strategy].sweep[RULES[strategy].threshold]
+        assert len(curve) >= 8 and curve.value.min() <= min(sweep) and curve.value.max() >= min(max(sweep), 8)
+        drawn = [line.get_xydata() for line in panels[strategy].lines if len(line.get_xdata()) == len(curve)]
+        np.testing.assert_allclose(drawn[0], curve.sort_values("value")[["value", "speedup"]].to_numpy())
+    for method, kw in ENTSPEC_METHODS.items():  # the curve passes through each method's own setting
+        knob = RULES[kw["strategy"]].threshold
+        point = curves[(curves.strategy == kw["strategy"]) & np.isclose(curves.value, kw[knob]) & curves.measured]
+        expected = predicted_speedups(traces, EntropyConfig(**kw), cost)
+        assert point.speedup.item() == pytest.approx(expected["speedup"]), method
+        assert point.of_oracle.item() == pytest.approx(expected["of_oracle"]) and point.of_oracle.item() <= 1
+    # the report and the summary give each method's share of the true oracle beside the DISCO bound
+    report = parse_tables(result.report.read_text())
+    share = result.method_table.query("category == 'all'").set_index("method")["true_oracle_share"]
+    for row in report["Summary (all prompts)"]:
+        value = cell(row["share of true oracle (replay) [95% CI]"])[0]
+        assert_close(value, share[row["method"]] if row["kind"] == "entspec" else math.nan, 3)
+        assert "DISCO oracle gap (conservative bound) [95% CI]" in row
+    assert "share of true oracle (replay)" in result.summary_markdown
+    assert len(report["Replay on the traces"]) == curves.groupby(["strategy", "line"], dropna=False).ngroups
+    oracle_panel = shown_axes(figures["performance_analysis.png"])[-1]
+    assert oracle_panel.get_legend_handles_labels()[1] == ["share of the true oracle (replay, same cap)",
+                                                           "DISCO oracle gap (conservative bound)"]
+
+
+def test_without_traces_measured_points_only_and_no_empty_panel(experiment, tmp_path, figures):
+    result = AnalysisPipeline(experiment, tmp_path / "out", n_resamples=200).run_full_analysis()
+    assert "replay_curves" not in result.tables and not (tmp_path / "out" / "replay_curves.csv").exists()
+    report = result.report.read_text()
+    assert "Replay on the traces" not in report and "share of true oracle" not in report
+    assert "DISCO oracle gap (conservative bound)" in report
+    titles = [ax.get_title() for ax in shown_axes(figures["comparison_analysis.png"])]
+    assert len(titles) == len({kw["strategy"] for kw in ENTSPEC_METHODS.values()}) + 1
+    assert len(shown_axes(figures["performance_analysis.png"])) == 4
+
+
+def test_demo_records_traces_then_runs_and_analyzes(tmp_path):
+    """`entspec demo` on a tiny pair: traces first, then the run, then an analysis with replayed curves."""
+    import yaml
+
+    from entspec.cli import main
+    from entspec.experiment.cli import machine_dtype
+    from tiny import save_tiny_pair
+
+    drafter, verifier = save_tiny_pair(tmp_path / "pair")
+    out = tmp_path / "demo"
+    sets = dict(drafter_model_path=drafter, verifier_model_path=verifier, num_samples=3, max_new_tokens=12,
+                max_sequence_length=200, output_dir=str(out), threads=1, warmup_tokens=0)
+    assert main(["demo", *(a for k, v in sets.items() for a in ("--set", f"{k}={v}"))]) == 0
+    assert len(list((out / "traces").glob("*.npz"))) == 3
+    assert yaml.safe_load((out / "configs" / "experiment.yaml").read_text())["dtype"] == machine_dtype()
+    assert (out / "plots" / "replay_curves.csv").is_file()
+    assert "share of true oracle (replay)" in (out / "plots" / "final_report.md").read_text()

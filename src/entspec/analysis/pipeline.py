@@ -4,7 +4,8 @@
 >>> print(out.summary_markdown)
 
 Steps: 1. load rows and build the per-generation table; 2. per-method tables with bootstrap CIs;
-3. paired tests of the entropy configurations; 4. entropy vs acceptance; 5. clustering; 6. figures;
+3. paired tests of the entropy configurations; 4. entropy vs acceptance; 5. clustering; 6. threshold curves
+replayed on the traces (when there are traces) and figures;
 7. report.
 """
 
@@ -18,12 +19,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from entspec.analysis.curves import threshold_curves
 from entspec.analysis.clustering import Clustering, cluster_items, configuration_features, prompt_features
 from entspec.analysis.load import AnalysisError, load_experiment, processed_frame
 from entspec.rules import entropy_rules, threshold_parameter
 from entspec.analysis.plots import plot_comparison, plot_entropy, plot_performance
 from entspec.analysis.report import ReportInputs, best_row, build_report, level_label, summary_markdown
 from entspec.atomic import atomic_path, atomic_write_text
+from entspec.engine.config import EntropyConfig
 from entspec.analysis.stats import method_table, paired_tests
 from entspec.records import GenerationResult, ResultRow
 from entspec.metrics import EntropyAcceptance, entropy_acceptance, per_position_acceptance
@@ -43,6 +46,21 @@ class _Traced:
     acceptance: EntropyAcceptance
     positions: dict[str, list[float]]
     draft_lengths: dict[str, np.ndarray]
+
+
+def _curve_configs(rows: list[ResultRow], sweeps: pd.DataFrame) -> dict[tuple[str, str], tuple[dict, set]]:
+    """(strategy, line) of the comparison figure -> (the EntropyConfig fields of its first greedy method, the
+    threshold values of its methods)."""
+    fields = EntropyConfig.parameter_names()
+    out: dict[tuple[str, str], tuple[dict, set]] = {}
+    for row in rows:
+        knob = threshold_parameter(row.strategy)
+        if row.method in sweeps.index and knob and not row.config.get("temperature"):
+            config, measured = out.setdefault((row.strategy, sweeps.loc[row.method, "line"]),
+                                              ({k: v for k, v in row.config.items() if k in fields}, set()))
+            if row.config.get(knob) is not None:
+                measured.add(row.config[knob])
+    return out
 
 
 def _labels(rows: list[ResultRow]) -> dict[str, str]:
@@ -140,8 +158,13 @@ class AnalysisPipeline:
                        cluster_items(prompt_features(frame), "prompts", seed=self.seed)]
         tables["clusters"] = self._write_csv(pd.concat([c.table() for c in clusterings], ignore_index=True),
                                              "clusters.csv", index=False)
-        # 6. Figures
-        figures = self._figures(frame, table, references, traced, _labels(experiment.rows), baseline)
+        # 6. Threshold curves replayed on the traces (when the folder has traces/), then the figures
+        sweeps = self._sweeps(frame)
+        curves = threshold_curves(self.experiment_dir, _curve_configs(experiment.rows, sweeps),
+                                  set(frame["prompt_id"]))
+        if curves is not None:
+            tables["replay_curves"] = self._write_csv(curves, "replay_curves.csv", index=False)
+        figures = self._figures(table, references, traced, _labels(experiment.rows), baseline, sweeps, curves)
         # 7. Report and the compact summary
         report = self.output_dir / "final_report.md"
         atomic_write_text(report, build_report(ReportInputs(
@@ -150,7 +173,7 @@ class AnalysisPipeline:
             frame=frame, table=table, baseline=baseline, tests=tests, references=references,
             entropy_stats=traced.acceptance.stats, n_tokens=len(traced.acceptance.tokens), clusterings=clusterings,
             figures={name: path.name for name, path in figures.items()}, entropy_strategies=entropy_rules(),
-            alpha=self.alpha, confidence=self.confidence, n_resamples=self.n_resamples)))
+            alpha=self.alpha, confidence=self.confidence, n_resamples=self.n_resamples, curves=curves)))
         return AnalysisResult(
             output_dir=self.output_dir, processed_data=processed, report=report, figures=figures, tables=tables,
             summary_markdown=summary_markdown(table, baseline, self.confidence), baseline=baseline,
@@ -186,8 +209,9 @@ class AnalysisPipeline:
             draft_lengths={method: np.array([rnd.drafted for res in results for rnd in res.rounds])
                            for method, results in by_method.items()})
 
-    def _figures(self, frame: pd.DataFrame, table: pd.DataFrame, references: dict[str, str | None],
-                 traced: _Traced, labels: dict[str, str], baseline: str | None) -> dict[str, Path]:
+    def _figures(self, table: pd.DataFrame, references: dict[str, str | None], traced: _Traced,
+                 labels: dict[str, str], baseline: str | None, sweeps: pd.DataFrame,
+                 curves: pd.DataFrame | None) -> dict[str, Path]:
         out, level = self.output_dir, level_label(self.confidence)
         overall = table[table["category"] == "all"]
         ref_speedups = {label: float(overall.loc[overall["method"] == method, "speedup"].iloc[0])
@@ -196,8 +220,8 @@ class AnalysisPipeline:
             "entropy": plot_entropy(traced.acceptance, traced.positions, out / FIGURES["entropy"], level=level),
             "performance": plot_performance(table, traced.draft_lengths, out / FIGURES["performance"], baseline,
                                             level),
-            "comparison": plot_comparison(overall, self._sweeps(frame), ref_speedups, out / FIGURES["comparison"],
-                                          baseline, level, labels=labels),
+            "comparison": plot_comparison(overall, sweeps, ref_speedups, out / FIGURES["comparison"], baseline, level,
+                                          labels=labels, curves=curves),
         }
 
     def _references(self, table: pd.DataFrame) -> dict[str, str | None]:
@@ -221,10 +245,8 @@ class AnalysisPipeline:
         if spec.empty:
             return pd.DataFrame(columns=["strategy", "sweep_parameter", "sweep_value", "line"])
         per_method = spec.groupby("method").first()
-        # candidate line keys: the threshold parameters and the config fields around them, not settings
-        candidates = [c for c in ("entropy_type", "max_draft_len", "min_draft_len", "theta_abs", "theta_rel",
-                                  "window_size", "theta_window", "target_acceptance", "renyi_alpha",
-                                  "entropy_topk", "combine", "temperature") if c in per_method]
+        # candidate line keys: the rule parameters (shared fields and every registered rule's) and the temperature
+        candidates = sorted(c for c in EntropyConfig.parameter_names() | {"temperature"} if c in per_method)
         lines = []
         for method, row in per_method.iterrows():
             part = per_method[per_method["strategy"] == row["strategy"]]

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -29,10 +30,12 @@ __all__ = ["plot_entropy", "plot_performance", "plot_comparison", "DPI"]
 DPI = 120
 ACCEPTED_COLOR, REJECTED_COLOR = "#2a9d5c", "#d1495b"
 BAR_COLOR = "#4c78a8"
+OUTSIDE = dict(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # legends right of their panel, never over data
 REFERENCE_STYLES = {  # label -> line style of the horizontal reference lines
     "baseline": dict(color="0.35", linestyle="-", linewidth=1.0),
     "best fixed k": dict(color="#e07a1f", linestyle="--", linewidth=1.6),
     "HF assisted (default)": dict(color="#7b3fa0", linestyle=":", linewidth=2.0),
+    "true oracle (replay)": dict(color="#2a9d5c", linestyle="-.", linewidth=1.6),
 }
 
 
@@ -53,10 +56,20 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     """Write the figure atomically (a killed analysis leaves the previous figure or none, never half of one)."""
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip(".") or "png")
+            fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip(".") or "png", bbox_inches="tight", pad_inches=0.15)
     finally:
         plt.close(fig)
     return path
+
+
+def _wrap(method: str, width: int = 36) -> str:
+    """A long method id on several lines, broken after "[" and commas, for axis labels."""
+    lines = [""]
+    for part in re.split(r"(?<=[\[,])", method):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
 
 
 def _strategy_colors(strategies: Sequence[str]) -> dict[str, tuple]:
@@ -80,7 +93,7 @@ def plot_entropy(ea: EntropyAcceptance, positions: Mapping[str, Sequence[float]]
         typed = [c for c in tokens.columns if c.startswith("entropy_")]
         columns = typed or (["entropy"] if "entropy" in tokens and tokens["entropy"].notna().any() else [])
     columns = [c for c in columns if c in tokens and tokens[c].notna().any()]
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9), layout="constrained")
+    fig, axes = plt.subplots(2, 2, figsize=(16, 9), layout="constrained")
     fig.suptitle(f"Drafter entropy vs the verifier's verdict ({len(tokens)} drafted tokens judged)", fontsize=13)
     _entropy_violins(axes[0, 0], tokens, columns)
     _acceptance_by_bin(axes[0, 1], ea, columns, level)
@@ -116,7 +129,7 @@ def _entropy_violins(ax: plt.Axes, tokens: pd.DataFrame, columns: Sequence[str])
     ax.set_title(title)
     ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=ACCEPTED_COLOR, alpha=0.55),
                        plt.Rectangle((0, 0), 1, 1, color=REJECTED_COLOR, alpha=0.55)],
-              labels=["accepted", "rejected (first rejection of a round)"], loc="upper right", fontsize=9)
+              labels=["accepted", "rejected\n(first rejection\nof a round)"], fontsize=9, **OUTSIDE)
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -134,7 +147,7 @@ def _acceptance_by_bin(ax: plt.Axes, ea: EntropyAcceptance, columns: Sequence[st
     ax.set_xlabel("mean entropy in the bin (nats; quantile bins)")
     ax.set_ylabel("acceptance rate")
     ax.set_title(title)
-    ax.legend(title="entropy type", fontsize=9)
+    ax.legend(title="entropy type", fontsize=9, **OUTSIDE)
     ax.grid(alpha=0.3)
 
 
@@ -156,7 +169,7 @@ def _auroc_bars(ax: plt.Axes, ea: EntropyAcceptance, columns: Sequence[str]) -> 
     ax.set_ylabel("AUROC (higher entropy -> rejection)")
     ax.set_xlabel("entropy type (rho: Spearman of entropy with acceptance)")
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=9)
+    ax.legend(fontsize=9, **OUTSIDE)
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -167,12 +180,12 @@ def _position_acceptance(ax: plt.Axes, positions: Mapping[str, Sequence[float]])
         return no_data(ax, title)
     cmap = plt.get_cmap("tab20")
     for i, (method, rates) in enumerate(shown.items()):
-        ax.plot(np.arange(1, len(rates) + 1), rates, marker="o", markersize=3, color=cmap(i % 20), label=method)
+        ax.plot(np.arange(1, len(rates) + 1), rates, marker="o", markersize=3, color=cmap(i % 20), label=_wrap(method))
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("position in the draft (1 = first drafted token)")
     ax.set_ylabel("P(accepted | drafted at this position)")
     ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2 if len(shown) > 8 else 1, loc="best")
+    ax.legend(fontsize=7, ncol=2 if len(shown) > 8 else 1, **OUTSIDE)
     ax.grid(alpha=0.3)
 
 
@@ -191,14 +204,15 @@ def plot_performance(table: pd.DataFrame, draft_lengths: Mapping[str, np.ndarray
     order = overall.sort_values(["speedup", "tokens_per_s"], ascending=True, na_position="first")["method"].tolist()
     n = max(len(order), 1)
     n_spec = max(len(draft_lengths), 1)
-    height = max(7.5, 0.34 * n + 0.34 * n_spec + 3)
+    per_row = 0.2 + 0.16 * max((_wrap(m).count("\n") + 1 for m in order), default=1)  # inches per method
+    height = max(7.5, per_row * (n + n_spec) + 3)
     fig, axes = plt.subplots(2, 2, figsize=(17, height), layout="constrained",
                              gridspec_kw={"height_ratios": [n + 1, n_spec + 1]})
     fig.suptitle("Performance per method" + (f" (speedup vs {baseline})" if baseline else ""), fontsize=13)
     categories = sorted(c for c in table["category"].unique() if c != "all")
     _bars_with_categories(axes[0, 0], table, order, categories, "tokens_per_s", "tokens_per_s_ci_low",
                           "tokens_per_s_ci_high", "tokens per second (prefill included)",
-                          f"Throughput: mean over prompts, {level} bootstrap CI")
+                          f"Throughput: mean over prompts, {level} bootstrap CI", legend=False)
     _bars_with_categories(axes[0, 1], table, order, categories, "speedup", "speedup_ci_low", "speedup_ci_high",
                           f"speedup vs {baseline} (x)" if baseline else "speedup (x)",
                           f"Speedup (Spec-Bench ratio of means), {level} CI", reference=1.0)
@@ -207,7 +221,8 @@ def plot_performance(table: pd.DataFrame, draft_lengths: Mapping[str, np.ndarray
     return _save(fig, path)
 
 
-def _bars_with_categories(ax, table, order, categories, column, low, high, xlabel, title, reference=None):
+def _bars_with_categories(ax, table, order, categories, column, low, high, xlabel, title, reference=None,
+                          legend=True):
     overall = table[table["category"] == "all"].set_index("method").reindex(order)
     values = overall[column].to_numpy(float)
     if not len(order) or np.all(np.isnan(values)):
@@ -224,11 +239,12 @@ def _bars_with_categories(ax, table, order, categories, column, low, high, xlabe
                        edgecolor="white", linewidth=0.5)
     if reference is not None:
         ax.axvline(reference, **REFERENCE_STYLES["baseline"])
-    ax.set_yticks(y, order, fontsize=9)
+    ax.set_yticks(y, [_wrap(m) for m in order], fontsize=9)
     ax.set_ylim(-0.7, len(order) - 0.3)
     ax.set_xlabel(xlabel)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right", title="category" if len(categories) > 1 else None)
+    if legend:
+        ax.legend(fontsize=8, title="category" if len(categories) > 1 else None, **OUTSIDE)
     ax.grid(axis="x", alpha=0.3)
 
 
@@ -246,7 +262,8 @@ def _draft_length_heatmap(ax: plt.Axes, draft_lengths: Mapping[str, np.ndarray],
             ax.text(j, i, f"{100 * shares[i, j]:.0f}", ha="center", va="center", fontsize=7,
                     color="white" if shares[i, j] > 0.55 else "black")
     means = [float(np.mean(draft_lengths[m])) for m in methods]
-    ax.set_yticks(np.arange(len(methods)), [f"{m}  (mean {v:.1f})" for m, v in zip(methods, means)], fontsize=9)
+    ax.set_yticks(np.arange(len(methods)), [f"{_wrap(m)}  (mean {v:.1f})" for m, v in zip(methods, means)],
+                  fontsize=9)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("drafted tokens in the round" + (" (cell labels: % of rounds)" if longest <= 16 else ""))
     ax.set_title(title, fontsize=10)
@@ -254,36 +271,42 @@ def _draft_length_heatmap(ax: plt.Axes, draft_lengths: Mapping[str, np.ndarray],
 
 
 def _oracle_gap(ax: plt.Axes, overall: pd.DataFrame, order: Sequence[str], level: str) -> None:
-    """Share of the true oracle (replayed on traces) when the experiment has traces, else the DISCO bound."""
-    true = "true_oracle_share" in overall and overall["true_oracle_share"].notna().any()
-    metric = "true_oracle_share" if true else "oracle_gap"
-    title = ("Share of the true oracle (replayed, same cap)" if true
-             else "Oracle gap: achieved / DISCO-oracle tokens/s (conservative)")
+    """Share of the true oracle (replayed on traces) beside the conservative DISCO bound, per method."""
+    title = "How close to the oracle: oracle time / method time"
+    metrics = [(m, label, color) for m, label, color in (
+        ("true_oracle_share", "share of the true oracle (replay, same cap)", "#2a9d5c"),
+        ("oracle_gap", "DISCO oracle gap (conservative bound)", "#a7c7c4")) if overall[m].notna().any()]
     data = overall.set_index("method").reindex(order)
-    data = data[data[metric].notna() & (data["method_kind"] != "autoregressive")]
+    data = data[data["method_kind"] != "autoregressive"]
+    data = data[data[[m for m, _, _ in metrics]].notna().any(axis=1)] if metrics else data.iloc[:0]
     if data.empty:
         return no_data(ax, title, "no data (no speculative method with a per-round trace)")
-    y = np.arange(1, len(data) + 1)
-    values = data[metric].to_numpy(float)
-    err = _error_bars(values, data[f"{metric}_ci_low"], data[f"{metric}_ci_high"])
-    ax.barh(y, values, xerr=err, color="#72b7b2", capsize=3)
-    for yi, v in zip(y, values):
-        ax.text(0.015, yi, f"{v:.2f}", va="center", fontsize=8, color="black")
+    y, height = np.arange(len(data)), 0.8 / len(metrics)
+    for j, (metric, label, color) in enumerate(metrics):
+        values = data[metric].to_numpy(float)
+        offset = y - (j - (len(metrics) - 1) / 2) * height  # first metric on top, as in the legend
+        err = _error_bars(values, data[f"{metric}_ci_low"], data[f"{metric}_ci_high"])
+        ax.barh(offset, np.nan_to_num(values), height=height, xerr=err, color=color, capsize=2, label=label)
+        for yi, v in zip(offset, values):
+            if np.isfinite(v):
+                ax.text(0.015, yi, f"{v:.2f}", va="center", fontsize=8)
     ax.axvline(1.0, **REFERENCE_STYLES["baseline"])
     ax.set_xlim(0, 1.12)
-    ax.set_yticks(y, data.index, fontsize=9)
-    ax.set_xlabel(f"{'oracle time / rule time' if true else 'oracle gap'} (1 = oracle; mean over prompts, "
-                  f"{level} CI)")
+    ax.set_yticks(y, [_wrap(m) for m in data.index], fontsize=9)
+    ax.set_ylim(-0.6, len(data) - 0.4)
+    ax.set_xlabel(f"1 = the oracle (mean over prompts, {level} CI)")
     ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, **OUTSIDE)
     ax.grid(axis="x", alpha=0.3)
 
 
 # ------------------------------------------------------------------------------------------ comparison
 def plot_comparison(overall: pd.DataFrame, sweeps: pd.DataFrame, references: Mapping[str, float], path: Path,
-                    baseline: str | None = None, level: str = "95%",
-                    labels: Mapping[str, str] | None = None) -> Path:
-    """One panel per entspec strategy (speedup vs its threshold parameter, one line per setting of the other
-    parameters that vary), then a scatter of acceptance rate vs mean draft length.
+                    baseline: str | None = None, level: str = "95%", labels: Mapping[str, str] | None = None,
+                    curves: pd.DataFrame | None = None) -> Path:
+    """One panel per entspec strategy with data: speedup vs its threshold parameter (measured points with CIs,
+    one colour per setting of the other parameters that vary; with traces, the replayed curve of each setting
+    and the true oracle), then a scatter of acceptance rate vs mean draft length.
 
     Args:
         overall: the "all" rows of :func:`entspec.analysis.stats.method_table`.
@@ -291,52 +314,58 @@ def plot_comparison(overall: pd.DataFrame, sweeps: pd.DataFrame, references: Map
             parameters, "" when none).
         references: label -> speedup drawn as a horizontal line on every sweep panel (NaN: not drawn).
         labels: method -> label of its point in the acceptance scatter (default the method id).
+        curves: :func:`entspec.analysis.curves.threshold_curves` (None: no traces, measured points only).
     """
-    strategies = sorted(sweeps["strategy"].unique()) if not sweeps.empty else []
-    n_sweep = max(len(strategies), 1)  # one "no data" panel when there is no strategy
-    n_panels = n_sweep + 1
-    ncols = min(3, n_panels)
-    nrows = int(np.ceil(n_panels / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.6 * nrows), layout="constrained", squeeze=False)
-    fig.suptitle("Threshold sweeps" + (f" (speedup vs {baseline})" if baseline else ""), fontsize=13)
-    flat = list(axes.ravel())
     data = overall.set_index("method")
+    curves = curves if curves is not None else pd.DataFrame(columns=["strategy", "line", "value", "speedup"])
+    measured = sweeps[sweeps["sweep_value"].notna() & data["speedup"].reindex(sweeps.index).notna()]
+    strategies = sorted(set(measured["strategy"]) | set(curves["strategy"]))
+    n_panels = max(len(strategies), 1) + 1
+    ncols = 2 if n_panels in (2, 4) else 3
+    nrows = -(-n_panels // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.2 * ncols, 4.8 * nrows), layout="constrained", squeeze=False)
+    fig.suptitle("Threshold sweeps" + (f" (measured speedup vs {baseline})" if baseline else ""), fontsize=13)
+    flat = list(axes.ravel())
     if not strategies:
-        no_data(flat[0], "Speedup vs threshold", "no data (no entspec strategy in this experiment)")
+        no_data(flat[0], "Speedup vs threshold", "no data (no entspec strategy with a speedup in this experiment)")
+    oracle = float(curves["oracle_speedup"].iloc[0]) if len(curves) else float("nan")
     for ax, strategy in zip(flat, strategies):
-        _sweep_panel(ax, strategy, sweeps[sweeps["strategy"] == strategy], data, references, level)
+        _sweep_panel(ax, strategy, sweeps[sweeps["strategy"] == strategy], data,
+                     curves[curves["strategy"] == strategy], {**references, "true oracle (replay)": oracle}, level)
+    _acceptance_vs_length(flat[len(strategies) or 1], overall, labels or {})
     handles = [plt.Line2D([], [], **REFERENCE_STYLES["baseline"], label="baseline (1x)")]
     handles += [plt.Line2D([], [], **REFERENCE_STYLES[label], label=f"{label}: {value:.2f}x")
-                for label, value in references.items() if value is not None and np.isfinite(value)]
-    handles += [plt.Line2D([], [], color="none", label=f"(no {label} in this experiment)")
-                for label, value in references.items() if value is None or not np.isfinite(value)]
-    if strategies:
-        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9,
-                   title="reference lines on every sweep panel", title_fontsize=9)
-    _acceptance_vs_length(flat[n_sweep], overall, labels or {})
-    for ax in flat[n_panels:]:
+                for label, value in {**references, "true oracle (replay)": oracle}.items()
+                if value is not None and np.isfinite(value)]
+    handles += [plt.Line2D([], [], color="0.2", marker="o", linestyle="none",
+                           label=f"measured vs {baseline or 'baseline'} ({level} CI)")]
+    if len(curves):
+        handles.append(plt.Line2D([], [], color="0.2", label="replayed on the traces: vs plain decoding, cost model"))
+    spare = flat[n_panels:]
+    for ax in spare:
         ax.axis("off")
+    if spare:  # the legend fills the spare cell; else it goes below the panels
+        spare[0].legend(handles=handles, loc="center", fontsize=9, title="lines and points", title_fontsize=9)
+    else:
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=9)
     return _save(fig, path)
 
 
-def _sweep_panel(ax, strategy, sweep, data, references, level):
+def _sweep_panel(ax, strategy, sweep, data, curves, references, level):
     parameter = sweep["sweep_parameter"].dropna().iloc[0] if sweep["sweep_parameter"].notna().any() else "threshold"
-    title = f"{strategy}: speedup vs {parameter}"
-    sweep = sweep[sweep["sweep_value"].notna()]
     cmap = plt.get_cmap("tab10")
-    plotted = False
-    for i, (line, part) in enumerate(sweep.groupby("line", sort=True)):
-        part = part.sort_values("sweep_value")
+    lines = sorted(set(sweep["line"]) | set(curves["line"]))
+    for i, line in enumerate(lines):
+        color, label = cmap(i % 10), line or strategy
+        curve = curves[curves["line"] == line].sort_values("value")
+        if len(curve):
+            ax.plot(curve["value"], curve["speedup"], color=color, linewidth=1.6, label=label)
+        part = sweep[(sweep["line"] == line) & sweep["sweep_value"].notna()].sort_values("sweep_value")
         rows = data.reindex(part.index)
         values = rows["speedup"].to_numpy(float)
-        if np.all(np.isnan(values)):
-            continue
         err = _error_bars(values, rows["speedup_ci_low"], rows["speedup_ci_high"])
-        ax.errorbar(part["sweep_value"], values, yerr=err, marker="o", capsize=3, color=cmap(i % 10),
-                    label=line or strategy)
-        plotted = True
-    if not plotted:
-        return no_data(ax, title, "no data (no speedup: missing baseline?)")
+        ax.errorbar(part["sweep_value"], values, yerr=err, marker="o", capsize=3, color=color, zorder=3,
+                    linestyle="none" if len(curve) else "-", label=None if len(curve) else label)
     ax.axhline(1.0, **REFERENCE_STYLES["baseline"])
     for label, value in references.items():
         if value is not None and np.isfinite(value):
@@ -344,15 +373,15 @@ def _sweep_panel(ax, strategy, sweep, data, references, level):
     integer = parameter in ("max_draft_len", "heuristic_initial")
     unit = " (nats)" if parameter in ("theta_abs", "theta_window") else " (tokens)" if integer else ""
     ax.set_xlabel(parameter + unit)
-    xs = np.unique(sweep["sweep_value"].to_numpy(float))
-    if xs.size <= 6:
+    xs = np.unique(sweep["sweep_value"].dropna().to_numpy(float))
+    if curves.empty and xs.size <= 6:  # measured points only: tick exactly the measured values
         ax.set_xticks(xs, [_short_number(x) for x in xs])
         if xs.size == 1:
             ax.set_xlim(xs[0] - 1, xs[0] + 1) if integer else ax.set_xlim(xs[0] * 0.5, xs[0] * 1.5 + 0.1)
-    ax.set_ylabel(f"speedup (x), {level} CI")
-    ax.set_title(title)
-    if sweep["line"].nunique() > 1:
-        ax.legend(fontsize=7, loc="best")
+    ax.set_ylabel("speedup (x)")
+    ax.set_title(f"{strategy}: speedup vs {parameter}")
+    if len(lines) > 1:
+        ax.legend(fontsize=7, title="setting", title_fontsize=7, **OUTSIDE)
     ax.grid(alpha=0.3)
 
 
@@ -370,15 +399,17 @@ def _acceptance_vs_length(ax: plt.Axes, overall: pd.DataFrame, labels: Mapping[s
         ax.scatter(part["mean_draft_length"], part["acceptance_rate"], color=colors[strategy], s=45, label=strategy,
                    edgecolor="black", linewidth=0.4, zorder=3)
     if len(data) <= 16:  # label points with their parameters; alternate above/below to limit overlaps
+        middle = data["mean_draft_length"].mean()
         for i, (_, row) in enumerate(data.sort_values("mean_draft_length").iterrows()):
-            label = labels.get(row["method"], str(row["method"]))
-            ax.annotate(label, (row["mean_draft_length"], row["acceptance_rate"]), fontsize=7,
-                        xytext=(5, 6 if i % 2 == 0 else -11), textcoords="offset points", color="0.2")
+            left = row["mean_draft_length"] > middle  # labels point inwards, so they stay inside the panel
+            label, xy = labels.get(row["method"], row["method"]), (row["mean_draft_length"], row["acceptance_rate"])
+            ax.annotate(label, xy, fontsize=7, xytext=(-5 if left else 5, 6 if i % 2 == 0 else -11),
+                        textcoords="offset points", color="0.2", ha="right" if left else "left").set_in_layout(False)
     ax.set_xlabel("mean draft length (drafted tokens per verifier call)")
     ax.set_ylabel("acceptance rate (accepted / drafted)")
     ax.set_ylim(max(0.0, data["acceptance_rate"].min() - 0.1), min(1.0, data["acceptance_rate"].max() + 0.1) + 0.02)
     ax.set_title(title)
-    ax.legend(title="strategy", fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(len(colors), 5))
     ax.grid(alpha=0.3)
 
 

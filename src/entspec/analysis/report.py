@@ -11,7 +11,8 @@ import pandas as pd
 
 from entspec.analysis.clustering import Clustering
 
-__all__ = ["markdown_table", "fmt_ci", "category_table", "summary_markdown", "ReportInputs", "build_report"]
+__all__ = ["markdown_table", "fmt_ci", "oracle_columns", "category_table", "summary_markdown", "ReportInputs",
+           "build_report"]
 
 NA = "n/a"
 
@@ -57,33 +58,40 @@ def level_label(confidence: float) -> str:
     return f"{confidence * 100:.4g}%"
 
 
-def category_header(confidence: float = 0.95) -> tuple[str, ...]:
-    ci = f"[{level_label(confidence)} CI]"
-    return ("method", "kind", "prompts", f"speedup {ci}", f"mean accepted tokens {ci}", f"acceptance rate {ci}",
-            f"tokens/s {ci}")
+def oracle_columns(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(metric, header) of the oracle columns with data: the true oracle's share (traces) and the DISCO bound."""
+    return [(m, h) for m, h in (("true_oracle_share", "share of true oracle (replay)"),
+                                ("oracle_gap", "DISCO oracle gap (conservative bound)")) if table[m].notna().any()]
 
 
 def category_table(table: pd.DataFrame, category: str, confidence: float = 0.95) -> str:
     """Spec-Bench-style table of one category of :func:`entspec.analysis.stats.method_table`, fastest first."""
     part = table[table["category"] == category].sort_values(["speedup", "tokens_per_s"], ascending=False,
                                                             na_position="last")
+    oracle = oracle_columns(table)
     rows = [(r.method, r.method_kind, r.n_prompts, fmt_ci(r.speedup, r.speedup_ci_low, r.speedup_ci_high),
              fmt_ci(r.mean_accepted_tokens, r.mean_accepted_tokens_ci_low, r.mean_accepted_tokens_ci_high),
              fmt_ci(r.acceptance_rate, r.acceptance_rate_ci_low, r.acceptance_rate_ci_high),
-             fmt_ci(r.tokens_per_s, r.tokens_per_s_ci_low, r.tokens_per_s_ci_high, 1))
+             fmt_ci(r.tokens_per_s, r.tokens_per_s_ci_low, r.tokens_per_s_ci_high, 1),
+             *(fmt_ci(getattr(r, m), getattr(r, f"{m}_ci_low"), getattr(r, f"{m}_ci_high"))
+               if r.method_kind == "entspec" else NA for m, _ in oracle))
             for r in part.itertuples()]
-    return markdown_table(category_header(confidence), rows)
+    ci = f"[{level_label(confidence)} CI]"
+    return markdown_table(("method", "kind", "prompts", f"speedup {ci}", f"mean accepted tokens {ci}",
+                           f"acceptance rate {ci}", f"tokens/s {ci}", *(f"{h} {ci}" for _, h in oracle)), rows)
 
 
 def summary_markdown(table: pd.DataFrame, baseline: str | None, confidence: float = 0.95) -> str:
     """The compact table ``make demo`` prints: every method over all prompts, fastest first."""
     part = table[table["category"] == "all"].sort_values(["speedup", "tokens_per_s"], ascending=False,
                                                          na_position="last")
+    oracle = oracle_columns(table)
     rows = [(r.method, fmt_ci(r.speedup, r.speedup_ci_low, r.speedup_ci_high, 2), fmt(r.tokens_per_s, 1),
-             fmt(r.mean_accepted_tokens, 2), fmt(r.acceptance_rate, 2), fmt(r.mean_draft_length, 2))
+             fmt(r.mean_accepted_tokens, 2), fmt(r.acceptance_rate, 2), fmt(r.mean_draft_length, 2),
+             *(fmt(getattr(r, m), 2) if r.method_kind == "entspec" else NA for m, _ in oracle))
             for r in part.itertuples()]
-    header = ("method", f"speedup vs {baseline or 'n/a'} [{level_label(confidence)} CI]", "tokens/s", "mean accepted tokens",
-              "acceptance rate", "mean draft length")
+    header = ("method", f"speedup vs {baseline or 'n/a'} [{level_label(confidence)} CI]", "tokens/s",
+              "mean accepted tokens", "acceptance rate", "mean draft length", *(h for _, h in oracle))
     return markdown_table(header, rows)
 
 
@@ -260,6 +268,7 @@ class ReportInputs:
     confidence: float
     n_resamples: int
     damaged_lines: Sequence[int] = ()  # results.jsonl lines skipped on request
+    curves: pd.DataFrame | None = None  # entspec.analysis.curves.threshold_curves (None: no traces)
 
 
 def build_report(inputs: ReportInputs) -> str:
@@ -274,12 +283,31 @@ def build_report(inputs: ReportInputs) -> str:
         "## Best configuration per category\n\n" + _best_per_category(r.table, r.entropy_strategies, r.confidence),
         "## Paired tests: entropy configurations vs best fixed k and HF assisted generation\n\n"
         + _references_line(r.references) + "\n\n" + _tests(r.tests, r.references, r.alpha),
+        *(["## Replay on the traces\n\n" + _replay_section(r.curves)] if r.curves is not None else []),
         "## Does entropy predict rejection?\n\n" + _entropy_section(r.entropy_stats, r.n_tokens),
         "## Performance clustering\n\n" + _clustering_section(r.clusterings),
         "## Figures\n\n" + "\n\n".join(f"### {name}\n\n![{name}]({path})" for name, path in r.figures.items()),
         "## Limitations\n\n" + _limitations(r.frame, r.manifest, r.baseline),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _replay_section(curves: pd.DataFrame) -> str:
+    """Per replayed curve: its speed at the experiment's thresholds and at the best threshold on the curve."""
+    if curves.empty:
+        return "No method of this experiment could be replayed on its traces (sampling, or a cap beyond theirs)."
+    rows = []
+    for (strategy, line), curve in curves.groupby(["strategy", "line"], sort=True):
+        best = curve.loc[curve["speedup"].idxmax()]
+        at = curve[curve["measured"]]
+        rows.append((strategy, line or "-", ", ".join(f"{v:g}: {x:.2f}x" for v, x in zip(at["value"], at["speedup"]))
+                     or NA, f"{best['value']:.3g}", fmt(best["speedup"], 2), fmt(best["of_oracle"], 2)))
+    return (f"Each rule replayed on this experiment's traces (`traces/`, greedy; `entspec.replay`) along its threshold "
+            f"parameter, the other parameters as in the experiment (`replay_curves.csv`; the curves of "
+            f"`comparison_analysis.png`). Speedups are over plain decoding under the traces' cost model; the true "
+            f"oracle reaches {curves['oracle_speedup'].iloc[0]:.2f}x.\n\n"
+            + markdown_table(("rule", "setting", "replayed speedup at the experiment's threshold", "best threshold on "
+                              "the curve", "its speedup", "its share of the true oracle (no cap)"), rows))
 
 
 def _method_notes(confidence: float, n_resamples: int) -> str:
