@@ -2,56 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from entspec.analysis.clustering import Clustering
+from entspec.metrics.compare import NA, finite, fmt, fmt_ci, fmt_p, markdown_table  # noqa: F401  (re-exported)
 
 __all__ = ["markdown_table", "fmt_ci", "oracle_columns", "category_table", "summary_markdown", "ReportInputs",
            "build_report"]
-
-NA = "n/a"
-
-
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A GitHub markdown table; cells are str()-ed and pipes escaped."""
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    return f"{float(value):.{digits}f}" if _finite(value) else NA
-
-
-def fmt_ci(value: Any, low: Any, high: Any, digits: int = 3) -> str:
-    """``1.234 [1.100, 1.350]``; the value alone when the interval is undefined; ``n/a`` without a value."""
-    if not _finite(value):
-        return NA
-    if _finite(low) and _finite(high):
-        return f"{float(value):.{digits}f} [{float(low):.{digits}f}, {float(high):.{digits}f}]"
-    return fmt(value, digits)
-
-
-def fmt_p(p: Any) -> str:
-    if not _finite(p):
-        return NA
-    return f"{float(p):.2e}" if float(p) < 1e-3 else f"{float(p):.4f}"
-
 
 def level_label(confidence: float) -> str:
     """0.95 -> "95%", 0.975 -> "97.5%": the label of every interval column."""
@@ -143,8 +104,8 @@ def _best_per_category(table: pd.DataFrame, entropy_strategies: Sequence[str], c
         entropy = part[part["strategy"].isin(entropy_strategies) & (part["method_kind"] == "entspec")]
         best_e = entropy.loc[entropy["speedup"].idxmax()] if not entropy.empty else None
         low = best["speedup_ci_low"]
-        verdict = ("faster (CI above 1)" if _finite(low) and low > 1 else
-                   "slower (CI below 1)" if _finite(best["speedup_ci_high"]) and best["speedup_ci_high"] < 1
+        verdict = ("faster (CI above 1)" if finite(low) and low > 1 else
+                   "slower (CI below 1)" if finite(best["speedup_ci_high"]) and best["speedup_ci_high"] < 1
                    else "not distinguishable")
         rows.append((category, best["method"], fmt_ci(best["speedup"], low, best["speedup_ci_high"]), verdict,
                      best_e["method"] if best_e is not None else NA,
