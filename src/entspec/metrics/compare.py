@@ -17,7 +17,7 @@ from statsmodels.stats.multitest import multipletests
 
 from .aggregate import paired_bootstrap_ci
 
-__all__ = ["ratio_of_means", "paired_speedup", "paired_wilcoxon_test", "holm", "fmt", "fmt_ci", "fmt_p",
+__all__ = ["ratio_of_means", "paired_speedup", "paired_wilcoxon_test", "holm", "finite", "fmt", "fmt_ci", "fmt_p",
            "markdown_table", "NA"]
 NA = "n/a"
 
@@ -64,7 +64,8 @@ def holm(pvalues: Sequence[float], alpha: float = 0.05) -> tuple[np.ndarray, np.
 # --- the one formatter ---------------------------------------------------------------------------------------
 
 
-def _finite(value: Any) -> bool:
+def finite(value: Any) -> bool:
+    """A number that is not NaN or infinite."""
     try:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
@@ -73,20 +74,20 @@ def _finite(value: Any) -> bool:
 
 def fmt(value: Any, digits: int = 3) -> str:
     """A number with ``digits`` decimals; ``n/a`` when it is missing or not finite."""
-    return f"{float(value):.{digits}f}" if _finite(value) else NA
+    return f"{float(value):.{digits}f}" if finite(value) else NA
 
 
 def fmt_ci(value: Any, low: Any, high: Any, digits: int = 3) -> str:
     """``1.234 [1.100, 1.350]``; the value alone when the interval is undefined; ``n/a`` without a value."""
-    if not _finite(value):
+    if not finite(value):
         return NA
-    if _finite(low) and _finite(high):
+    if finite(low) and finite(high):
         return f"{float(value):.{digits}f} [{float(low):.{digits}f}, {float(high):.{digits}f}]"
     return fmt(value, digits)
 
 
 def fmt_p(p: Any) -> str:
-    if not _finite(p):
+    if not finite(p):
         return NA
     return f"{float(p):.2e}" if float(p) < 1e-3 else f"{float(p):.4f}"
 
