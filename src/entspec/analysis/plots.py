@@ -262,7 +262,7 @@ def _draft_length_heatmap(ax: plt.Axes, draft_lengths: Mapping[str, np.ndarray],
             ax.text(j, i, f"{100 * shares[i, j]:.0f}", ha="center", va="center", fontsize=7,
                     color="white" if shares[i, j] > 0.55 else "black")
     means = [float(np.mean(draft_lengths[m])) for m in methods]
-    ax.set_yticks(np.arange(len(methods)), [f"{_wrap(m)}  (mean {v:.1f})" for m, v in zip(methods, means)],
+    ax.set_yticks(np.arange(len(methods)), [f"{_wrap(m)}\n(mean {v:.1f} per round)" for m, v in zip(methods, means)],
                   fontsize=9)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("drafted tokens in the round" + (" (cell labels: % of rounds)" if longest <= 16 else ""))
