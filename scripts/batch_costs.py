@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--verifier", default="qwen2.5-coder-1.5b-instruct")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--drafter-quantization", default="none")
+    parser.add_argument("--cpu-linear", default="auto", choices=["auto", "weight-major", "torch"],
+                        help="the Linear product's layout on CPU (entspec.models.cpu_linear)")
     parser.add_argument("--batch-sizes", default="1,4,8")
     parser.add_argument("--tokens", default="1,4,8")
     parser.add_argument("--cached", type=int, default=128, help="cached tokens per row before the timed forward")
@@ -54,7 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    pair = load_model_pair(args.drafter, args.verifier, dtype=args.dtype, drafter_quantization=args.drafter_quantization)
+    pair = load_model_pair(args.drafter, args.verifier, dtype=args.dtype, drafter_quantization=args.drafter_quantization,
+                           cpu_linear=args.cpu_linear)
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     tokens = [int(k) for k in args.tokens.split(",")]
     rows = []
@@ -66,7 +69,8 @@ def main() -> None:
     unit = table[(table.B == 1) & (table.tokens_per_row == 1)].set_index("model").seconds
     table["relative_to_1x1"] = table.seconds / table.model.map(unit)
     atomic_write_text(args.out, table.to_csv(index=False))
-    print(f"{args.dtype}, drafter quantization {args.drafter_quantization}, {args.cached} cached tokens per row")
+    print(f"{args.dtype}, drafter quantization {args.drafter_quantization}, cpu_linear {args.cpu_linear}, "
+          f"{args.cached} cached tokens per row")
     print(table.to_string(index=False, float_format="%.3f"))
 
 

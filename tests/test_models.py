@@ -315,7 +315,7 @@ def test_gguf_round_trip_smollm2(smollm2_dir, tmp_path):
     entry = MODELS["smollm2-135m-instruct"]
     gguf = fetch_gguf(entry, tmp_path / entry.gguf_filename, progress=False)
     direct = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=gguf.name, dtype=torch.float32).eval()
-    model, tok = load_model(smollm2_dir, dtype="float32", device="cpu")
+    model, tok = load_model(smollm2_dir, dtype="float32", device="cpu", cpu_linear="torch")  # direct's layout
     ids = encode_prompt(tok, [{"role": "user", "content": "What is the capital of France?"}])
     with torch.no_grad():
         diff = (direct(ids).logits - model(ids).logits).abs().max().item()

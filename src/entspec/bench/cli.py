@@ -53,7 +53,7 @@ def _config(args: argparse.Namespace, dtype: str, batch_size: int = 1, output_di
                         only_categories=args.categories, temperature=args.temperature,
                         top_p=args.top_p, seeds=args.seeds, ignore_eos=args.ignore_eos,
                         drafter_quantization=args.drafter_quantization, kv_cache=args.kv_cache,
-                        compile=args.compile, batch_size=batch_size)
+                        compile=args.compile, batch_size=batch_size, cpu_linear=args.cpu_linear)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -133,6 +133,9 @@ def register(subparsers) -> None:
     p.add_argument("--drafter-quantization", default="none", choices=["none", "int8", "int8-weight-only",
                                                                       "int8-dynamic"],
                    help="quantize the drafter for every method of the run (HF assisted included)")
+    p.add_argument("--cpu-linear", default="auto", choices=["auto", "weight-major", "torch"],
+                   help="the Linear product's layout on CPU for every method (entspec.models.cpu_linear; auto: "
+                        "weight-major for float32)")
     p.add_argument("--ignore-eos", action="store_true", help="generate exactly --max-new-tokens tokens")
     p.add_argument("--categories", nargs="+", default=None, metavar="NAME",
                    help="only these categories / task types (e.g. translation math_reasoning); "

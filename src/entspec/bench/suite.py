@@ -59,7 +59,7 @@ def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, 
                  temperature: float = 0.0, top_p: float | None = None, seeds: int = 1,
                  ignore_eos: bool = False, drafter_quantization: str = "none", kv_cache: str = "dynamic",
                  compile: bool | str = False, only_categories: list[str] | None = None,
-                 batch_size: int = 1) -> ExperimentConfig:
+                 batch_size: int = 1, cpu_linear: str = "auto") -> ExperimentConfig:
     """One benchmark run. Sampling (``temperature > 0``) runs ``seeds`` seeds per prompt, paired across methods;
     the first seed also draws the prompts (``prompt_seed``). Above ``batch_size`` 1 the hf_assisted methods are
     left out (transformers decodes assisted generation one sequence at a time)."""
@@ -78,6 +78,7 @@ def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, 
         top_p=top_p if temperature > 0 else None,
         ignore_eos=ignore_eos,
         drafter_quantization=drafter_quantization,  # every method, HF assisted included, gets the same drafter
+        cpu_linear=cpu_linear,  # and the same models: the HF baselines run the same Linear layout
         kv_cache=kv_cache,
         compile=compile,
         dtype=dtype,

@@ -21,7 +21,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     compile = False if args.compile is None else True if args.compile == "auto" else args.compile
     check_cache_options(kv_cache, compile)  # refused before any load
     pair = load_model_pair(args.drafter, args.verifier, dtype=args.dtype, device=args.device,
-                           drafter_quantization=args.drafter_quantization)
+                           drafter_quantization=args.drafter_quantization, cpu_linear=args.cpu_linear)
     config = EntropyConfig(strategy=args.strategy, entropy_type=args.entropy_type, theta_abs=args.theta_abs,
                            theta_rel=args.theta_rel, max_draft_len=args.max_draft_len)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
@@ -68,6 +68,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--drafter-quantization", default="none", choices=QUANTIZATIONS,
                    help="int8 drafter weights (the verifier is never quantized); int8 = the CPU default method")
+    p.add_argument("--cpu-linear", default="auto", choices=["auto", "weight-major", "torch"],
+                   help="the Linear product's layout on CPU (entspec.models.cpu_linear; auto: weight-major for float32)")
     p.add_argument("--kv-cache", choices=KV_CACHES, default=None,
                    help="dynamic: transformers' DynamicCache (default); static: a preallocated StaticCache, rollback "
                         "moves the write position (default with --compile)")

@@ -49,6 +49,9 @@ class ExperimentConfig:
     # int8 drafter weights (entspec.models.quantize): none | int8 | int8-weight-only | int8-dynamic (CPU);
     # the verifier is never quantized, so outputs stay the verifier's
     drafter_quantization: str = "none"
+    # the Linear product's layout on CPU (entspec.models.cpu_linear): auto (weight-major for float32 on CPU, where
+    # few-token products were 2-4x faster so) | weight-major | torch; every method of the run gets the same models
+    cpu_linear: str = field(default="auto", metadata=bounds(choices=("auto", "weight-major", "torch")))
     ignore_eos: bool = False  # generate exactly max_new_tokens (comparable lengths across methods)
     # entspec's KV cache (docs/guarantees.md): dynamic (transformers' DynamicCache, cropped on rejection) | static
     # (preallocated; rollback moves the write position). compile: torch.compile the static path's forwards
@@ -154,6 +157,7 @@ class ExperimentConfig:
     def generation_settings(self) -> dict[str, Any]:
         return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_k": self.top_k,
                 "top_p": self.top_p, "dtype": self.dtype, "device": self.device,
-                "drafter_quantization": self.drafter_quantization, "ignore_eos": self.ignore_eos,
+                "drafter_quantization": self.drafter_quantization, "cpu_linear": self.cpu_linear,
+                "ignore_eos": self.ignore_eos,
                 "kv_cache": self.kv_cache, "compile": self.compile, "max_sequence_length": self.max_sequence_length,
                 "batch_size": self.batch_size}

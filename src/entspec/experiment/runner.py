@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 # Fields that define what a results row means: resuming into a folder made with other values is refused.
 IDENTITY_FIELDS = ("drafter_model_path", "verifier_model_path", "dataset_name", "dataset_split",
                    "max_sequence_length", "max_new_tokens", "temperature", "top_k", "top_p", "dtype",
-                   "drafter_quantization", "ignore_eos", "kv_cache", "compile", "batch_size")
+                   "drafter_quantization", "cpu_linear", "ignore_eos", "kv_cache", "compile", "batch_size")
 
 
 @dataclass
@@ -269,7 +269,7 @@ class ExperimentRunner:
             self.encoded.append(ids)
         self.pair = load_model_pair(cfg.drafter_model_path, cfg.verifier_model_path, dtype=cfg.dtype,
                                     device=cfg.device, progress=self.progress,
-                                    drafter_quantization=cfg.drafter_quantization)
+                                    drafter_quantization=cfg.drafter_quantization, cpu_linear=cfg.cpu_linear)
         if not write_manifest:
             return
         info = manifest(self.pair.device, experiment_name=cfg.experiment_name, methods=[m.id for m in self.methods],
@@ -356,6 +356,7 @@ def _read_saved_config(saved: Path, results: Path) -> dict[str, Any]:
                 data.setdefault("kv_cache", "dynamic")
                 data.setdefault("compile", False)
                 data.setdefault("batch_size", 1)
+                data.setdefault("cpu_linear", "torch")  # before the field, every Linear ran as PyTorch's
             missing = [n for n in IDENTITY_FIELDS if not isinstance(data, dict) or n not in data]
             why = f"no field {missing[0]}" if missing else ""
         except (yaml.YAMLError, UnicodeDecodeError) as err:

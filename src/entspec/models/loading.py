@@ -150,15 +150,20 @@ def _load_weights(source: str, spec: str, dtype: torch.dtype, device: torch.devi
 
 
 def load_model(spec: str | Path, dtype: str | torch.dtype = "auto", device: str | torch.device = "auto", *,
-               trust_remote_code: bool = False, progress: bool = True):
+               trust_remote_code: bool = False, progress: bool = True, cpu_linear: str = "auto"):
     """Load ``(model, tokenizer)``; the model is on ``device`` in ``dtype`` and in eval mode.
 
     ``spec``: an offline registry name (``entspec models list``), a transformers folder, a ``.gguf`` file
     (converted once, cached by content hash), or a Hugging Face Hub id (needs the Hub to be reachable).
+    ``cpu_linear``: the Linear product's layout on CPU (:mod:`entspec.models.cpu_linear`).
     """
+    from entspec.models.cpu_linear import check_cpu_linear, use_cpu_linear
+
+    check_cpu_linear(cpu_linear)  # before any loading
     dev = resolve_device(device)
     source = resolve_model_dir(spec, progress=progress)
     model = _load_weights(source, str(spec), resolve_dtype(dtype, dev), dev, trust_remote_code)
+    use_cpu_linear(model, cpu_linear)
     return model, _tokenizer_from(source, str(spec), trust_remote_code)
 
 
@@ -221,19 +226,22 @@ def check_vocab_sizes(drafter, verifier, tokenizer) -> None:
 
 def load_model_pair(drafter: str | Path, verifier: str | Path | None = None, dtype: str | torch.dtype = "auto",
                     device: str | torch.device = "auto", *, trust_remote_code: bool = False,
-                    progress: bool = True, drafter_quantization: str = "none") -> ModelPair:
+                    progress: bool = True, drafter_quantization: str = "none", cpu_linear: str = "auto") -> ModelPair:
     """Load a drafter and a verifier and check that they share a tokenizer.
 
     ``verifier=None`` reads ``drafter`` as a pair name (e.g. ``"default"``, ``"qwen2.5-coder-0.5b->1.5b"``).
     Both models get the same dtype and device. Raises :class:`TokenizerMismatchError` if the tokenizers differ.
     ``drafter_quantization`` (``"none"``, ``"int8"``, ``"int8-weight-only"``, ``"int8-dynamic"``; see
     :mod:`entspec.models.quantize`) gives the drafter int8 Linear layers; the verifier is never quantized.
+    ``cpu_linear`` (:mod:`entspec.models.cpu_linear`) sets the layout of both models' remaining Linear products.
     """
+    from entspec.models.cpu_linear import check_cpu_linear, use_cpu_linear
     from entspec.models.quantize import QUANTIZATIONS, quantize_drafter
 
     if drafter_quantization not in QUANTIZATIONS:  # before any loading: a typo costs no download
         raise ValueError(f"drafter_quantization must be one of {', '.join(QUANTIZATIONS)}, "
                          f"got {drafter_quantization!r}")
+    check_cpu_linear(cpu_linear)
     if verifier is None:
         if str(drafter) not in PAIRS:
             raise ValueError(f"verifier missing and {drafter!r} is not a pair name; pairs: {', '.join(PAIRS)}")
@@ -247,5 +255,7 @@ def load_model_pair(drafter: str | Path, verifier: str | Path | None = None, dty
     draft_model = _load_weights(src_d, str(drafter), torch_dtype, dev, trust_remote_code)
     verify_model = _load_weights(src_v, str(verifier), torch_dtype, dev, trust_remote_code)
     check_vocab_sizes(draft_model, verify_model, tokenizer)
-    draft_model = quantize_drafter(draft_model, drafter_quantization)
+    draft_model = quantize_drafter(draft_model, drafter_quantization)  # first: it swaps exact nn.Linear types
+    for model in (draft_model, verify_model):
+        use_cpu_linear(model, cpu_linear)
     return ModelPair(draft_model, verify_model, tokenizer, str(drafter), str(verifier))

@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+import yaml
 from tqdm.auto import tqdm
 
 from ..experiment import ExperimentConfig
@@ -32,7 +33,7 @@ def traces_dir(config: ExperimentConfig) -> Path:
 # What a traces folder is one experiment of: a rerun with any of these changed is refused, naming it.
 IDENTITY = ("drafter_model_path", "verifier_model_path", "dataset_name", "dataset_split", "num_samples", "seeds",
             "categories", "exclude_prompts", "max_sequence_length", "max_new_tokens", "temperature", "top_k", "top_p",
-            "dtype", "drafter_quantization")
+            "dtype", "drafter_quantization", "cpu_linear")
 TRAJECTORIES = 4  # sampling trajectories per prompt (`entspec trace --trajectories`)
 
 
@@ -109,6 +110,8 @@ def _check_same_experiment(folder: Path, config: ExperimentConfig, cap: int, tra
     if saved.is_file():
         try:
             previous = ExperimentConfig.from_yaml(saved).to_dict()
+            if "cpu_linear" not in (yaml.safe_load(saved.read_text()) or {}):
+                previous["cpu_linear"] = "torch"  # recorded before the field: every Linear ran as PyTorch's
         except ConfigError as err:
             raise ConfigError(f"{saved}: unreadable ({err}); it says what the traces were recorded with: restore "
                               "it, or use another output_dir") from None
