@@ -160,3 +160,21 @@ def test_bad_batch_sizes_flag_is_named(capsys):
         with pytest.raises(SystemExit) as exit_info:  # argparse: usage line and the error, exit code 2
             main(["bench", "--batch-sizes", bad])
         assert exit_info.value.code == 2 and "--batch-sizes" in capsys.readouterr().err
+
+
+def test_batch_table_reads_a_generation_of_one_that_names_no_prompts(tmp_path):
+    """`batch_stop: cost` at B = 1 decodes through the batch loop: its rows say ``{"size": 1, "row": 0}`` and no
+    prompt list; the batch table pairs them by their own prompt (a KeyError once ended a 21-minute bench)."""
+    from entspec.bench.batched import batch_frame
+    from entspec.records import GenerationResult, ResultRow, append_jsonl
+
+    results = tmp_path / "results" / "results.jsonl"
+    for method, kind, batch in (("hf_generate", "hf_generate", {"size": 1, "row": 0, "prompts": ["p0"]}),
+                                ("fixed[batch_stop=cost]", "entspec", {"size": 1, "row": 0})):
+        result = GenerationResult(new_tokens=[5, 6], rounds=[], prompt_len=3, wall_time_s=1.0, prefill_time_s=0.1,
+                                  time_to_first_token_s=0.5, finish_reason="length", batch=batch)
+        row = ResultRow(method=method, method_kind=kind, strategy=None, params={}, prompt_id="p0", category="c",
+                        seed=0, config={}, result=result, unit_key=f"{method}|p0|0")
+        append_jsonl(results, row)
+    frame = batch_frame(tmp_path)
+    assert list(frame.batch) == ["p0", "p0"] and list(frame["size"]) == [1, 1]

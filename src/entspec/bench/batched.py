@@ -45,9 +45,9 @@ def batch_frame(experiment_dir: str | Path) -> pd.DataFrame:
     lines = []
     for row in rows:
         result = row.result
-        batch = result.batch or {"size": 1, "prompts": [row.prompt_id]}
+        batch = result.batch or {}  # a generation of one (batch_stop: cost at B = 1) has a size but no prompt list
         lines.append({"method": row.method, "kind": row.method_kind, "seed": row.seed, "prompt_id": row.prompt_id,
-                      "size": batch["size"], "batch": "|".join(batch["prompts"]),
+                      "size": batch.get("size", 1), "batch": "|".join(batch.get("prompts", [row.prompt_id])),
                       "tokens": len(result.new_tokens), "wall_s": result.wall_time_s,
                       "verified": _verified(row), "drafted": sum(r.drafted for r in result.rounds),
                       "accepted": sum(r.accepted for r in result.rounds)})
