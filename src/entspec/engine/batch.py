@@ -356,3 +356,27 @@ def batch_seeds(seed: int | Sequence[int], rows: int) -> list[int]:
             raise ValueError(f"seed: must be integers >= 0, got {s!r}")
     return seeds
 
+
+
+# ------------------------------------------------------------------------------------ for batch replay
+
+
+def replay_row(index: int, config: EntropyConfig) -> _Row:
+    """A row with its own rule, gate and acceptance estimates but no tokens and no generator: batch replay
+    (`entspec.replay.batch`) drives it through this module's decisions (`lock_step_continues`, `_Row.heard`), so a
+    replayed batch and a decoded one decide with the same code."""
+    row = _Row(index, [], 0, None, build_criterion(config), SpeculationGate(config))
+    row.criterion.reset()
+    row.gate.reset()
+    return row
+
+
+def lock_step_continues(costs: BatchCostModel, rows: list[_Row], drafting: list[bool], steps: int,
+                        sampling: SamplingParams | None) -> bool:
+    """``batch_stop="cost"`` after ``steps`` lock-step steps, as `BatchDecoder._draft` asks it: True while one more
+    step pays (`BatchDecoder._step_pays`, which reads no decoder state); otherwise the rows still drafting stop with
+    "batch_cost" and the answer is False. ``sampling`` None: before the first step."""
+    if BatchDecoder._step_pays(None, costs, rows, drafting, steps, sampling):
+        return True
+    BatchDecoder._stop_batch(rows, drafting)
+    return False

@@ -6,8 +6,12 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from .tune import BatchSetting
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -29,6 +33,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     check_tune_flags(args.held_out, args.top)
     check_sampling_flags(args)
+    batch = batch_setting(args)
     folder = Path(args.traces)
     if (folder / "traces").is_dir():  # an experiment folder was given
         folder = folder / "traces"
@@ -36,6 +41,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{folder}: no such traces folder; record traces with `entspec trace`")
     with FolderLock(folder):  # one process per traces folder: trace and tune alike
         sampled = folder_kind(folder) == "sampled"
+        if sampled and batch is not None:
+            raise ValueError(f"--batch-size: batch replay reads greedy traces only; {folder} holds sampling traces")
         traces = load_sampled_traces(folder) if sampled else load_traces(folder)
         check_traces_setting(folder, traces, args)
         check_split(traces, args.held_out)
@@ -43,13 +50,37 @@ def cmd_tune(args: argparse.Namespace) -> int:
         saved = folder / "experiment.yaml"
         experiment = yaml.safe_load(saved.read_text()) if saved.is_file() else None
         common = dict(held_out=args.held_out, seed=args.seed, rules=args.rules)
-        result = tune_sampled(traces, cost, draws=args.draws, **common) if sampled else tune(traces, cost, **common)
+        result = (tune_sampled(traces, cost, draws=args.draws, **common) if sampled
+                  else tune(traces, cost, batch=batch, **common))
         command = "entspec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        paths = write_outputs(result, args.out or folder.parent / "tune", experiment, cost, command, top=args.top)
+        out = args.out or folder.parent / ("tune" if batch is None else f"tune-b{batch.size}")
+        paths = write_outputs(result, out, experiment, cost, command, top=args.top)
     print(paths["report"].read_text())
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
+
+
+def batch_setting(args: argparse.Namespace) -> BatchSetting | None:
+    """``--batch-size`` and ``--batch-costs``: None to replay one sequence at a time, else the batch size and the
+    measured batch costs its rounds are priced with (one line naming the flag when missing or unreadable)."""
+    from ..engine.batch_cost import BatchCostModel
+    from .tune import BatchSetting
+
+    size = args.batch_size
+    if size < 1:
+        raise ValueError(f"--batch-size: must be >= 1 (got {size})")
+    if args.batch_costs is None:
+        if size > 1:
+            raise ValueError(f"--batch-costs: --batch-size {size} prices batch rounds with measured batch costs; give "
+                             "a batch_costs.json (an experiment with a batch_stop: cost method writes "
+                             "configs/batch_costs.json)")
+        return None
+    try:
+        costs = BatchCostModel.load(args.batch_costs)
+    except ValueError as err:
+        raise ValueError(f"--batch-costs: {err}") from None
+    return BatchSetting(size, costs, str(args.batch_costs))
 
 
 def folder_kind(folder: Path) -> str:
@@ -115,4 +146,10 @@ def register(subparsers) -> None:
     t.add_argument("--top-k", type=int, default=None, help="the top-k to tune for; must be the traces'")
     t.add_argument("--draws", type=int, default=8,
                    help="sampling traces: Monte-Carlo draws of the verdicts per trajectory (default 8)")
+    t.add_argument("--batch-size", type=int, default=1,
+                   help="tune for batches of B prompts: score every configuration by batch replay at B (greedy "
+                        "traces; needs --batch-costs; default output folder EXPERIMENT/tune-bB)")
+    t.add_argument("--batch-costs", default=None, metavar="PATH",
+                   help="the measured batch costs batch replay prices rounds with (a batch_costs.json, e.g. "
+                        "EXPERIMENT/configs/batch_costs.json)")
     t.set_defaults(func=cmd_tune)

@@ -27,7 +27,7 @@ from ..records import GenerationResult, RoundRecord
 from ..engine.round import draft_limit, drafter_steps, feedback, stop_reason
 from ..rules import RULES, DraftState, build_criterion
 from .cost import CostModel
-from .trace import Trace, nats_to_unit
+from .trace import Trace, TraceLists, nats_to_unit
 
 _SHANNON = ENTROPY_TYPES.index("shannon")
 
@@ -96,6 +96,41 @@ def check_replayable(trace: Trace, config: EntropyConfig) -> None:
         raise ValueError(f"renyi_alpha: the trace holds Rényi entropies of order {trace.meta.renyi_alpha}")
     if config.entropy_type == "topk" and config.entropy_topk != trace.meta.entropy_topk:
         raise ValueError(f"entropy_topk: the trace holds top-{trace.meta.entropy_topk} entropies")
+
+
+class TraceRound:
+    """What one round drafts on a greedy trace from output position ``pos`` (module docstring, step 2): the
+    drafter's greedy token at each position while the round is still right, its own continuation after its first
+    wrong token. `draft` adds the next token's statistics to the round's `DraftState` and returns the token;
+    ``accepted`` counts the leading right ones. Batch replay (`entspec.replay.batch`) drafts its rows one
+    lock-step token at a time with it. ``kind``: the configured entropy type's index in ``ENTROPY_TYPES``;
+    ``scale``: nats to the configured unit."""
+
+    def __init__(self, col: TraceLists, pos: int, kind: int, scale: float) -> None:
+        self.col, self.pos, self.kind, self.scale = col, pos, kind, scale
+        self.drafted = self.accepted = 0
+        self._wrong, self._k = -1, 0  # the continuation row once the round has drafted a wrong token; its next token
+
+    def draft(self, state: DraftState) -> int:
+        col = self.col
+        if self._wrong < 0:
+            t = self.pos + self.drafted
+            token, prob, h = col.draft_token[t], col.token_prob[t], col.entropy[t]
+            if token == col.output[t]:
+                self.accepted += 1
+            else:
+                self._wrong, self._k = col.cont_row[t], 0
+        else:
+            if self._k >= col.steps:
+                raise ValueError(f"max_draft_len: the trace's continuations hold {col.steps} tokens")
+            row, k = self._wrong, self._k
+            token, prob, h = col.cont_token[row][k], col.cont_prob[row][k], col.cont_entropy[row][k]
+            self._k += 1
+        self.drafted += 1
+        state.entropies.append(h[self.kind] * self.scale)
+        state.token_probs.append(prob)
+        state.shannon_nats.append(h[_SHANNON])
+        return token
 
 
 def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens: int | None = None) -> ReplayResult:

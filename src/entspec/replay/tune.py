@@ -14,6 +14,13 @@
 Sampling traces (`tune_sampled`) go through the same steps: every trajectory contributes ``draws`` realisations
 of its verdicts (`entspec.replay.sampled`), so every figure is an expectation (`entspec.replay.expected`); the
 split keeps all trajectories of a prompt on one side, and *of oracle* is the share of the sampling oracle.
+
+At a batch size (``batch``, `entspec tune --batch-size B --batch-costs PATH`) the same steps score every
+configuration by batch replay (`entspec.replay.batch`): each split's prompts are grouped into batches of B in
+prompt order, as the runner groups them (a batch never mixes tuning and held-out prompts), every prompt is charged
+its share of its batch's rounds, and plain decoding is batched too. The gate's and ``goodput``'s costs come from
+the batch costs at B, each configuration is swept with both batch stops (``batch_stop`` rows and cost), and no
+oracle is modelled for batches (*of oracle* is n/a).
 """
 
 from __future__ import annotations
@@ -33,10 +40,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ..engine.batch_cost import BatchCostModel
 from ..engine.config import EntropyConfig
 from ..rules import RULES
 from ..rules.goodput import fit_calibration, fit_isotonic_calibration, fit_next_calibration
 from ..metrics.compare import fmt, markdown_table
+from .batch import batch_relative, plain_batch, replay_batch
 from .cost import CostModel
 from .engine import plain_decoding, replay, true_oracle
 from .expected import DRAWS, realisations, sampling_oracle
@@ -44,6 +53,16 @@ from .sampled import SampledTrace
 from .trace import Trace
 
 ALL = "all"
+BATCH_STOPS = ("rows", "cost")  # swept at a batch size: each row's own stop alone, or with the batch's
+
+
+@dataclass(frozen=True)
+class BatchSetting:
+    """Tuning for batches of ``size`` prompts: the measured batch costs rounds are priced with, and their file."""
+
+    size: int
+    costs: BatchCostModel
+    path: str
 
 
 @dataclass
@@ -55,6 +74,7 @@ class TuneResult:
     configurations: int
     traces: list[Trace]
     sampling: dict[str, Any] | None = None  # temperature, top_k, top_p, trajectories, draws (sampling traces)
+    batch: BatchSetting | None = None  # the batch size and costs the sweep was replayed at (None: one sequence)
 
 
 def split_prompts(traces: list[Trace], held_out: float = 0.5, seed: int = 0) -> list[str]:
@@ -76,9 +96,10 @@ def split_prompts(traces: list[Trace], held_out: float = 0.5, seed: int = 0) -> 
 
 
 def configurations(cap: int, base: dict[str, Any], rules: list[str] | None = None,
-                   calibrations: list[dict[str, float]] | None = None) -> list[dict[str, Any]]:
+                   calibrations: list[dict[str, float]] | None = None,
+                   batch_stops: tuple[str, ...] = ("rows",)) -> list[dict[str, Any]]:
     """Every configuration of the registered sweeps (caps above the traces' ``cap`` dropped); the goodput rule
-    once per candidate calibration."""
+    once per candidate calibration; each once per ``batch_stops`` value (the default, rows, left unwritten)."""
     out = []
     for name, info in RULES.items():
         if rules and name not in rules:
@@ -93,7 +114,7 @@ def configurations(cap: int, base: dict[str, Any], rules: list[str] | None = Non
                 out += [{**base, **calibration, **params} for calibration in (calibrations or [{}])]
             else:
                 out.append({**_gate_fields(base), **params})
-    return out
+    return [{**params, **({} if stop == "rows" else {"batch_stop": stop})} for params in out for stop in batch_stops]
 
 
 def _gate_fields(base: dict[str, Any]) -> dict[str, Any]:
@@ -104,27 +125,31 @@ def _gate_fields(base: dict[str, Any]) -> dict[str, Any]:
 def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: int = 0,
          rules: list[str] | None = None, progress: bool = True,
          oracle: Callable[[int, int | None], float] | None = None,
-         sampling: dict[str, Any] | None = None) -> TuneResult:
+         sampling: dict[str, Any] | None = None, batch: BatchSetting | None = None) -> TuneResult:
     """Steps 1-4 of the module docstring. ``oracle(j, cap)``: the oracle time of trace j (default: the true
-    oracle of a greedy trace); ``sampling``: what sampling traces the realisations came from (for the report)."""
+    oracle of a greedy trace); ``sampling``: what sampling traces the realisations came from (for the report);
+    ``batch``: replay in batches of ``batch.size`` priced by ``batch.costs`` (greedy traces only)."""
     from tqdm.auto import tqdm
 
+    if batch is not None and sampling is not None:
+        raise ValueError("--batch-size: batch replay reads greedy traces only (these are sampling traces)")
+    if batch is not None and oracle is None:
+        oracle = _no_batch_oracle
     labels = split_prompts(traces, held_out, seed)
     tuning = [t for t, s in zip(traces, labels) if s == "tune"]
     calibrations = [{**fit_calibration(tuning, with_prob=w), **(fit_next_calibration(tuning, with_prob=w) if n else {})}
                     for w in (False, True) for n in (False, True)]
     calibrations.append(fit_isotonic_calibration(tuning))
     calibration = calibrations[0]
-    base = cost.relative()
+    base = cost.relative() if batch is None else batch_relative(batch.costs, batch.size)
     cap = min(t.meta.cap for t in traces)
-    configs = configurations(cap, base, rules, calibrations)
-    plain = [plain_decoding(t, cost).time_s for t in traces]
+    configs = configurations(cap, base, rules, calibrations, ("rows",) if batch is None else BATCH_STOPS)
+    timed = _timer(traces, labels, cost, batch)
+    plain = timed(None)
     started = time.perf_counter()
     rows = []
     for i, params in enumerate(tqdm(configs, desc="replay", disable=not progress)):
-        cfg = EntropyConfig(**params)
-        for j, trace in enumerate(traces):
-            rows.append((i, j, replay(trace, cfg, cost).time_s))
+        rows += [(i, j, seconds) for j, seconds in enumerate(timed(EntropyConfig(**params)))]
     seconds = time.perf_counter() - started
     sweep = pd.DataFrame(rows, columns=["config", "prompt", "time_s"])
     sweep["strategy"] = [configs[i]["strategy"] for i in sweep.config]
@@ -142,9 +167,38 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
         return oracle_cache[(j, cap_)]
 
     best = _choose(sweep, configs, oracle_time)
-    best["held_out_speedup_gate_toggled"] = [_gate_toggled(configs[c], traces, labels, plain, cost)
+    best["held_out_speedup_gate_toggled"] = [_gate_toggled(configs[c], labels, plain, timed)
                                              if cat == ALL else np.nan for c, cat in zip(best.config, best.category)]
-    return TuneResult(sweep, best, calibration, seconds, len(configs), traces, sampling)
+    return TuneResult(sweep, best, calibration, seconds, len(configs), traces, sampling, batch)
+
+
+def _timer(traces: list[Trace], labels: list[str], cost: CostModel,
+           batch: BatchSetting | None) -> Callable[..., list[float]]:
+    """``timed(config, split=None)``: the modelled seconds of every trace (of one split: 0 for the others) under a
+    configuration (None: plain decoding). One sequence: each trace replayed alone. At a batch size: each split's
+    traces replayed in batches of B in their order, each charged its share of its batch's rounds."""
+    def timed(config: EntropyConfig | None, split: str | None = None) -> list[float]:
+        out = [0.0] * len(traces)
+        for side in ("tune", "held_out") if split is None else (split,):
+            js = [j for j, s in enumerate(labels) if s == side]
+            chosen = [traces[j] for j in js]
+            if batch is None:
+                seconds = [(plain_decoding(t, cost) if config is None else replay(t, config, cost)).time_s
+                           for t in chosen]
+            else:
+                run = (plain_batch(chosen, batch.costs, batch.size) if config is None
+                       else replay_batch(chosen, config, batch.costs, batch.size))
+                seconds = [row.time_s for row in run.rows]
+            for j, s in zip(js, seconds):
+                out[j] = s
+        return out
+
+    return timed
+
+
+def _no_batch_oracle(j: int, cap: int | None) -> float:
+    """No oracle is modelled for batches: the true oracle is a schedule of one sequence."""
+    return float("nan")
 
 
 def tune_sampled(traces: list[SampledTrace], cost: CostModel, *, draws: int = DRAWS, **kwargs) -> TuneResult:
@@ -170,14 +224,14 @@ def tune_sampled(traces: list[SampledTrace], cost: CostModel, *, draws: int = DR
     return tune(realised, cost, oracle=oracle, sampling=info, **kwargs)
 
 
-def _gate_toggled(params: dict, traces: list[Trace], labels: list[str], plain: list[float], cost: CostModel) -> float:
+def _gate_toggled(params: dict, labels: list[str], plain: list[float], timed: Callable[..., list[float]]) -> float:
     """Held-out speedup of a configuration with the speculation gate toggled (what the gate is worth)."""
     cfg = EntropyConfig(**params)
     cfg = cfg.replace(gate=not cfg.gate)
     held = [j for j, s in enumerate(labels) if s == "held_out"]
     if not held:
         return float("nan")
-    return sum(plain[j] for j in held) / sum(replay(traces[j], cfg, cost).time_s for j in held)
+    return sum(plain[j] for j in held) / sum(timed(cfg, "held_out"))
 
 
 def _choose(sweep: pd.DataFrame, configs: list[dict], oracle_time) -> pd.DataFrame:
@@ -223,7 +277,8 @@ def write_outputs(result: TuneResult, out_dir: str | Path, experiment: dict[str,
     names = {"sweep": "sweep.csv", "best": "best.csv", "report": "report.md"}
     if experiment is not None:
         experiment = {**experiment, **({} if result.sampling is None else
-                                       {k: result.sampling[k] for k in ("temperature", "top_k", "top_p")})}
+                                       {k: result.sampling[k] for k in ("temperature", "top_k", "top_p")}),
+                      **({} if result.batch is None else {"batch_size": result.batch.size})}
     if experiment is not None:
         names["config"] = "tuned.yaml"
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
@@ -272,9 +327,12 @@ def tuned_from(result: TuneResult, experiment: dict[str, Any], command: str) -> 
         f"temperature {s['temperature']}, top-p {s['top_p']}, top-k {s['top_k']}; {s['trajectories']} trajectories "
         f"of {s['prompts']} prompts x {s['draws']} draws")
     dtype = result.traces[0].meta.dtype if result.traces else ""
+    b = result.batch
+    batched = "" if b is None else (f"; replayed in batches of {b.size}, rounds priced by the batch costs {b.path} "
+                                    f"({_measured(b.costs)})")
     return (f"# Settings tuned by `{command}` on traces of drafter {experiment.get('drafter_model_path')} "
             f"({dtype}, quantization {experiment.get('drafter_quantization', 'none')}) and verifier "
-            f"{experiment.get('verifier_model_path')}, {setting}.\n")
+            f"{experiment.get('verifier_model_path')}, {setting}{batched}.\n")
 
 
 def check_split(traces: list[Trace], held_out: float) -> None:
@@ -314,12 +372,11 @@ def report_markdown(result: TuneResult, cost: CostModel, command: str) -> str:
         f"Command: `{command}`", "",
         f"Replayed {result.configurations} configurations × {result.sweep.prompt.nunique()} "
         f"{'prompts' if result.sampling is None else 'realisations (trajectories × draws)'} in "
-        f"{result.seconds:.1f} s. Cost model: {cost.device}, {cost.dtype}; drafter step "
-        f"{cost.draft_step_s * 1e3:.1f} ms, verifier call {cost.verify(1) * 1e3:.1f} ms (1 token) / "
-        f"{cost.verify(17) * 1e3:.1f} ms (17 tokens), c = {cost.cost_ratio:.3f}. "
+        f"{result.seconds:.1f} s. {_costs_line(result, cost)} "
         f"Goodput calibration (tuning prompts): beta(H) = sigmoid({result.calibration['calib_intercept']:.3f} "
         f"{result.calibration['calib_slope']:+.3f} H).", "",
-        *(["Speedup = predicted plain-decoding time / predicted rule time (sums over prompts). *of oracle*: true "
+        *(_batch_lines(result.batch) if result.batch is not None else
+          ["Speedup = predicted plain-decoding time / predicted rule time (sums over prompts). *of oracle*: true "
            "oracle time / rule time, at the rule's cap and uncapped. Chosen on the tuning prompts, reported on the "
            "held-out prompts.", ""] if result.sampling is None else [
             f"**Sampling** (temperature {result.sampling['temperature']}, top-p {result.sampling['top_p']}, top-k "
@@ -337,10 +394,12 @@ def report_markdown(result: TuneResult, cost: CostModel, command: str) -> str:
                          fmt(r.held_out_speedup_gate_toggled), fmt(r.of_oracle_at_cap), fmt(r.of_oracle))
                         for r in overall.itertuples()]),
     ]
-    if len(overall):
+    if len(overall) and result.batch is None:
         name = "True oracle" if result.sampling is None else "Sampling oracle"
         lines += ["", f"{name} (uncapped) on the held-out prompts: {fmt(overall.oracle_speedup.iloc[0])}× "
                       "plain decoding.", ""]
+    elif result.batch is not None:
+        lines.append("")
     per_cat = best[best.category != ALL]
     if len(per_cat):
         table = per_cat.pivot(index="strategy", columns="category", values="held_out_speedup")
@@ -348,6 +407,26 @@ def report_markdown(result: TuneResult, cost: CostModel, command: str) -> str:
                   markdown_table(("rule", *table.columns),
                                  [(strategy, *(fmt(v) for v in row.values)) for strategy, row in table.iterrows()])]
     return "\n".join(lines) + "\n"
+
+
+def _costs_line(result: TuneResult, cost: CostModel) -> str:
+    """What the rounds were priced with: the traces' cost model, or the batch costs at the batch size."""
+    if result.batch is None:
+        return (f"Cost model: {cost.device}, {cost.dtype}; drafter step {cost.draft_step_s * 1e3:.1f} ms, verifier "
+                f"call {cost.verify(1) * 1e3:.1f} ms (1 token) / {cost.verify(17) * 1e3:.1f} ms (17 tokens), "
+                f"c = {cost.cost_ratio:.3f}.")
+    b, costs = result.batch, result.batch.costs
+    return (f"Batch costs: `{b.path}` ({_measured(costs)}); at {b.size} rows a drafter step "
+            f"{costs.draft(b.size) * 1e3:.1f} ms, a verifier call {costs.verify(b.size, 1) * 1e3:.1f} ms (1 position "
+            f"per row) / {costs.verify(b.size, 9) * 1e3:.1f} ms (9 positions per row).")
+
+
+def _batch_lines(batch: BatchSetting) -> list[str]:
+    return [f"**Batch size {batch.size}**: every configuration is replayed in batches of {batch.size} prompts "
+            "(each split's prompts in prompt order; docs/replay.md, batch replay), with both batch stops. Speedup = "
+            "replayed batched plain-decoding time / replayed rule time (sums over prompts, each charged its share "
+            "of its batch's rounds; prefill not modelled). *of oracle*: n/a (no oracle is modelled for batches). "
+            "Chosen on the tuning prompts, reported on the held-out prompts.", ""]
 
 
 def _short_params(params: str) -> str:
@@ -361,3 +440,9 @@ def _short_params(params: str) -> str:
         data["next-token calibration"] = "yes"
     hidden |= {"calib_prob", "next_intercept", "next_slope", "next_prob", "calib_curve"}
     return ", ".join(f"{k}={v}" for k, v in data.items() if k not in hidden) or "defaults"
+
+
+def _measured(costs: BatchCostModel) -> str:
+    """Where and when batch costs were measured, as far as the file says."""
+    return ", ".join(x for x in (costs.device, costs.dtype, costs.measured_at and f"measured {costs.measured_at}")
+                     if x) or "device not recorded"

@@ -1,0 +1,216 @@
+"""Batch replay: the rounds `generate_batch` runs on B prompts, from their greedy traces, with no model call.
+
+`replay_batch` groups the traces into batches of B in the order given (the runner's order: by prompt) and
+replays each batch as `entspec.engine.batch.BatchDecoder` decodes it:
+
+1. every row still generating takes its round's draft limit from `entspec.engine.round.draft_limit` (its own
+   cap, budget and gate);
+2. the rows whose limit allows drafting draft in lock step, one trace token per row and step
+   (`entspec.replay.engine.TraceRound`); after each step every row decides with `round.stop_reason` on its own
+   rule's state and leaves the lock step when it fires; with ``batch_stop="cost"`` the batch also stops every
+   row once one more step no longer pays, by the engine's own decision (`entspec.engine.batch.lock_step_continues`)
+   on the engine's acceptance estimates (the drafted token's probability from the trace, scaled by how well those
+   probabilities predicted the row's recent verdicts);
+3. one verifier call over every row, padded to the longest draft; each row accepts its leading right tokens and
+   emits ``accepted + 1`` (fewer at its budget; its trace ends at its EOS);
+4. each row's rule and gate hear its own verdict (`round.feedback`), and so do its acceptance estimates (the
+   engine's ``heard``); rows that are done leave the batch; when the last one leaves, the next B traces form the
+   next batch, as the runner batches prompts.
+
+A round costs ``steps x draft(rows) + verify(rows, steps + 1)`` from a measured `BatchCostModel`, ``rows`` being
+the rows still in the batch: the engine's drafter runs over all of them at every lock-step step (a row that
+stopped rides along as a hole) and its verifier call is padded to the longest draft. Every row is charged an
+equal share of each round it is in, so a batch's shares add up to its time and `entspec tune` can sum them over
+any set of prompts.
+
+What is an approximation: the costs are the measured table, while the engine's batch stop prices steps with that
+table refined by its own rounds' timings (`BatchCostModel.observe`), so on a real run its stops can differ
+where a step is close to paying; a drafter step is priced as one position per row, though its first step feeds
+each row the committed tokens its cache lacks; holes and compactions of the caches cost nothing; the prefill is
+not modelled (every rule at one batch size has the same one). Sampling traces are not replayed in batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..engine.batch import NO_DRAFTER, lock_step_continues, replay_row
+from ..engine.batch_cost import BatchCostModel
+from ..engine.config import EntropyConfig
+from ..engine.entropy import ENTROPY_TYPES
+from ..engine.round import draft_limit, feedback, stop_reason
+from ..engine.sampling import SamplingParams
+from ..rules import DraftState
+from .engine import ReplayResult, TraceRound, check_replayable
+from .trace import Trace, nats_to_unit
+
+GREEDY = SamplingParams(0.0)  # what the batch stop is told after a step: greedy traces, greedy estimates
+
+
+@dataclass(frozen=True)
+class BatchRound:
+    """One round of a replayed batch: the rows in it, its lock-step drafter steps, its modelled seconds."""
+
+    rows: int
+    steps: int
+    seconds: float
+
+    @property
+    def width(self) -> int:
+        """Positions per row of the round's verifier call: the pending token and the longest draft."""
+        return self.steps + 1
+
+
+@dataclass
+class BatchReplay:
+    """What `replay_batch` found: every row's rounds (in the order of the traces given; a round's ``round_s`` is the
+    row's share of it, its ``steps`` the batch's lock-step steps) and every batch's rounds."""
+
+    batch_size: int
+    rows: list[ReplayResult]
+    batches: list[list[BatchRound]]
+
+    @property
+    def time_s(self) -> float:
+        return sum(r.seconds for rounds in self.batches for r in rounds)
+
+    @property
+    def new_tokens(self) -> int:
+        return sum(row.new_tokens for row in self.rows)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.time_s if self.time_s > 0 else float("nan")
+
+
+def replay_batch(traces: list[Trace], config: EntropyConfig, costs: BatchCostModel, batch_size: int,
+                 max_new_tokens: int | None = None) -> BatchReplay:
+    """The rounds ``config`` produces on ``traces`` decoded in batches of ``batch_size`` (module docstring), timed
+    by ``costs``; ``max_new_tokens`` defaults to each trace's own budget."""
+    for trace in traces:
+        check_replayable(trace, config)
+    return _replay(traces, config, costs, batch_size, max_new_tokens, drafts=True)
+
+
+def plain_batch(traces: list[Trace], costs: BatchCostModel, batch_size: int,
+                max_new_tokens: int | None = None) -> BatchReplay:
+    """Batched plain decoding (the verifier alone: one token per row and round, as `generate_batch` without a
+    drafter) under the same costs and batches: the baseline of a speedup at ``batch_size``."""
+    return _replay(traces, EntropyConfig(), costs, batch_size, max_new_tokens, drafts=False)
+
+
+def batch_relative(costs: BatchCostModel, batch_size: int) -> dict:
+    """The batch costs at ``batch_size`` rows as the `EntropyConfig` cost fields the gate and the ``goodput`` rule
+    read (`entspec.engine.round_cost`), in verifier calls of one position per row: a row's rule sees what a drafted
+    position costs its batch (the counterpart of `CostModel.relative` for one sequence)."""
+    v1 = costs.verify(batch_size, 1)
+    return {"cost_ratio": round(costs.draft(batch_size) / v1, 4),
+            "verify_slope": round(max(0.0, (costs.verify(batch_size, 17) - v1) / 16 / v1), 4),
+            "verify_curve": [[w, max(round(costs.verify(batch_size, w) / v1, 4), 1e-4)] for w in costs.verify_widths]}
+
+
+def _replay(traces: list[Trace], config: EntropyConfig, costs: BatchCostModel, batch_size: int,
+            max_new_tokens: int | None, drafts: bool) -> BatchReplay:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: must be an integer >= 1 (got {batch_size!r})")
+    rows, batches = [], []
+    for start in range(0, len(traces), batch_size):
+        results, rounds = _replay_one(traces[start:start + batch_size], config, costs, max_new_tokens, drafts)
+        rows += results
+        batches.append(rounds)
+    return BatchReplay(batch_size, rows, batches)
+
+
+class _Lane:
+    """One row of a replayed batch: the engine's row state (rule, gate, acceptance estimates, the round's draft and
+    stop) and where the row stands on its trace."""
+
+    def __init__(self, index: int, trace: Trace, config: EntropyConfig, budget: int) -> None:
+        self.row = replay_row(index, config)
+        self.col = trace.lists
+        self.budget = budget
+        self.n_out = min(len(self.col.output), budget)
+        self.pos = 0
+        self.walk: TraceRound | None = None
+        self.out = ReplayResult([], [], [], [], [], [], 0.0, [])
+
+    def begin(self, config: EntropyConfig, drafts: bool, kind: int, scale: float) -> None:
+        """A new round: its limit and a fresh draft, as `BatchDecoder._round` starts one."""
+        row = self.row
+        row.threshold = row.criterion.threshold
+        row.limit = draft_limit(config, row.gate, self.budget - self.pos) if drafts else NO_DRAFTER
+        row.state, row.draft = DraftState(), []
+        row.stop = row.limit.at_limit if row.limit.tokens == 0 else "none"
+        self.walk = TraceRound(self.col, self.pos, kind, scale)
+
+    def draft_one(self, config: EntropyConfig) -> bool:
+        """One lock-step step for this row; True when its own stop fires."""
+        row = self.row
+        token = self.walk.draft(row.state)
+        row.draft.append(token)
+        stop = stop_reason(config, row.criterion, row.state, token in self.col.eos, row.limit)
+        if stop is not None:
+            row.stop = stop
+        return stop is not None
+
+    def end(self, share: float, steps: int) -> None:
+        """The verdict: the row emits its accepted tokens and the verifier's; its rule, gate and estimates hear it."""
+        row, accepted = self.row, self.walk.accepted
+        emitted = min(accepted + 1, self.n_out - self.pos)
+        feedback(row.criterion, row.gate, row.state, accepted)
+        row.heard(len(row.draft), accepted, row.state.token_probs)
+        out = self.out
+        out.drafted.append(len(row.draft))
+        out.accepted.append(accepted)
+        out.emitted.append(emitted)
+        out.stop_reasons.append(row.stop)
+        out.entropies.append(row.state.entropies)
+        out.thresholds.append(row.threshold)
+        out.steps.append(steps)
+        out.round_s.append(share)
+        self.pos += emitted
+
+
+def _replay_one(traces: list[Trace], config: EntropyConfig, costs: BatchCostModel, max_new_tokens: int | None,
+                drafts: bool) -> tuple[list[ReplayResult], list[BatchRound]]:
+    """One batch, round by round, until its last row is done."""
+    kind, scale = ENTROPY_TYPES.index(config.entropy_type), nats_to_unit(config.entropy_unit)
+    lanes = [_Lane(i, t, config, t.meta.max_new_tokens if max_new_tokens is None else max_new_tokens)
+             for i, t in enumerate(traces)]
+    stop_costs = costs if config.batch_stop == "cost" else None
+    active = [lane for lane in lanes if lane.n_out > 0]
+    rounds = []
+    while active:
+        for lane in active:
+            lane.begin(config, drafts, kind, scale)
+        _draft(active, config, stop_costs)
+        steps = max(len(lane.row.draft) for lane in active)
+        seconds = steps * costs.draft(len(active)) + costs.verify(len(active), steps + 1)
+        for lane in active:
+            lane.end(seconds / len(active), steps)
+        rounds.append(BatchRound(len(active), steps, seconds))
+        active = [lane for lane in active if lane.pos < lane.n_out]
+    return [lane.out for lane in lanes], rounds
+
+
+def _draft(lanes: list[_Lane], config: EntropyConfig, costs: BatchCostModel | None) -> None:
+    """Lock-step drafting as `BatchDecoder._draft` runs it: every drafting row one token a step until its own stop,
+    and with ``costs`` (``batch_stop="cost"``) the batch's stop before the first step and after every step."""
+    rows = [lane.row for lane in lanes]
+    drafting = [row.limit.tokens > 0 for row in rows]
+    if not any(drafting):
+        return
+    for row in rows:
+        row.expected, row.survival = 0.0, 1.0
+    steps = 0
+    if costs is not None and not lock_step_continues(costs, rows, drafting, steps, None):
+        return
+    while True:
+        for i, lane in enumerate(lanes):
+            if drafting[i] and lane.draft_one(config):
+                drafting[i] = False
+        if not any(drafting):
+            return
+        steps += 1
+        if costs is not None and not lock_step_continues(costs, rows, drafting, steps, GREEDY):
+            return

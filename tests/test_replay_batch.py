@@ -1,0 +1,208 @@
+"""Batch replay (`entspec.replay.batch`) reproduces `generate_batch` row by row and round by round, prices a round
+as the batch cost model says, and lets `entspec tune --batch-size B` choose settings per batch size."""
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from entspec import BatchCostModel, EntropyBasedSpeculativeDecoder, EntropyConfig
+from entspec.replay.batch import plain_batch, replay_batch
+from entspec.replay.cost import CostModel
+from entspec.replay.engine import replay
+from entspec.replay.trace import Trace, TraceMeta, record_trace, save_npz, trace_path
+from tiny import perturbed, tiny_llama
+
+NEW_TOKENS, CAP, PROMPTS = 20, 6, 6
+COST = CostModel(draft_step_s=0.4, verify_tokens=[1, 9], verify_s=[1.0, 1.2], overhead_round_s=0.01)
+SETTINGS = {  # one setting per rule; the adaptive one with the gate on (per-row rule and gate state)
+    "fixed": {"strategy": "fixed", "max_draft_len": 4},
+    "svip": {"strategy": "svip", "svip_threshold": 0.5, "max_draft_len": CAP},
+    "adaptive": {"strategy": "adaptive", "theta_abs": 1.0, "max_draft_len": 5, "gate": True},
+    "absolute": {"strategy": "absolute", "theta_abs": 2.0, "max_draft_len": CAP},
+}
+
+
+def batch_costs(draft: float = 0.1, flat_to: int = 8, slope: float = 0.1) -> BatchCostModel:
+    """Synthetic costs (not refined by the tiny models' real timings, so the engine's batch stop reads the same
+    table as replay): a drafter step of ``draft``; the verifier 1.0 up to ``flat_to`` positions in all, then
+    ``slope`` per position, as measured on a CPU."""
+    rows, widths = [1, 2, 4, 8], [1, 2, 4, 8, 12]
+    return BatchCostModel(draft_rows=rows, draft_s=[draft] * 4, verify_rows=rows, verify_widths=widths,
+                          verify_s=[[1.0 + slope * max(0, b * w - flat_to) for w in widths] for b in rows],
+                          refine=False)
+
+
+@pytest.fixture(scope="module")
+def pair_and_traces():
+    """Prompts of 2..7 tokens on the tiny fp32 pair, EOS 22 (some outputs end early), and their greedy traces."""
+    torch.set_num_threads(1)
+    verifier = tiny_llama(seed=0)
+    verifier.generation_config.eos_token_id = 22
+    drafter = perturbed(verifier, noise=0.05)
+    gen = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(6, verifier.config.vocab_size, (1, 2 + i), generator=gen) for i in range(PROMPTS)]
+    traces = [record_trace(drafter, verifier, p, max_new_tokens=NEW_TOKENS, cap=CAP, prompt_id=f"p{i}")
+              for i, p in enumerate(prompts)]
+    assert any(len(t) < NEW_TOKENS for t in traces), "some output must end at EOS for the test to bite"
+    assert sum(len(t.cont_pos) for t in traces) > 0, "the drafter must be wrong somewhere for the test to bite"
+    return drafter, verifier, prompts, traces
+
+
+@pytest.mark.parametrize("batch_stop", ["rows", "cost"])
+@pytest.mark.parametrize("rule", sorted(SETTINGS))
+def test_batch_replay_reproduces_the_batched_engine(rule, batch_stop, pair_and_traces):
+    drafter, verifier, prompts, traces = pair_and_traces
+    cfg = EntropyConfig(**SETTINGS[rule], batch_stop=batch_stop)
+    costs = batch_costs()
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg)
+    stops = set()
+    for size in (1, 2, 4):
+        replayed = replay_batch(traces, cfg, costs, size)
+        engine = [result for start in range(0, len(prompts), size)
+                  for result in decoder.generate_batch(prompts[start:start + size], max_new_tokens=NEW_TOKENS,
+                                                       batch_costs=costs)]
+        assert len(replayed.batches) == -(-len(prompts) // size) and len(replayed.rows) == len(engine)
+        for j, (row, result) in enumerate(zip(replayed.rows, engine)):
+            where = (rule, batch_stop, size, j)
+            assert row.rounds() == [(r.drafted, r.accepted, r.emitted) for r in result.rounds], where
+            assert row.stop_reasons == [r.stop_reason for r in result.rounds], where
+            assert row.thresholds == [r.threshold if r.threshold is None else pytest.approx(r.threshold, rel=1e-5)
+                                      for r in result.rounds], where
+            assert [s + 1 for s in row.steps] == [r.verify_width for r in result.rounds], where
+            stops |= set(row.stop_reasons)
+        if size > 1:  # a row left its batch before the others
+            assert any(rounds[-1].rows < rounds[0].rows for rounds in replayed.batches)
+    # the rows' own rules and (with batch_stop cost) the batch's stop both cut drafts: the test compared both
+    assert ("criterion" in stops) == (rule != "fixed") and ("batch_cost" in stops) == (batch_stop == "cost")
+
+
+@pytest.mark.parametrize("rule", sorted(SETTINGS))
+def test_one_row_batches_and_row_stops_are_the_single_sequence_replay(rule, pair_and_traces):
+    """With each row stopping on its own rule a row's rounds do not depend on its batch-mates: at any batch size
+    they are the single-sequence replay's."""
+    _, _, _, traces = pair_and_traces
+    cfg = EntropyConfig(**SETTINGS[rule])
+    for size in (1, 4):
+        for row, trace in zip(replay_batch(traces, cfg, batch_costs(), size).rows, traces):
+            alone = replay(trace, cfg, COST)
+            assert row.rounds() == alone.rounds() and row.stop_reasons == alone.stop_reasons
+            assert row.thresholds == alone.thresholds
+
+
+def fake_trace(match: list[bool], prompt_id: str) -> Trace:
+    """A trace whose drafter agrees with the verifier where ``match`` says (token 1 where not, and after)."""
+    n, match = len(match), np.asarray(match, bool)
+    output = np.arange(10, 10 + n)
+    wrong = np.flatnonzero(~match)
+    return Trace(TraceMeta(prompt_id, "", 1, n, [], 4, 2.0, 10), output, np.where(match, output, 1),
+                 np.ones(n, np.float32), np.ones(n, np.float32), np.zeros((n, 3), np.float32), wrong,
+                 np.ones((len(wrong), 3), np.int64), np.ones((len(wrong), 3), np.float32),
+                 np.zeros((len(wrong), 3, 3), np.float32))
+
+
+def test_a_batch_round_costs_its_drafter_steps_and_one_padded_verify():
+    """By hand, fixed k = 2: A (4 tokens, all agreed) and B (6 tokens, wrong at 1) in one batch.
+
+    round 1: both draft 2 (A accepts 2, B 1)      2 x draft(2) + verify(2, 3) = 0.30 + 1.9 = 2.2
+    round 2: A has 1 token left (no draft), B drafts 2 and accepts them: a row that drafts nothing is padded
+                                                  2 x draft(2) + verify(2, 3) = 2.2
+    round 3: A is done; B's last token alone      verify(1, 1) = 1.0
+    """
+    costs = BatchCostModel(draft_rows=[1, 2], draft_s=[0.1, 0.15], verify_rows=[1, 2], verify_widths=[1, 2, 3],
+                           verify_s=[[1.0, 1.1, 1.2], [1.5, 1.7, 1.9]], refine=False)
+    a, b = fake_trace([True] * 4, "a"), fake_trace([True, False, True, True, True, True], "b")
+    cfg = EntropyConfig(strategy="fixed", max_draft_len=2)
+    run = replay_batch([a, b], cfg, costs, 2)
+    assert [(r.rows, r.steps, r.width) for r in run.batches[0]] == [(2, 2, 3), (2, 2, 3), (1, 0, 1)]
+    assert [r.seconds for r in run.batches[0]] == pytest.approx([2.2, 2.2, 1.0])
+    assert run.rows[0].rounds() == [(2, 2, 3), (0, 0, 1)] and run.rows[1].rounds() == [(2, 1, 2), (2, 2, 3), (0, 0, 1)]
+    assert [row.time_s for row in run.rows] == pytest.approx([2.2, 3.2])  # equal shares of the rounds a row is in
+    assert run.time_s == pytest.approx(5.4) and run.tokens_per_s == pytest.approx(10 / 5.4)
+    # Plain decoding, batched: four rounds of both rows, then two of B alone.
+    assert plain_batch([a, b], costs, 2).time_s == pytest.approx(4 * 1.5 + 2 * 1.0)
+    # Batches of one: A alone drafts 2 (2 x 0.1 + verify(1, 3)), then its last token.
+    alone = replay_batch([a, b], cfg, costs, 1)
+    assert [row.time_s for row in alone.rows] == pytest.approx([1.4 + 1.0, 1.4 + 1.4 + 1.0])
+    # Drafting that never pays: the batch's stop drafts nothing, and the batch is plain decoding.
+    costly = BatchCostModel(**{**costs.to_dict(), "draft_s": [5.0, 5.0]})
+    stopped = replay_batch([a, b], cfg.replace(batch_stop="cost"), costly, 2)
+    assert {s for row in stopped.rows for s in row.stop_reasons} == {"batch_cost", "max_new_tokens"}
+    assert stopped.time_s == pytest.approx(plain_batch([a, b], costly, 2).time_s)
+    with pytest.raises(ValueError, match="batch_size: must be an integer >= 1"):
+        replay_batch([a], cfg, costs, 0)
+
+
+@pytest.fixture
+def traces_folder(tmp_path, pair_and_traces):
+    """An experiment folder as `entspec trace` leaves it (traces, their cost model, experiment.yaml) and a
+    batch_costs.json as the runner writes it."""
+    from entspec.experiment import ExperimentConfig
+
+    _, _, _, traces = pair_and_traces
+    folder = tmp_path / "exp" / "traces"
+    for i, trace in enumerate(traces):
+        trace.save(trace_path(folder, i, trace.meta.prompt_id))
+    COST.save(folder / "cost_model.json")
+    config = ExperimentConfig(drafter_model_path="drafter", verifier_model_path="verifier", dataset_name="mix",
+                              num_samples=PROMPTS, max_new_tokens=NEW_TOKENS, output_dir=str(tmp_path / "exp"),
+                              experiment_name="t")
+    (folder / "experiment.yaml").write_text(config.to_yaml())
+    costs = batch_costs().save(tmp_path / "exp" / "configs" / "batch_costs.json")
+    return tmp_path / "exp", costs
+
+
+def test_tune_chooses_per_batch_size(traces_folder, pair_and_traces):
+    from entspec.cli import main
+    from entspec.experiment import ExperimentConfig
+    from entspec.replay.tune import split_prompts
+
+    exp, costs = traces_folder
+    assert main(["tune", str(exp), "--batch-size", "2", "--batch-costs", str(costs), "--rules", "fixed", "adaptive",
+                 "--top", "1"]) == 0
+    out = exp / "tune-b2"
+    sweep = pd.read_csv(out / "sweep.csv")
+    assert {json.loads(p).get("batch_stop", "rows") for p in sweep.params} == {"rows", "cost"}
+    best = pd.read_csv(out / "best.csv")
+    assert set(best.strategy) == {"fixed", "adaptive"} and best.of_oracle.isna().all()
+    # The held-out figure is batch replay of the held-out prompts in batches of 2: a row's shares add up.
+    _, _, _, traces = pair_and_traces
+    held = [t for t, s in zip(traces, split_prompts(traces)) if s == "held_out"]
+    chosen = best[(best.strategy == "fixed") & (best.category == "all")].iloc[0]
+    cfg, model = EntropyConfig(**json.loads(chosen.params)), BatchCostModel.load(costs)
+    assert chosen.held_out_speedup == pytest.approx(plain_batch(held, model, 2).time_s
+                                                    / replay_batch(held, cfg, model, 2).time_s)
+    text = (out / "tuned.yaml").read_text()
+    assert text.startswith("# Settings tuned by `entspec")
+    assert f"batches of 2, rounds priced by the batch costs {costs}" in text.splitlines()[0]
+    tuned = yaml.safe_load(text)
+    assert tuned["batch_size"] == 2 and tuned["methods"][0]["strategy"] == "fixed"
+    ExperimentConfig(**tuned)  # a valid experiment, ready for `entspec run` at batch size 2
+    assert "Batch size 2" in (out / "report.md").read_text()
+
+
+def test_tune_refuses_a_batch_size_it_cannot_price_in_one_line(traces_folder, tmp_path, capsys):
+    from entspec.cli import main
+
+    exp, costs = traces_folder
+    sampled = tmp_path / "sampled"
+    save_npz(sampled / "0000-p.npz", {"kind": "sampled"}, {})
+    (tmp_path / "garbage.json").write_text("{")
+    for argv, message in [
+        (["--batch-size", "2"], "--batch-costs: --batch-size 2 prices batch rounds with measured batch costs"),
+        (["--batch-size", "2", "--batch-costs", str(tmp_path / "none.json")],
+         re.escape(f"--batch-costs: {tmp_path / 'none.json'}: not a readable batch cost model")),
+        (["--batch-size", "2", "--batch-costs", str(tmp_path / "garbage.json")],
+         "--batch-costs: .*garbage.json: not a readable batch cost model"),
+        (["--batch-size", "0"], "--batch-size: must be >= 1"),
+    ]:
+        assert main(["tune", str(exp), *argv]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and re.search(message, err), (argv, err)
+    assert main(["tune", str(sampled), "--batch-size", "2", "--batch-costs", str(costs)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--batch-size: batch replay reads greedy traces only" in err
