@@ -205,8 +205,8 @@ class BatchDecoder:
         for row in active:
             row.expected, row.survival = 0.0, 1.0
         steps = 0  # lock-step drafter steps taken this round
-        if costs is not None and not self._step_pays(costs, active, drafting, steps, None):
-            return self._stop_batch(active, drafting)
+        if costs is not None and not lock_step_continues(costs, active, drafting, steps, None):
+            return
         # First step: each drafting row catches up on the committed tokens its cache lacks (1, 2 after a fully
         # accepted round, more after rounds without drafting).
         segments = [row.tokens[row.drafter_start + self.drafter.lengths[i]:] if drafting[i] else []
@@ -242,34 +242,9 @@ class BatchDecoder:
             if not any(drafting):
                 return
             steps += 1
-            if costs is not None and not self._step_pays(costs, active, drafting, steps, sampling):
-                    return self._stop_batch(active, drafting)
+            if costs is not None and not lock_step_continues(costs, active, drafting, steps, sampling):
+                return
             segments = [[row.draft[-1]] if drafting[i] else [] for i, row in enumerate(active)]
-
-    def _step_pays(self, costs: BatchCostModel, active: list[_Row], drafting: list[bool], steps: int,
-                   sampling: SamplingParams | None) -> bool:
-        """batch_stop="cost": whether one more lock-step step pays (`batch_step_pays`). A row's chance that a
-        token is accepted: greedy, from the drafter's probability of the token just drafted (`_Row.accept_estimate`;
-        the next token is expected to do as well); sampling, and before the first step (``sampling`` None), the
-        row's recent acceptance rate. The survivals of the rows that drafted at this step are updated here."""
-        gain = 0.0
-        for i, row in enumerate(active):
-            a = row.acceptance
-            if sampling is not None and sampling.greedy and row.draft:
-                a = row.accept_estimate(row.state.token_probs[-1])
-            if sampling is not None and row.draft and len(row.draft) == steps:  # drafted at this step
-                row.survival *= a
-                row.expected += row.survival
-            if drafting[i]:
-                gain += row.survival * a
-        expected = sum(1.0 + row.expected for row in active)
-        return batch_step_pays(costs, len(active), steps, expected, gain)
-
-    @staticmethod
-    def _stop_batch(active: list[_Row], drafting: list[bool]) -> None:
-        for i, row in enumerate(active):
-            if drafting[i]:
-                row.stop, drafting[i] = "batch_cost", False
 
     def _verify(self, active: list[_Row], sampling: SamplingParams) -> list[tuple[int, int, list[float]]]:
         """One verifier forward over every row's pending token and draft; per row (accepted, token, accept probs)."""
@@ -373,10 +348,26 @@ def replay_row(index: int, config: EntropyConfig) -> _Row:
 
 def lock_step_continues(costs: BatchCostModel, rows: list[_Row], drafting: list[bool], steps: int,
                         sampling: SamplingParams | None) -> bool:
-    """``batch_stop="cost"`` after ``steps`` lock-step steps, as `BatchDecoder._draft` asks it: True while one more
-    step pays (`BatchDecoder._step_pays`, which reads no decoder state); otherwise the rows still drafting stop with
-    "batch_cost" and the answer is False. ``sampling`` None: before the first step."""
-    if BatchDecoder._step_pays(None, costs, rows, drafting, steps, sampling):
+    """batch_stop="cost" after ``steps`` lock-step steps: True while one more step pays (`batch_step_pays`);
+    otherwise the rows still drafting stop with "batch_cost" and the answer is False. A row's chance that a token
+    is accepted: greedy, from the drafter's probability of the token just drafted (`_Row.accept_estimate`; the next
+    token is expected to do as well); sampling, and before the first step (``sampling`` None), the row's recent
+    acceptance rate. The survivals of the rows that drafted at this step are updated here. `BatchDecoder._draft`
+    and batch replay (`entspec.replay.batch`) both ask it."""
+    gain = 0.0
+    for i, row in enumerate(rows):
+        a = row.acceptance
+        if sampling is not None and sampling.greedy and row.draft:
+            a = row.accept_estimate(row.state.token_probs[-1])
+        if sampling is not None and row.draft and len(row.draft) == steps:  # drafted at this step
+            row.survival *= a
+            row.expected += row.survival
+        if drafting[i]:
+            gain += row.survival * a
+    expected = sum(1.0 + row.expected for row in rows)
+    if batch_step_pays(costs, len(rows), steps, expected, gain):
         return True
-    BatchDecoder._stop_batch(rows, drafting)
+    for i, row in enumerate(rows):
+        if drafting[i]:
+            row.stop, drafting[i] = "batch_cost", False
     return False

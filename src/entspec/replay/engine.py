@@ -152,30 +152,15 @@ def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens:
         limit = draft_limit(config, gate, budget)
         out.thresholds.append(rule.threshold)
         state = DraftState()
-        drafted = accepted = 0
-        wrong = -1  # continuation row once the round has drafted a wrong token
+        walk = TraceRound(col, pos, kind, scale)
         stop = "none" if limit.tokens >= 1 else limit.at_limit
-        while drafted < limit.tokens:
-            if wrong < 0:
-                t = pos + drafted
-                token, prob, h = col.draft_token[t], col.token_prob[t], col.entropy[t]
-                if token == col.output[t]:
-                    accepted += 1
-                else:
-                    wrong, k = col.cont_row[t], 0
-            else:
-                if k >= col.steps:
-                    raise ValueError(f"max_draft_len: the trace's continuations hold {col.steps} tokens")
-                token, prob, h = col.cont_token[wrong][k], col.cont_prob[wrong][k], col.cont_entropy[wrong][k]
-                k += 1
-            drafted += 1
-            state.entropies.append(h[kind] * scale)
-            state.token_probs.append(prob)
-            state.shannon_nats.append(h[_SHANNON])
+        while walk.drafted < limit.tokens:
+            token = walk.draft(state)
             reason = stop_reason(config, rule, state, token in col.eos, limit)
             if reason is not None:
                 stop = reason
                 break
+        drafted, accepted = walk.drafted, walk.accepted
         emitted = min(accepted + 1, n_out - pos)
         feedback(rule, gate, state, accepted)
         out.drafted.append(drafted)
