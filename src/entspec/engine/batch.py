@@ -332,10 +332,7 @@ def batch_seeds(seed: int | Sequence[int], rows: int) -> list[int]:
     return seeds
 
 
-
 # ------------------------------------------------------------------------------------ for batch replay
-
-
 def replay_row(index: int, config: EntropyConfig) -> _Row:
     """A row with its own rule, gate and acceptance estimates but no tokens and no generator: batch replay
     (`entspec.replay.batch`) drives it through this module's decisions (`lock_step_continues`, `_Row.heard`), so a
