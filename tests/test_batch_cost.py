@@ -43,11 +43,25 @@ def test_the_model_interpolates_and_extrapolates_its_measured_points():
 def test_the_step_is_taken_while_its_rate_beats_the_rounds():
     model = costs(draft=0.25)
     # Before the first step, 4 rows: the round so far emits 4 tokens in 1.0 s; a step adds 4 x 0.9 tokens in 0.25 s.
-    assert batch_step_pays(model, 4, 0, expected=4.0, gain=3.6)
+    assert batch_step_pays(model, 4, 0, expected=4.0, chances=[(1.0, 0.9, 1)] * 4)
     # The same step when each row's next token is a coin flip at best: 4 x 0.2 tokens in 0.25 s < 4 per second.
-    assert not batch_step_pays(model, 4, 0, expected=4.0, gain=0.8)
-    # 8 rows on a verifier flat to 8 positions: a second position per row costs it 0.8 s; the step does not pay.
-    assert not batch_step_pays(costs(draft=0.25, verify_flat_to=8), 8, 0, expected=8.0, gain=7.2)
+    assert not batch_step_pays(model, 4, 0, expected=4.0, chances=[(1.0, 0.2, 1)] * 4)
+    # 8 rows on a verifier flat to 8 positions: a second position per row costs it 0.8 s; no number of steps pays.
+    assert not batch_step_pays(costs(draft=0.25, verify_flat_to=8), 8, 0, expected=8.0, chances=[(1.0, 0.9, 6)] * 8)
+
+
+def test_the_stop_looks_past_a_step_that_costs_more_than_the_ones_after_it():
+    # One row on the verify curve measured on the CPU: 2 positions cost more than 4.
+    model = BatchCostModel(draft_rows=[1], draft_s=[0.21], verify_rows=[1], verify_widths=[1, 2, 4, 8],
+                           verify_s=[[0.54, 0.77, 0.73, 1.10]], refine=False)
+    # One step: 0.8 tokens for 0.44 s, below the round's 1 / 0.54 per second; three steps: 1.95 for 0.82 s.
+    assert not batch_step_pays(model, 1, 0, expected=1.0, chances=[(1.0, 0.8, 1)])
+    assert batch_step_pays(model, 1, 0, expected=1.0, chances=[(1.0, 0.8, 3)])
+    # A row adds nothing past its own limit: with rooms 1 and 3 only one row carries steps 2 and 3.
+    two = BatchCostModel(draft_rows=[2], draft_s=[0.21], verify_rows=[2], verify_widths=[1, 2, 4, 8],
+                         verify_s=[[0.54, 0.77, 0.73, 1.10]], refine=False)
+    assert batch_step_pays(two, 2, 0, expected=2.0, chances=[(1.0, 0.8, 3), (1.0, 0.8, 3)])
+    assert not batch_step_pays(two, 2, 0, expected=2.0, chances=[(1.0, 0.8, 3), (1.0, 0.8, 1)])
 
 
 def test_a_saved_model_loads_back_and_a_bad_one_is_named(tmp_path):

@@ -345,13 +345,13 @@ def replay_row(index: int, config: EntropyConfig) -> _Row:
 
 def lock_step_continues(costs: BatchCostModel, rows: list[_Row], drafting: list[bool], steps: int,
                         sampling: SamplingParams | None) -> bool:
-    """batch_stop="cost" after ``steps`` lock-step steps: True while one more step pays (`batch_step_pays`);
-    otherwise the rows still drafting stop with "batch_cost" and the answer is False. A row's chance that a token
-    is accepted: greedy, from the drafter's probability of the token just drafted (`_Row.accept_estimate`; the next
-    token is expected to do as well); sampling, and before the first step (``sampling`` None), the row's recent
-    acceptance rate. The survivals of the rows that drafted at this step are updated here. `BatchDecoder._draft`
-    and batch replay (`entspec.replay.batch`) both ask it."""
-    gain = 0.0
+    """batch_stop="cost" after ``steps`` lock-step steps: True while drafting on pays within the rows' limits
+    (`batch_step_pays`); otherwise the rows still drafting stop with "batch_cost" and the answer is False. A
+    row's chance that a token is accepted: greedy, from the drafter's probability of the token just drafted
+    (`_Row.accept_estimate`; the next tokens are expected to do as well); sampling, and before the first step
+    (``sampling`` None), the row's recent acceptance rate. The survivals of the rows that drafted at this step
+    are updated here. `BatchDecoder._draft` and batch replay (`entspec.replay.batch`) both ask it."""
+    chances = []
     for i, row in enumerate(rows):
         a = row.acceptance
         if sampling is not None and sampling.greedy and row.draft:
@@ -360,9 +360,9 @@ def lock_step_continues(costs: BatchCostModel, rows: list[_Row], drafting: list[
             row.survival *= a
             row.expected += row.survival
         if drafting[i]:
-            gain += row.survival * a
+            chances.append((row.survival, a, row.limit.tokens - len(row.draft)))
     expected = sum(1.0 + row.expected for row in rows)
-    if batch_step_pays(costs, len(rows), steps, expected, gain):
+    if batch_step_pays(costs, len(rows), steps, expected, chances):
         return True
     for i, row in enumerate(rows):
         if drafting[i]:

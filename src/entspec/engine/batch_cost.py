@@ -13,11 +13,14 @@ calibration's by 10-20% on a CPU, enough to flip the decision between one drafte
 `batch_step_pays` is the batch's stop (``EntropyConfig(batch_stop="cost")``), asked after every lock-step
 drafter step. With ``a`` a row's estimate that its next drafted token is accepted and ``S`` the product of its
 estimates over the tokens drafted so far this round, the round so far is expected to emit
-``E = sum over rows of (1 + sum of S over its drafted tokens)`` tokens in ``T`` seconds; one more step would add
-``g = sum over drafting rows of S * a`` tokens at ``d(m) + verify(B, W + 1) - verify(B, W)`` seconds. The
-step is taken while its rate is at least the round's (``g / dT >= E / T``): where the marginal rate falls
-below the average, more drafting lowers tokens per second. The estimate ``a``: greedy, the drafter's
-probability of its own token (its top-1 probability); sampling, the row's recent acceptance rate.
+``E = sum over rows of (1 + sum of S over its drafted tokens)`` tokens in ``T`` seconds; ``j`` more steps would
+add ``g_j = sum over drafting rows of S * (a + a^2 + ... + a^j)`` tokens (a row adds nothing past its own
+limit) at ``j * d(B) + verify(B, W + j) - verify(B, W)`` seconds. Drafting goes on while some ``j`` up to the
+rows' limits raises the round's rate (``g_j / dT_j >= E / T``), and stops when no number of further steps
+would. It looks ahead, not only one step, because measured verify costs are not convex: on a CPU a forward
+over 4 positions can cost less than one over 2, so a one-step test stops before the step that pays. The
+estimate ``a``: greedy, the drafter's probability of its own token (its top-1 probability); sampling, the
+row's recent acceptance rate; the tokens after the next are expected to do as well.
 """
 
 from __future__ import annotations
@@ -141,15 +144,21 @@ def _interp(x: float, xs: list[int], ys: list[float]) -> float:
     return max(float(ys[i] + slope * (x - xs[i])), 0.0)
 
 
-def batch_step_pays(costs: BatchCostModel, rows: int, steps: int, expected: float, gain: float) -> bool:
-    """Whether one more lock-step drafter step pays (module docstring). ``rows``: rows in the batch (every drafter
-    step and the verifier call carry them all: a row that stopped pads); ``steps``: drafter steps taken this
-    round; ``expected``: the round's expected emitted tokens so far (E); ``gain``: the step's expected accepted
-    tokens (g)."""
+def batch_step_pays(costs: BatchCostModel, rows: int, steps: int, expected: float,
+                    chances: list[tuple[float, float, int]]) -> bool:
+    """Whether drafting on pays (module docstring). ``rows``: rows in the batch (every drafter step and the
+    verifier call carry them all: a row that stopped pads); ``steps``: drafter steps taken this round;
+    ``expected``: the round's expected emitted tokens so far (E); ``chances``: per drafting row, the survival of
+    its last drafted token (S), its chance that a next token is accepted (a) and how many more it may draft."""
     width = steps + 1
     spent = steps * costs.draft(rows) + costs.verify(rows, width)
-    step = costs.draft(rows) + costs.verify(rows, width + 1) - costs.verify(rows, width)
-    return gain * spent >= expected * max(step, 1e-12)
+    gain, horizon = 0.0, max((room for _, _, room in chances), default=0)
+    for j in range(1, horizon + 1):
+        gain += sum(s * a ** j for s, a, room in chances if room >= j)
+        more = j * costs.draft(rows) + costs.verify(rows, width + j) - costs.verify(rows, width)
+        if gain * spent >= expected * max(more, 1e-12):
+            return True
+    return False
 
 
 @torch.inference_mode()
