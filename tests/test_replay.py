@@ -74,11 +74,12 @@ def test_continuations_equal_sequential_greedy(pair_and_traces):
         assert trace.cont_token[row].tolist() == ref[0, prefix.shape[1]:].tolist()
 
 
+@pytest.mark.parametrize("prefill", ["upfront", "deferred"])
 @pytest.mark.parametrize("name", sorted(RULES))
-def test_replay_reproduces_engine_rounds(name, pair_and_traces):
+def test_replay_reproduces_engine_rounds(name, prefill, pair_and_traces):
     drafter, verifier, cases = pair_and_traces
     for cfg_dict in settings(name):
-        cfg = EntropyConfig(**cfg_dict)
+        cfg = EntropyConfig(**cfg_dict, drafter_prefill=prefill)
         for prompt, trace in cases:
             engine = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg).generate(prompt, NEW_TOKENS)
             replayed = replay(trace, cfg, COST)

@@ -53,11 +53,12 @@ def pair_and_traces():
     return drafter, verifier, prompts, traces
 
 
+@pytest.mark.parametrize("prefill", ["upfront", "deferred"])
 @pytest.mark.parametrize("batch_stop", ["rows", "cost"])
 @pytest.mark.parametrize("rule", sorted(SETTINGS))
-def test_batch_replay_reproduces_the_batched_engine(rule, batch_stop, pair_and_traces):
+def test_batch_replay_reproduces_the_batched_engine(rule, batch_stop, prefill, pair_and_traces):
     drafter, verifier, prompts, traces = pair_and_traces
-    cfg = EntropyConfig(**SETTINGS[rule], batch_stop=batch_stop)
+    cfg = EntropyConfig(**SETTINGS[rule], batch_stop=batch_stop, drafter_prefill=prefill)
     costs = batch_costs()
     decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg)
     stops = set()

@@ -126,12 +126,15 @@ class BatchDecoder:
             row.gate.reset()
         # Prefill every committed token but the last, which is fed as each row's first pending token (the drafter:
         # only its window's, with drafter_context; in a batch the window is not rebuilt, it grows after the prefill).
+        # A deferred drafter prefill is the first drafting step's catch-up instead (the first round drafts nothing).
         window = self.config.drafter_context
         for row in rows:
             row.drafter_start = max(0, row.prompt_len - window) if window else 0
         with Stopwatch(device) as prefill:
             for kv in self._caches():
                 kv.reset(len(rows))
+                if kv is self.drafter and self.config.drafter_prefill == "deferred":
+                    continue
                 offsets = [row.drafter_start if kv is self.drafter else 0 for row in rows]
                 if max(len(p) - o for p, o in zip(prompts, offsets)) > 1:
                     kv.feed([p[o:-1] for p, o in zip(prompts, offsets)], "left", self.pad_id, logits_to_keep=1)
@@ -158,16 +161,16 @@ class BatchDecoder:
         for row in active:
             row.threshold = row.criterion.threshold
             row.limit = (NO_DRAFTER if self.drafter is None
-                         else draft_limit(self.config, row.gate, max_new_tokens - len(row.new_tokens())))
+                         else draft_limit(self.config, row.gate, max_new_tokens - len(row.new_tokens()), not row.rounds))
             row.state, row.draft, row.draft_probs, row.processed = DraftState(), [], [], []
             row.stop = row.limit.at_limit if row.limit.tokens == 0 else "none"
         with Stopwatch(self.verifier.device) as drafting:
-            self._draft(active, sampling, eos)
+            catch_up = self._draft(active, sampling, eos)
         with Stopwatch(self.verifier.device) as verify:
             verdicts = self._verify(active, sampling)
         if self.costs is not None:  # what this round's calls cost refines the measured costs
             steps = max(len(row.draft) for row in active)
-            if steps:
+            if steps and catch_up <= 2:  # not a round whose first step was a (deferred) prefill
                 self.costs.observe("draft", len(active), 1, drafting.seconds / steps)
             self.costs.observe("verify", len(active), steps + 1, verify.seconds)
         committed = [len(row.tokens) for row in active]
@@ -195,22 +198,24 @@ class BatchDecoder:
         if self.drafter is not None:
             self.drafter.rollback([n - row.drafter_start for n, row in zip(keep, active)])
 
-    def _draft(self, active: list[_Row], sampling: SamplingParams, eos: set[int]) -> None:
-        """Lock-step drafting over the rows whose limit allows it; each leaves when its own stop fires."""
+    def _draft(self, active: list[_Row], sampling: SamplingParams, eos: set[int]) -> int:
+        """Lock-step drafting over the rows whose limit allows it; each leaves when its own stop fires. Returns
+        the longest catch-up its first step fed (0 when nothing was drafted)."""
         drafting = [row.limit.tokens > 0 for row in active]
         if self.drafter is None or not any(drafting):
-            return
+            return 0
         cfg = self.config
         costs = self.costs if cfg.batch_stop == "cost" else None
         for row in active:
             row.expected, row.survival = 0.0, 1.0
         steps = 0  # lock-step drafter steps taken this round
         if costs is not None and not lock_step_continues(costs, active, drafting, steps, None):
-            return
+            return 0
         # First step: each drafting row catches up on the committed tokens its cache lacks (1, 2 after a fully
-        # accepted round, more after rounds without drafting).
+        # accepted round, more after rounds without drafting, the whole window after a deferred prefill).
         segments = [row.tokens[row.drafter_start + self.drafter.lengths[i]:] if drafting[i] else []
                     for i, row in enumerate(active)]
+        catch_up = max(len(s) for s in segments)
         while True:
             logits = self.drafter.feed(segments, "left", self.pad_id, logits_to_keep=1)[:, -1]  # [B, V]
             processed = sampling.process(logits)
@@ -240,10 +245,10 @@ class BatchDecoder:
                 if stop is not None:
                     row.stop, drafting[i] = stop, False
             if not any(drafting):
-                return
+                return catch_up
             steps += 1
             if costs is not None and not lock_step_continues(costs, active, drafting, steps, sampling):
-                return
+                return catch_up
             segments = [[row.draft[-1]] if drafting[i] else [] for i, row in enumerate(active)]
 
     def _verify(self, active: list[_Row], sampling: SamplingParams) -> list[tuple[int, int, list[float]]]:

@@ -64,6 +64,11 @@ class EntropyConfig:
     # last N, rebuilt on the last N when it holds 2N; `entspec.engine.drafter`). None: the whole sequence. Never
     # changes what is emitted (the verifier reads everything); it shortens the drafter's prefill and its steps.
     drafter_context: int | None = field(default=None, metadata=bounds(min=1))
+    # When the drafter reads the prompt: "upfront", in the prefill beside the verifier's; "deferred", after the first
+    # new token, which the verifier's prefill gives alone (so the time to first token is plain decoding's): the first
+    # round drafts nothing and the drafter prefills at the start of the second (`entspec.engine.round.draft_limit`).
+    # A batch whose batch stop never drafts never prefills the drafter. Never changes what is emitted.
+    drafter_prefill: str = field(default="upfront", metadata=bounds(choices=("upfront", "deferred")))
     # Batched decoding (generate_batch): "rows", each row drafts until its own rule stops it; "cost", besides, the
     # whole lock step stops when one more drafter step's expected tokens per second fall below the round's, priced
     # with a measured `BatchCostModel` (entspec.engine.batch_cost). Never changes what is emitted.

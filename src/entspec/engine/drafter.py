@@ -121,15 +121,25 @@ class EntropyBasedDrafter:
         self.reads_nothing = not RULES[config.strategy].reads
         self.window = config.drafter_context
         self.window_start = 0  # where the cached window starts in the committed sequence
+        self.max_length: int | None = None
+        self.first_round = True  # no verdict heard yet in this generation
+        self.filled = False  # the committed sequence is cached (after the prefill)
 
     def start(self, prompt: torch.Tensor, max_length: int | None = None) -> None:
         """A new generation on ``prompt [1, T]``: fresh rule and gate, the prompt cached (with a context window,
-        its last ``drafter_context`` tokens). ``max_length``: the most positions the cache will hold (sizes a
+        its last ``drafter_context`` tokens; with ``drafter_prefill="deferred"`` later, when the second round
+        drafts, over the committed sequence then). ``max_length``: the most positions the cache will hold (sizes a
         static cache; a dynamic one ignores it)."""
         self.criterion.reset()
         self.gate.reset()
-        self.window_start = max(0, prompt.shape[1] - self.window) if self.window else 0
-        self.lm.prefill(prompt[:, self.window_start:], max_length)
+        self.max_length, self.first_round, self.filled = max_length, True, False
+        if self.config.drafter_prefill == "upfront":
+            self._prefill(prompt)
+
+    def _prefill(self, sequence: torch.Tensor) -> None:
+        self.window_start = max(0, sequence.shape[1] - self.window) if self.window else 0
+        self.lm.prefill(sequence[:, self.window_start:], self.max_length)
+        self.filled = True
 
     def warm_up(self, max_length: int) -> None:
         """Compile the draft step's graphs ahead of timing (a no-op on an eager cache)."""
@@ -141,10 +151,10 @@ class EntropyBasedDrafter:
         """The round's draft after the committed ``sequence [1, L]`` with ``budget`` tokens left to emit: at most
         ``budget - 1`` tokens (the verifier always adds one of its own), none while the gate finds that
         speculation does not pay (the verifier then decodes one token, as plain decoding does)."""
-        limit = draft_limit(self.config, self.gate, budget)
+        limit = draft_limit(self.config, self.gate, budget, self.first_round)
         threshold = self.criterion.threshold
-        if limit.at_limit == "gate":
-            return empty_draft(sequence, self.lm.model.config.vocab_size, "gate", threshold)
+        if limit.at_limit in ("gate", "deferred"):
+            return empty_draft(sequence, self.lm.model.config.vocab_size, limit.at_limit, threshold)
         with Stopwatch(self.lm.device) as sw:
             draft = self._draft(sequence, limit, sampling, generator, eos_token_ids)
         draft.committed, draft.threshold, draft.seconds = sequence.shape[1], threshold, sw.seconds
@@ -153,7 +163,9 @@ class EntropyBasedDrafter:
     def update(self, draft: Draft, accepted: int) -> None:
         """The verifier accepted the first ``accepted`` tokens of ``draft``: the cache keeps them (no
         recomputation), the rule and the gate hear the verdict (zero-draft rounds too)."""
-        self.lm.crop(min(len(self.lm), draft.committed + accepted - self.window_start))
+        if self.filled:
+            self.lm.crop(min(len(self.lm), draft.committed + accepted - self.window_start))
+        self.first_round = False
         feedback(self.criterion, self.gate, draft.state, accepted)
 
     def _draft(self, sequence: torch.Tensor, limit: DraftLimit, sampling: SamplingParams,
@@ -166,7 +178,9 @@ class EntropyBasedDrafter:
         tokens, processed_rows, probs, token_ids = [], [], [], []
         chunk = self.config.draft_chunk if per_token else 1  # tokens drafted between two reads
         reason = "none" if limit.tokens >= 1 else limit.at_limit
-        if self.window and len(self.lm) >= 2 * self.window:  # rebuild the window on the last N tokens
+        if not self.filled:  # drafter_prefill="deferred": the prefill runs in the first round that drafts
+            self._prefill(sequence)
+        elif self.window and len(self.lm) >= 2 * self.window:  # rebuild the window on the last N tokens
             self.window_start = sequence.shape[1] - self.window
             self.lm.prefill(sequence[:, self.window_start:])
         inputs = sequence[:, self.window_start + len(self.lm):]  # not yet cached: 0 after the prefill, 1, 2, ...
@@ -256,7 +270,8 @@ class NullDrafter:
 
 def empty_draft(sequence: torch.Tensor, vocab: int, stop_reason: str = "none",
                 threshold: float | None = None) -> Draft:
-    """A round without draft tokens (``stop_reason`` "none", or "gate" when the gate skipped drafting)."""
+    """A round without draft tokens (``stop_reason`` "none", "gate" when the gate skipped drafting, or "deferred"
+    in the first round of a deferred drafter prefill)."""
     return Draft(sequence.new_zeros(0), torch.zeros(0, vocab, device=sequence.device), DraftState(), stop_reason,
                  committed=sequence.shape[1], threshold=threshold, host_reads={"loop": 0})
 

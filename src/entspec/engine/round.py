@@ -20,15 +20,19 @@ class DraftLimit:
     """How many tokens a round may draft, and the stop reason when drafting reaches that many."""
 
     tokens: int
-    at_limit: str  # "max_draft_len", "max_new_tokens", "probe" (the gate's short probe) or "gate" (no drafting)
+    at_limit: str  # "max_draft_len", "max_new_tokens", "probe" (the gate's short probe), "gate" (no drafting) or
+    # "deferred" (the first round with drafter_prefill="deferred": the verifier's prefill gives the first token alone)
 
 
-def draft_limit(config: EntropyConfig, gate: SpeculationGate, budget: int) -> DraftLimit:
+def draft_limit(config: EntropyConfig, gate: SpeculationGate, budget: int, first: bool = False) -> DraftLimit:
     """The round's draft limit with ``budget`` tokens left to emit: at most ``budget - 1`` drafted tokens (the
-    verifier always adds one of its own), at most ``max_draft_len``, and what the gate allows."""
+    verifier always adds one of its own), at most ``max_draft_len``, and what the gate allows; nothing in the
+    ``first`` round of a generation whose drafter prefill is deferred."""
     cap = min(config.max_draft_len, budget - 1)
     if cap < 1:
         return DraftLimit(0, "max_new_tokens")
+    if first and config.drafter_prefill == "deferred":
+        return DraftLimit(0, "deferred")
     allowed = gate.draft_limit(cap)
     if allowed == 0:
         return DraftLimit(0, "gate")

@@ -138,7 +138,7 @@ class _Lane:
         """A new round: its limit and a fresh draft, as `BatchDecoder._round` starts one."""
         row = self.row
         row.threshold = row.criterion.threshold
-        row.limit = draft_limit(config, row.gate, self.budget - self.pos) if drafts else NO_DRAFTER
+        row.limit = draft_limit(config, row.gate, self.budget - self.pos, self.pos == 0) if drafts else NO_DRAFTER
         row.state, row.draft = DraftState(), []
         row.stop = row.limit.at_limit if row.limit.tokens == 0 else "none"
         self.walk = TraceRound(self.col, self.pos, kind, scale)

@@ -149,7 +149,7 @@ def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens:
     pos = 0
     while pos < n_out:
         budget = budget_total - pos
-        limit = draft_limit(config, gate, budget)
+        limit = draft_limit(config, gate, budget, first=pos == 0)
         out.thresholds.append(rule.threshold)
         state = DraftState()
         walk = TraceRound(col, pos, kind, scale)
