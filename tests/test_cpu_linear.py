@@ -28,6 +28,17 @@ def test_weight_major_product_equals_linear(shape, bias):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_one_row_keeps_pytorchs_product_bit_for_bit():
+    """At one row PyTorch's layout is the faster one (scripts/linear_layout.py), so a single row is left to it."""
+    torch.manual_seed(0)
+    layer = nn.Linear(48, 96)
+    fast = copy.deepcopy(layer)
+    fast.__class__ = WeightMajorLinear
+    one, two = torch.randn(1, 1, 48), torch.randn(1, 2, 48)
+    assert torch.equal(fast(one), layer(one))
+    assert torch.allclose(fast(two), layer(two), atol=1e-5)
+
+
 def test_auto_changes_float32_cpu_models_only():
     model = tiny_llama(seed=0)
     n_linear = sum(type(m) is nn.Linear for m in model.modules())
