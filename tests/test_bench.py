@@ -149,6 +149,12 @@ def test_bench_batch_sizes_on_a_tiny_pair(tmp_path, monkeypatch, capsys):
             tokens.setdefault((row.method, row.prompt_id), set()).add(tuple(row.result.new_tokens))
             assert row.result.batch is None or row.result.batch["size"] == size
     assert all(len(v) == 1 for v in tokens.values())  # greedy fp32: the same tokens at B = 1 and B = 2
+    # batch replay's check: greedy traces of the same prompts replay every entspec batch round for round
+    replayed = pd.read_csv(out / "float32" / "batch_replay.csv")
+    assert sorted(replayed.B.unique()) == [1, 2] and "autoregressive" in set(replayed.method)
+    assert not any(m.startswith("hf_") for m in replayed.method)
+    assert (replayed.exact == 1.0).all() and (replayed.predicted_over_measured > 0).all()
+    assert "### Batch replay against the runs" in text
 
 
 def test_bad_batch_sizes_flag_is_named(capsys):

@@ -85,3 +85,23 @@ def test_sampled_tokens_follow_the_verifier(setting):
 def test_the_setting_is_validated_naming_the_field():
     with pytest.raises(ConfigError, match="^drafter_prefill"):
         EntropyConfig(drafter_prefill="later")
+
+
+def test_replay_charges_the_drafters_prefill_to_the_round_that_drafts_first(verifier, drafter, cases):
+    """Replay's time to first token leaves the drafter's prefill out, and its total keeps it (over the committed
+    sequence then: one token longer)."""
+    from entspec.replay.cost import CostModel
+    from entspec.replay.engine import replay
+    from entspec.replay.trace import record_trace
+
+    prompt, _ = cases[0]
+    trace = record_trace(drafter, verifier, prompt, max_new_tokens=NEW_TOKENS, cap=5, prompt_id="p0")
+    cost = CostModel(draft_step_s=0.2, verify_tokens=[1, 8], verify_s=[1.0, 1.3], overhead_round_s=0.0,
+                     prefill_s_per_token={"drafter": 0.5, "verifier": 2.0},
+                     prefill_s_fixed={"drafter": 0.0, "verifier": 0.0})
+    upfront = replay(trace, EntropyConfig(strategy="fixed", max_draft_len=3), cost)
+    late = replay(trace, EntropyConfig(strategy="fixed", max_draft_len=3, drafter_prefill="deferred"), cost)
+    length = prompt.shape[1]
+    assert late.to_generation_result(trace, cost).time_to_first_token_s == pytest.approx(2.0 * length)
+    assert upfront.to_generation_result(trace, cost).time_to_first_token_s > 2.5 * length
+    assert late.drafted[0] == 0 and late.round_s[1] >= 0.5 * (length + 1)

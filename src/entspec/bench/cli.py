@@ -82,21 +82,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _bench_batch_sizes(args: argparse.Namespace, command: str) -> int:
     """One experiment per dtype and batch size (``OUT/DTYPE/bB``), then the speedup-vs-B table and figure."""
-    from .batched import batch_markdown, batch_table, plot_speedup_vs_batch
+    from ..replay.batch_check import batch_replay_table
+    from .batched import batch_markdown, batch_replay_markdown, batch_table, plot_speedup_vs_batch
 
     sections = []
     for dtype in args.dtype:
-        tables = []
+        tables, replays = [], []
         for size in args.batch_sizes:
             cfg = _config(args, dtype, size, str(Path(args.out) / dtype / f"b{size}"))
             ExperimentRunner(cfg).run()
             tables.append(batch_table(cfg.output_dir, size))
+            if args.replay and not cfg.temperature:  # greedy traces of the same prompts: batch replay's check
+                from ..replay.record import record_experiment
+
+                record_experiment(cfg, cap=args.cap)
+                replayed = batch_replay_table(cfg.output_dir)
+                if replayed is not None:
+                    replays.append(replayed.assign(B=size))
         table = pd.concat(tables, ignore_index=True)
         atomic_write_text(Path(args.out) / dtype / "batch_sizes.csv", table.to_csv(index=False))
         figure = plot_speedup_vs_batch(table, Path(args.out) / dtype / "speedup_vs_batch.png",
                                        f"{cfg.dataset_name}, {dtype}, T={cfg.temperature}, {cfg.max_new_tokens} tokens")
         sections.append(batch_markdown(table, command) +
                         f"\n![speedup against batch size]({figure.relative_to(Path(args.out))})\n")
+        if replays:
+            replayed = pd.concat(replays, ignore_index=True)
+            atomic_write_text(Path(args.out) / dtype / "batch_replay.csv", replayed.to_csv(index=False))
+            sections[-1] += "\n" + batch_replay_markdown(replayed)
         print(sections[-1], flush=True)
     report = Path(args.out) / "benchmarks.md"
     atomic_write_text(report, "\n\n".join(sections) + "\n")

@@ -132,7 +132,7 @@ class ComparativeEvaluator:
         method_keys = set().union(*(r.columns() for r in self.method_rows)) if self.method_rows else set()
         base_keys = set().union(*(r.columns() for r in self.baseline_rows)) if self.baseline_rows else set()
         if key not in method_keys or key not in base_keys:
-            raise KeyError(f"both sides need the pairing key {key!r} in their rows")
+            raise ValueError(f"key: both sides need the pairing key {key!r} in their rows")
         self.pair_keys = [key] + (["seed"] if "seed" in method_keys and "seed" in base_keys else [])
 
     def _side(self, rows: list[ResultRow]) -> pd.DataFrame:

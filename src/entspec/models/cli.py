@@ -10,7 +10,7 @@ import argparse
 import time
 
 from entspec.models.fetch import ChecksumError, model_dir, read_marker, verify_folder
-from entspec.models.registry import MODELS, PAIRS
+from entspec.models.registry import MODELS, PAIRS, UnknownName
 
 
 def _size(path) -> str:
@@ -53,7 +53,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         elif n in MODELS:
             names += [n] if n not in names else []
         else:
-            raise KeyError(f"{n}: unknown model or pair; models: {', '.join(MODELS)}; pairs: {', '.join(PAIRS)}")
+            raise UnknownName(f"{n}: unknown model or pair; models: {', '.join(MODELS)}; pairs: {', '.join(PAIRS)}")
     for n in names:
         t0 = time.perf_counter()
         path = fetch_model(n, find_links=args.find_links, verify=args.verify, refresh=args.refresh)

@@ -5,12 +5,11 @@ AMD EPYC (AVX2, PyTorch's MKL build), that call costs almost as much per row as 
 more than one row: the 1.5B verifier's 8960x1536 fp32 MLP weight takes 5.2 ms for 1 row, 16 ms for 4 and 21 ms
 for 16. The same product written ``(W @ x.T).T`` takes 5.3, 6.0 and 11.9 ms: 1.2-3.7x faster from 2 to 64 rows,
 within 10% either way at 1 row, converging from 256 rows on (``scripts/linear_layout.py``,
-``docs/logs/2026-11-30-cpu-linear.md``); one row keeps PyTorch's product (the 0.5B drafter's one-row step was
-0.21 s weight-major against 0.18 s, ``docs/logs/2026-11-30-deferred-prefill.md``). A verifier forward over a few
-drafted tokens, and every batched decoding step, is exactly this few-row product, so the layout decides whether
-speculation can pay on such a CPU at all:
-the real 1.5B verifier's forward over 4 new tokens (one row, 128 cached) took 1.89 s against 0.58 s for one
-token, and 0.77 s against 0.61 s with the weight on the left.
+``docs/logs/2026-11-30-cpu-linear.md``). One row keeps PyTorch's product: side by side once, the 0.5B drafter's
+one-row step took 0.21 s weight-major and 0.18 s so (``docs/logs/2026-11-30-deferred-prefill.md``). A verifier
+forward over a few drafted tokens, and every batched decoding step, is exactly this few-row product, so the layout
+decides whether speculation can pay on such a CPU at all: the real 1.5B verifier's forward over 4 new tokens (one
+row, 128 cached) took 1.89 s against 0.58 s for one token, and 0.77 s against 0.61 s with the weight on the left.
 
 The result is the same product up to float rounding (a different summation order), so it is a property of
 the model, applied to every method alike: the Hugging Face baselines in a run use the same model objects.

@@ -74,12 +74,17 @@ PAIRS: dict[str, tuple[str, str]] = {
 }
 
 
+class UnknownName(KeyError):
+    """A model or pair name the offline registry does not have: bad input, which the CLI prints as one line (any
+    other KeyError is a bug and keeps its traceback)."""
+
+
 def get_entry(name: str) -> ModelEntry:
-    """The registry entry called ``name``; KeyError listing the known names otherwise."""
+    """The registry entry called ``name``; `UnknownName` listing the known names otherwise."""
     try:
         return MODELS[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; offline registry has: {', '.join(MODELS)}") from None
+        raise UnknownName(f"unknown model {name!r}; offline registry has: {', '.join(MODELS)}") from None
 
 
 def get_pair(name: str) -> tuple[str, str]:
@@ -87,4 +92,4 @@ def get_pair(name: str) -> tuple[str, str]:
     try:
         return PAIRS[name]
     except KeyError:
-        raise KeyError(f"unknown model pair {name!r}; known pairs: {', '.join(PAIRS)}") from None
+        raise UnknownName(f"unknown model pair {name!r}; known pairs: {', '.join(PAIRS)}") from None

@@ -145,7 +145,10 @@ def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens:
     kind = ENTROPY_TYPES.index(config.entropy_type)
     budget_total = trace.meta.max_new_tokens if max_new_tokens is None else max_new_tokens
     n_out = min(len(col.output), budget_total)
-    out = ReplayResult([], [], [], [], [], [], cost.prefill(trace.meta.prompt_len), [])
+    # A deferred drafter prefill is no part of the prefill: it runs in the first round that drafts, over the
+    # committed sequence then.
+    deferred = config.drafter_prefill == "deferred"
+    out = ReplayResult([], [], [], [], [], [], cost.prefill(trace.meta.prompt_len, with_drafter=not deferred), [])
     pos = 0
     while pos < n_out:
         budget = budget_total - pos
@@ -170,6 +173,9 @@ def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens:
         out.entropies.append(state.entropies)
         out.steps.append(drafter_steps(config, drafted, limit, reads))
         out.round_s.append(cost.round_time(drafted, first=pos == 0, steps=out.steps[-1]))
+        if deferred and out.steps[-1] and not any(out.steps[:-1]):
+            committed = trace.meta.prompt_len + pos
+            out.round_s[-1] += cost.prefill(committed) - cost.prefill(committed, with_drafter=False)
         pos += emitted
     return out
 
