@@ -20,7 +20,9 @@ def plot_speedup_by_task(speed: pd.DataFrame, path: str | Path, title: str) -> P
     categories = [c for c in sorted(data.category.unique()) if c != "all"] + ["all"]
     order = data[data.category == "all"].sort_values("speedup", ascending=False).method.tolist()
     width = 0.8 / max(len(order), 1)
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(categories) * max(len(order), 1) * 0.35), 4.2))
+    # the legend goes below the axes (long method ids would squeeze them from the side), one line per method
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(categories) * max(len(order), 1) * 0.35),
+                                    4.2 + 0.16 * len(order)))
     x = np.arange(len(categories))
     for i, method in enumerate(order):
         rows = data[data.method == method].set_index("category").reindex(categories)
@@ -32,7 +34,7 @@ def plot_speedup_by_task(speed: pd.DataFrame, path: str | Path, title: str) -> P
     ax.set_xticks(x, categories)
     ax.set_ylabel("speedup over HF generate (95% CI)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(fontsize=7, ncol=1, loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path)
