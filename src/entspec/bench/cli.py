@@ -90,11 +90,13 @@ def _bench_batch_sizes(args: argparse.Namespace, command: str) -> int:
         tables, replays = [], []
         for size in args.batch_sizes:
             cfg = _config(args, dtype, size, str(Path(args.out) / dtype / f"b{size}"))
-            ExperimentRunner(cfg).run()
+            runner = ExperimentRunner(cfg)
+            runner.run()
             tables.append(batch_table(cfg.output_dir, size))
             if args.replay and not cfg.temperature:  # greedy traces of the same prompts: batch replay's check
                 from ..replay.record import record_experiment
 
+                runner.measure_batch_costs()
                 record_experiment(cfg, cap=args.cap)
                 replayed = batch_replay_table(cfg.output_dir)
                 if replayed is not None:

@@ -294,11 +294,11 @@ class ExperimentRunner:
         known = [n for n in lengths if n is not None]
         return min(known) if known else None
 
-    def batch_costs(self) -> BatchCostModel | None:
+    def batch_costs(self, needed: bool = False) -> BatchCostModel | None:
         """What ``batch_stop="cost"`` methods price drafter steps with: ``configs/batch_costs.json``, measured
         once with the prompt of median length cached (rows 1, 2, 4, ... up to ``batch_size``) and reused on resume;
-        None when no method needs it."""
-        if not any(m.batch_stop == "cost" for m in self.methods):
+        None when no method needs it (``needed``: measured whatever the methods). Needs the loaded models."""
+        if not needed and not any(m.batch_stop == "cost" for m in self.methods):
             return None
         path = self.output_dir / "configs" / "batch_costs.json"
         if path.is_file():
@@ -310,6 +310,18 @@ class ExperimentRunner:
         costs = calibrate_batch(self.pair.drafter, self.pair.verifier, self.encoded[median][0].tolist(), tuple(rows))
         costs.save(path)
         return costs
+
+    def measure_batch_costs(self) -> BatchCostModel:
+        """The folder's batch costs, measured now (models loaded for it) if the folder has none: batch replay's
+        check (`entspec.replay.batch_check`) prices every method's rounds with them, whatever the methods."""
+        with FolderLock(self.output_dir):
+            path = self.output_dir / "configs" / "batch_costs.json"
+            if path.is_file():
+                return BatchCostModel.load(path)
+            if self.pair is None:
+                self.prompts = self.load_prompts()
+                self.load(write_manifest=False)
+            return self.batch_costs(needed=True)
 
     def warm_up(self, methods: set[str] | None = None) -> None:
         """Before timing: compile every graph a unit can use (with ``compile``), measure the batch costs (when a
