@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from entspec import STOPPING_CRITERIA, BatchCostModel, EntropyBasedSpeculativeDecoder, EntropyConfig, SamplingParams
-from entspec.engine.batch_cost import batch_step_pays
+from entspec.engine.batch_cost import batch_step_pays, catch_up_pays
 from stats_helpers import chi2_pvalue
 from tiny import context_free_gpt2, greedy_cases
 
@@ -64,6 +64,31 @@ def test_the_stop_looks_past_a_step_that_costs_more_than_the_ones_after_it():
     assert not batch_step_pays(two, 2, 0, expected=2.0, chances=[(1.0, 0.8, 3), (1.0, 0.8, 1)])
 
 
+def cpu_b8(prefill: bool = True) -> BatchCostModel:
+    """The B = 8 costs measured on the 2-core CPU (fp32 1.5B verifier, 0.5B drafter, ~150 cached tokens)."""
+    return BatchCostModel(draft_rows=[1, 8], draft_s=[0.1, 0.2], verify_rows=[1, 8], verify_widths=[1, 2, 4],
+                          verify_s=[[0.5, 0.55, 0.6], [0.75, 0.814, 0.9]], cached_tokens=150,
+                          draft_prefill_s=[1.5, 9.4] if prefill else [], refine=False)
+
+
+def test_a_catch_up_is_priced_between_a_step_and_the_measured_prefill():
+    model = cpu_b8()
+    assert model.draft_feed(8, 1) == pytest.approx(0.2) and model.draft_feed(8, 150) == pytest.approx(9.4)
+    assert model.draft_feed(8, 75.5) == pytest.approx(0.2 + 9.2 / 2)
+    assert model.draft_feed(4, 150) == pytest.approx(1.5 + (9.4 - 1.5) * 3 / 7)  # rows interpolated
+    assert cpu_b8(prefill=False).draft_feed(8, 150) == pytest.approx(0.2)  # a table measured before: one step
+
+
+def test_a_drafter_prefill_is_paid_only_where_the_tokens_left_earn_it_back():
+    # 8 rows, each token accepted at 0.6: one drafted token a round raises the rate from 10.7 to 12.6 tokens/s,
+    # 0.0145 s saved a token; the prefill's extra 9.2 s needs ~640 tokens left to earn back.
+    chances = [(0.6, 6)] * 8
+    assert not catch_up_pays(cpu_b8(), 8, 150, left=8 * 31, chances=chances)
+    assert catch_up_pays(cpu_b8(), 8, 150, left=8 * 500, chances=chances)
+    assert catch_up_pays(cpu_b8(prefill=False), 8, 150, left=8 * 31, chances=chances)  # unpriced: always
+    assert not catch_up_pays(cpu_b8(), 8, 150, left=10_000, chances=[(0.05, 6)] * 8)  # drafting never pays
+
+
 def test_a_saved_model_loads_back_and_a_bad_one_is_named(tmp_path):
     path = costs(draft=0.2).save(tmp_path / "batch_costs.json")
     assert BatchCostModel.load(path).verify(2, 8) == pytest.approx(1.0)
@@ -72,7 +97,11 @@ def test_a_saved_model_loads_back_and_a_bad_one_is_named(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="batch_costs.json: verify_widths: must be strictly increasing"):
         BatchCostModel.load(path)
-    data["verify_widths"], data["draft_s"] = [1, 2, 4, 8, 12], [0.1, float("nan"), 0.1, 0.1]
+    data["verify_widths"], data["draft_prefill_s"] = [1, 2, 4, 8, 12], [1.0, 2.0]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="draft_prefill_s: must be 4 finite seconds > 0"):
+        BatchCostModel.load(path)
+    data["draft_prefill_s"], data["draft_s"] = [], [0.1, float("nan"), 0.1, 0.1]
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="draft_s: must be 4 finite seconds > 0"):
         BatchCostModel.load(path)
@@ -121,6 +150,7 @@ def test_calibration_measures_every_point_on_the_pair(verifier, drafter):
     model = decoder.calibrate_batch(torch.tensor([[1, 5, 9, 2]]), rows=(1, 2), widths=(1, 3))
     assert model.verify_rows == [1, 2] and model.verify_widths == [1, 3] and model.cached_tokens == 4
     assert all(s > 0 for row in model.verify_s for s in row) and all(s > 0 for s in model.draft_s)
+    assert len(model.draft_prefill_s) == 2 and all(s > 0 for s in model.draft_prefill_s)
     assert len(decoder.generate_batch([torch.tensor([[3, 4]])] * 2, max_new_tokens=5)) == 2  # uses it
 
 

@@ -71,6 +71,24 @@ def test_a_batch_that_never_drafts_never_prefills_the_drafter(verifier, drafter,
     assert decoder._batch_decoder().drafter.cache.get_seq_length() == 0
 
 
+def test_the_batch_stop_prices_the_deferred_prefill(verifier, drafter, cases):
+    """Drafting pays on these costs, but not once the drafter's prefill of the prompts is priced (100 s over the
+    prompt's tokens): the batch never starts drafting, and never runs the drafter."""
+    rows, widths = [1, 8], [1, 12]
+    cheap = BatchCostModel(draft_rows=rows, draft_s=[0.1, 0.1], verify_rows=rows, verify_widths=widths,
+                           verify_s=[[1.0, 1.1], [1.0, 1.1]], refine=False)
+    priced = BatchCostModel(**{**cheap.to_dict(), "cached_tokens": 8, "draft_prefill_s": [100.0, 100.0]})
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, deferred(strategy="fixed", batch_stop="cost"))
+    prompts = [p for p, _ in cases]
+    drafts = decoder.generate_batch(prompts, max_new_tokens=NEW_TOKENS, batch_costs=cheap)
+    assert sum(r.drafted for res in drafts for r in res.rounds) > 0
+    results = decoder.generate_batch(prompts, max_new_tokens=NEW_TOKENS, batch_costs=priced)
+    assert [r.new_tokens for r in results] == [ref for _, ref in cases]
+    assert sum(r.drafted for res in results for r in res.rounds) == 0
+    assert {r.stop_reason for res in results for r in res.rounds[1:]} <= {"batch_cost", "max_new_tokens"}
+    assert decoder._batch_decoder().drafter.cache.get_seq_length() == 0
+
+
 @pytest.mark.parametrize("setting", [dict(temperature=1.0), dict(temperature=0.7)])
 def test_sampled_tokens_follow_the_verifier(setting):
     """The first token comes from the verifier's prefill alone, the second from the first drafted round: the joint

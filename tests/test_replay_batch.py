@@ -30,11 +30,12 @@ SETTINGS = {  # one setting per rule; the adaptive one with the gate on (per-row
 def batch_costs(draft: float = 0.1, flat_to: int = 8, slope: float = 0.1) -> BatchCostModel:
     """Synthetic costs (not refined by the tiny models' real timings, so the engine's batch stop reads the same
     table as replay): a drafter step of ``draft``; the verifier 1.0 up to ``flat_to`` positions in all, then
-    ``slope`` per position, as measured on a CPU."""
+    ``slope`` per position, as measured on a CPU; a drafter prefill of 8 tokens 14 s, so that a deferred prefill's
+    catch-up (a whole prompt) is sometimes worth paying and sometimes not."""
     rows, widths = [1, 2, 4, 8], [1, 2, 4, 8, 12]
     return BatchCostModel(draft_rows=rows, draft_s=[draft] * 4, verify_rows=rows, verify_widths=widths,
                           verify_s=[[1.0 + slope * max(0, b * w - flat_to) for w in widths] for b in rows],
-                          refine=False)
+                          cached_tokens=8, draft_prefill_s=[14.0] * 4, refine=False)
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +96,12 @@ def test_one_row_batches_and_row_stops_are_the_single_sequence_replay(rule, pair
             assert row.thresholds == alone.thresholds
 
 
-def fake_trace(match: list[bool], prompt_id: str) -> Trace:
+def fake_trace(match: list[bool], prompt_id: str, prompt_len: int = 1) -> Trace:
     """A trace whose drafter agrees with the verifier where ``match`` says (token 1 where not, and after)."""
     n, match = len(match), np.asarray(match, bool)
     output = np.arange(10, 10 + n)
     wrong = np.flatnonzero(~match)
-    return Trace(TraceMeta(prompt_id, "", 1, n, [], 4, 2.0, 10), output, np.where(match, output, 1),
+    return Trace(TraceMeta(prompt_id, "", prompt_len, n, [], 4, 2.0, 10), output, np.where(match, output, 1),
                  np.ones(n, np.float32), np.ones(n, np.float32), np.zeros((n, 3), np.float32), wrong,
                  np.ones((len(wrong), 3), np.int64), np.ones((len(wrong), 3), np.float32),
                  np.zeros((len(wrong), 3, 3), np.float32))
@@ -207,3 +208,25 @@ def test_tune_refuses_a_batch_size_it_cannot_price_in_one_line(traces_folder, tm
     assert main(["tune", str(sampled), "--batch-size", "2", "--batch-costs", str(costs)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--batch-size: batch replay reads greedy traces only" in err
+
+
+def test_a_rounds_first_step_costs_its_catch_up():
+    """By hand, fixed k = 2, two 6-token traces the drafter gets right, 5-token prompts; a drafter prefill of the
+    5 tokens in 2 rows costs 0.9 s, so a first step feeding n tokens a row costs 0.15 + 0.75 (n - 1) / 4.
+
+    upfront:  round 1 drafts 2 after the prefill (catch-up 1)       2 x 0.15 + verify(2, 3) = 2.2
+              round 2 drafts 2, catch-up 2 (all accepted)           0.3375 + 0.15 + 1.9 = 2.3875
+    deferred: round 1 drafts nothing                                verify(2, 1) = 1.5
+              round 2 drafts 2, catch-up 6 (prompt and 1st token)   1.0875 + 0.15 + 1.9 = 3.1375
+              round 3 drafts 1 (2 tokens left), catch-up 2          0.3375 + verify(2, 2) = 2.0375
+    """
+    costs = BatchCostModel(draft_rows=[1, 2], draft_s=[0.1, 0.15], verify_rows=[1, 2], verify_widths=[1, 2, 3],
+                           verify_s=[[1.0, 1.1, 1.2], [1.5, 1.7, 1.9]], cached_tokens=5, draft_prefill_s=[0.5, 0.9],
+                           refine=False)
+    traces = [fake_trace([True] * 6, name, prompt_len=5) for name in "ab"]
+    upfront = replay_batch(traces, EntropyConfig(strategy="fixed", max_draft_len=2), costs, 2)
+    assert [r.seconds for r in upfront.batches[0]] == pytest.approx([2.2, 2.3875])
+    deferred = replay_batch(traces, EntropyConfig(strategy="fixed", max_draft_len=2, drafter_prefill="deferred"),
+                            costs, 2)
+    assert [r.seconds for r in deferred.batches[0]] == pytest.approx([1.5, 3.1375, 2.0375])
+    assert deferred.rows[0].rounds() == [(0, 0, 1), (2, 2, 3), (1, 1, 2)]

@@ -78,7 +78,8 @@ def bench_markdown(experiment_dir: str | Path, command: str) -> str:
             lines.append(f"| {r.method} | {fmt(r.mean_tokens_per_s, 2)} | {speedup} | {fmt(ttft, 2)} | "
                          f"{fmt(acc, 2)} | {fmt(tpc, 2)} | {fmt(r.output_match_rate, 2)} |")
         lines.append("")
-    lines += ["**Where the time goes** (summed over all prompts; overhead = round time − drafter − verifier)", "",
+    lines += ["**Where the time goes** (summed over all prompts; overhead = round time − drafter − verifier; a "
+              "deferred drafter prefill is drafter time, so it counts in ms / draft step)", "",
               "| method | drafter s | verifier s | overhead s | prefill s | ms / draft step | ms / verifier call |",
               "|---|---|---|---|---|---|---|"]
     for method, r in pooled.iterrows():

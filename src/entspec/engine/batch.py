@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
-from .batch_cost import BatchCostModel, batch_step_pays
+from .batch_cost import BatchCostModel, batch_step_pays, catch_up_pays
 from .batch_kv import BatchCache
 from .config import EntropyConfig
 from .entropy import ENTROPY_TYPES, EntropyComputer, shannon_entropy
@@ -57,6 +57,8 @@ class _Row:
     done_s: float = 0.0
     # the round in progress
     limit: DraftLimit = NO_DRAFTER
+    left: int = 0  # tokens the row may still emit
+    lag: int = 0  # committed tokens its drafter cache lacks (the first drafter step's catch-up)
     state: DraftState = field(default_factory=DraftState)
     draft: list[int] = field(default_factory=list)
     draft_probs: list[torch.Tensor] = field(default_factory=list)  # q_1..q_n, [V] each
@@ -160,6 +162,7 @@ class BatchDecoder:
         round_start = time.perf_counter()
         for row in active:
             row.threshold = row.criterion.threshold
+            row.left = max_new_tokens - len(row.new_tokens())
             row.limit = (NO_DRAFTER if self.drafter is None
                          else draft_limit(self.config, row.gate, max_new_tokens - len(row.new_tokens()), not row.rounds))
             row.state, row.draft, row.draft_probs, row.processed = DraftState(), [], [], []
@@ -206,15 +209,15 @@ class BatchDecoder:
             return 0
         cfg = self.config
         costs = self.costs if cfg.batch_stop == "cost" else None
-        for row in active:
+        # First step: each drafting row catches up on the committed tokens its cache lacks (1, 2 after a fully
+        # accepted round, more after rounds without drafting, the whole window after a deferred prefill).
+        for i, row in enumerate(active):
             row.expected, row.survival = 0.0, 1.0
+            row.lag = len(row.tokens) - row.drafter_start - self.drafter.lengths[i]
         steps = 0  # lock-step drafter steps taken this round
         if costs is not None and not lock_step_continues(costs, active, drafting, steps, None):
             return 0
-        # First step: each drafting row catches up on the committed tokens its cache lacks (1, 2 after a fully
-        # accepted round, more after rounds without drafting, the whole window after a deferred prefill).
-        segments = [row.tokens[row.drafter_start + self.drafter.lengths[i]:] if drafting[i] else []
-                    for i, row in enumerate(active)]
+        segments = [row.tokens[len(row.tokens) - row.lag:] if drafting[i] else [] for i, row in enumerate(active)]
         catch_up = max(len(s) for s in segments)
         while True:
             logits = self.drafter.feed(segments, "left", self.pad_id, logits_to_keep=1)[:, -1]  # [B, V]
@@ -355,7 +358,9 @@ def lock_step_continues(costs: BatchCostModel, rows: list[_Row], drafting: list[
     row's chance that a token is accepted: greedy, from the drafter's probability of the token just drafted
     (`_Row.accept_estimate`; the next tokens are expected to do as well); sampling, and before the first step
     (``sampling`` None), the row's recent acceptance rate. The survivals of the rows that drafted at this step
-    are updated here. `BatchDecoder._draft` and batch replay (`entspec.replay.batch`) both ask it."""
+    are updated here. Before the first step, when it must feed more than two committed tokens per row (``_Row.lag``),
+    starting must also pay for that feed over the tokens the rows may still emit (``_Row.left``; `catch_up_pays`).
+    `BatchDecoder._draft` and batch replay (`entspec.replay.batch`) both ask it."""
     chances = []
     for i, row in enumerate(rows):
         a = row.acceptance
@@ -367,7 +372,10 @@ def lock_step_continues(costs: BatchCostModel, rows: list[_Row], drafting: list[
         if drafting[i]:
             chances.append((row.survival, a, row.limit.tokens - len(row.draft)))
     expected = sum(1.0 + row.expected for row in rows)
-    if batch_step_pays(costs, len(rows), steps, expected, chances):
+    lag = max((row.lag for i, row in enumerate(rows) if drafting[i]), default=0) if steps == 0 else 0
+    if batch_step_pays(costs, len(rows), steps, expected, chances) and (
+            lag <= 2 or catch_up_pays(costs, len(rows), lag, sum(row.left for row in rows),
+                                      [(a, room) for _, a, room in chances])):
         return True
     for i, row in enumerate(rows):
         if drafting[i]:

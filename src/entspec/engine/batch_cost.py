@@ -1,7 +1,9 @@
 """What a batched round costs on this device, and the batch's stop: draft on while the next step pays.
 
-`BatchCostModel` holds two measured tables: one drafter step over m rows (``draft_s``) and one verifier call
-over B rows x W positions per row (``verify_s``), after a prompt's worth of cached tokens. A round of B rows
+`BatchCostModel` holds three measured tables: one drafter step over m rows (``draft_s``), one drafter prefill of
+a prompt in m rows (``draft_prefill_s``; a round's first step that feeds n committed tokens per row is priced
+linearly between the two) and one verifier call over B rows x W positions per row (``verify_s``), after a
+prompt's worth of cached tokens. A round of B rows
 whose longest draft is n costs ``sum of its drafter steps + verify(B, n + 1)``: the padded forward computes
 every row to the longest draft, so a row's stop saves nothing while another row drafts on.
 `calibrate_batch` measures both tables through the engine's own `BatchCache` (median of a few calls after a
@@ -21,6 +23,13 @@ would. It looks ahead, not only one step, because measured verify costs are not 
 over 4 positions can cost less than one over 2, so a one-step test stops before the step that pays. The
 estimate ``a``: greedy, the drafter's probability of its own token (its top-1 probability); sampling, the
 row's recent acceptance rate; the tokens after the next are expected to do as well.
+
+`catch_up_pays` is asked before a round's first step when that step must feed more than two committed tokens per
+row: the deferred drafter prefill (``drafter_prefill="deferred"``), or the tokens of rounds that drafted nothing.
+That feed is paid once, so it is priced against what drafting saves over the rest of the batch's tokens, not
+against one round: the batch starts drafting when the best round's rate, over every token the rows may still
+emit, saves more seconds than the feed costs beyond an ordinary step. At large B, where a drafted token barely
+pays, this keeps a batch from paying a drafter prefill it can never earn back.
 """
 
 from __future__ import annotations
@@ -51,6 +60,9 @@ class BatchCostModel:
     verify_widths: list[int]
     verify_s: list[list[float]]
     cached_tokens: int = 0  # tokens per row in the caches when measured
+    # seconds of one drafter forward over ``cached_tokens`` positions per row (a prefill), per draft_rows entry;
+    # empty in tables measured before it was: a long catch-up is then priced as one step
+    draft_prefill_s: list[float] = field(default_factory=list)
     device: str = ""
     dtype: str = ""
     threads: int = 0
@@ -63,6 +75,8 @@ class BatchCostModel:
         for name in ("draft_rows", "verify_rows", "verify_widths"):
             _check_axis(name, getattr(self, name))
         _check_seconds("draft_s", self.draft_s, len(self.draft_rows))
+        if self.draft_prefill_s:
+            _check_seconds("draft_prefill_s", self.draft_prefill_s, len(self.draft_rows))
         if not isinstance(self.verify_s, list) or len(self.verify_s) != len(self.verify_rows):
             raise ValueError(f"verify_s: must hold one list per verify_rows entry ({len(self.verify_rows)})")
         for row in self.verify_s:
@@ -75,6 +89,15 @@ class BatchCostModel:
     def draft(self, rows: int) -> float:
         """One drafter step over ``rows`` rows (as observed in this process, else as measured)."""
         return self._seen.get(("draft", rows, 1)) or self.measured_draft(rows)
+
+    def draft_feed(self, rows: int, tokens: int) -> float:
+        """One drafter forward feeding ``tokens`` positions to each of ``rows`` rows (a round's first step with its
+        catch-up): a step's cost plus the measured prefill's cost per further position, linear in ``tokens``."""
+        step = self.draft(rows)
+        if tokens <= 1 or not self.draft_prefill_s or self.cached_tokens <= 1:
+            return step
+        prefill = _interp(rows, self.draft_rows, self.draft_prefill_s)
+        return step + max(prefill - step, 0.0) * (tokens - 1) / (self.cached_tokens - 1)
 
     def verify(self, rows: int, width: int) -> float:
         """One verifier call over ``rows`` rows x ``width`` positions each (as observed in this process, else as
@@ -161,6 +184,25 @@ def batch_step_pays(costs: BatchCostModel, rows: int, steps: int, expected: floa
     return False
 
 
+def catch_up_pays(costs: BatchCostModel, rows: int, catch_up: int, left: int,
+                  chances: list[tuple[float, int]]) -> bool:
+    """Whether a round should start drafting when its first drafter step must first feed ``catch_up`` committed
+    tokens per row (a deferred prefill, or the tokens of rounds that drafted nothing): that feed is paid once and
+    lets the batch draft for the rest of its tokens. It pays when the best drafting round's rate (`batch_step_pays`'
+    expectation, from survival 1) saves more than the feed's extra seconds over the ``left`` tokens the batch still
+    has to emit (every row's budget; rows that end at EOS earlier make this an upper bound). ``chances``: per drafting
+    row, its chance that a drafted token is accepted and how many it may draft."""
+    extra = costs.draft_feed(rows, catch_up) - costs.draft(rows)
+    if extra <= 0:
+        return True
+    plain = rows / costs.verify(rows, 1)  # tokens per second drafting nothing
+    best, gain = plain, 0.0
+    for j in range(1, max((room for _, room in chances), default=0) + 1):
+        gain += sum(a ** j for a, room in chances if room >= j)
+        best = max(best, (rows + gain) / (j * costs.draft(rows) + costs.verify(rows, 1 + j)))
+    return left * (1 / plain - 1 / best) >= extra
+
+
 @torch.inference_mode()
 def calibrate_batch(drafter: torch.nn.Module, verifier: torch.nn.Module, prompt: list[int],
                     rows: tuple[int, ...] = (1, 2, 4, 8), widths: tuple[int, ...] = (1, 2, 4, 8, 12),
@@ -173,6 +215,7 @@ def calibrate_batch(drafter: torch.nn.Module, verifier: torch.nn.Module, prompt:
     param = next(verifier.parameters())
     return BatchCostModel(draft_rows=list(rows), draft_s=draft, verify_rows=list(rows),
                           verify_widths=list(widths), verify_s=verify, cached_tokens=len(prompt),
+                          draft_prefill_s=[_prefill_seconds(drafter, b, prompt) for b in rows],
                           device=str(param.device), dtype=str(param.dtype).replace("torch.", ""),
                           threads=torch.get_num_threads(), measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
@@ -199,3 +242,15 @@ def _forward_seconds(model: torch.nn.Module, rows: tuple[int, ...], widths: tupl
                 cache.rollback([len(prompt)] * b)
             out[-1].append(statistics.median(times[1:]))
     return out[::-1]
+
+
+def _prefill_seconds(model: torch.nn.Module, rows: int, prompt: list[int]) -> float:
+    """Seconds of one forward over ``prompt`` in each of ``rows`` rows of an empty cache (after the model's warm-up
+    in `_forward_seconds`: one call, as a prefill is long enough to time once)."""
+    cache = BatchCache(model)
+    cache.reset(rows)
+    start = time.perf_counter()
+    cache.feed([prompt] * rows, "left", logits_to_keep=1)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+    return time.perf_counter() - start

@@ -294,13 +294,17 @@ class ExperimentRunner:
         known = [n for n in lengths if n is not None]
         return min(known) if known else None
 
+    @property
+    def batch_costs_path(self) -> Path:
+        return self.output_dir / "configs" / "batch_costs.json"
+
     def batch_costs(self, needed: bool = False) -> BatchCostModel | None:
         """What ``batch_stop="cost"`` methods price drafter steps with: ``configs/batch_costs.json``, measured
         once with the prompt of median length cached (rows 1, 2, 4, ... up to ``batch_size``) and reused on resume;
         None when no method needs it (``needed``: measured whatever the methods). Needs the loaded models."""
         if not needed and not any(m.batch_stop == "cost" for m in self.methods):
             return None
-        path = self.output_dir / "configs" / "batch_costs.json"
+        path = self.batch_costs_path
         if path.is_file():
             return BatchCostModel.load(path)
         size = self.config.batch_size
@@ -315,9 +319,8 @@ class ExperimentRunner:
         """The folder's batch costs, measured now (models loaded for it) if the folder has none: batch replay's
         check (`entspec.replay.batch_check`) prices every method's rounds with them, whatever the methods."""
         with FolderLock(self.output_dir):
-            path = self.output_dir / "configs" / "batch_costs.json"
-            if path.is_file():
-                return BatchCostModel.load(path)
+            if self.batch_costs_path.is_file():
+                return BatchCostModel.load(self.batch_costs_path)
             if self.pair is None:
                 self.prompts = self.load_prompts()
                 self.load(write_manifest=False)

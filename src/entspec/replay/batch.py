@@ -17,17 +17,20 @@ replays each batch as `entspec.engine.batch.BatchDecoder` decodes it:
    engine's ``heard``); rows that are done leave the batch; when the last one leaves, the next B traces form the
    next batch, as the runner batches prompts.
 
-A round costs ``steps x draft(rows) + verify(rows, steps + 1)`` from a measured `BatchCostModel`, ``rows`` being
-the rows still in the batch: the engine's drafter runs over all of them at every lock-step step (a row that
-stopped rides along as a hole) and its verifier call is padded to the longest draft. Every row is charged an
+A round costs ``draft_feed(rows, catch-up) + (steps - 1) x draft(rows) + verify(rows, steps + 1)`` from a measured
+`BatchCostModel`, ``rows`` being the rows still in the batch: the engine's drafter runs over all of them at every
+lock-step step (a row that stopped rides along as a hole), its first step feeds each drafting row the committed
+tokens its cache lacks (the longest of them: one or two after a drafting round, more after rounds that drafted
+nothing, the whole prompt or window after a deferred prefill), and its verifier call is padded to the longest
+draft. Every row is charged an
 equal share of each round it is in, so a batch's shares add up to its time and `entspec tune` can sum them over
 any set of prompts.
 
 What is an approximation: the costs are the measured table, while the engine's batch stop prices steps with that
 table refined by its own rounds' timings (`BatchCostModel.observe`), so on a real run its stops can differ
-where a step is close to paying; a drafter step is priced as one position per row, though its first step feeds
-each row the committed tokens its cache lacks; holes and compactions of the caches cost nothing; the prefill is
-not modelled (every rule at one batch size has the same one). Sampling traces are not replayed in batches.
+where a step is close to paying; a catch-up is priced linearly between a step and the measured prefill; holes and
+compactions of the caches cost nothing; the prefill is not modelled (the verifier's is the same for every method
+at one batch size; a drafter's upfront prefill is left out with it, a deferred one is the catch-up above). Sampling traces are not replayed in batches.
 """
 
 from __future__ import annotations
@@ -131,6 +134,9 @@ class _Lane:
         self.budget = budget
         self.n_out = min(len(self.col.output), budget)
         self.pos = 0
+        prompt, window = trace.meta.prompt_len, config.drafter_context
+        # committed tokens the drafter cache lacks: the pending token after an upfront prefill, else the window
+        self.lag = min(prompt, window or prompt) if config.drafter_prefill == "deferred" else 1
         self.walk: TraceRound | None = None
         self.out = ReplayResult([], [], [], [], [], [], 0.0, [])
 
@@ -138,6 +144,7 @@ class _Lane:
         """A new round: its limit and a fresh draft, as `BatchDecoder._round` starts one."""
         row = self.row
         row.threshold = row.criterion.threshold
+        row.left, row.lag = self.budget - self.pos, self.lag
         row.limit = draft_limit(config, row.gate, self.budget - self.pos, self.pos == 0) if drafts else NO_DRAFTER
         row.state, row.draft = DraftState(), []
         row.stop = row.limit.at_limit if row.limit.tokens == 0 else "none"
@@ -169,6 +176,8 @@ class _Lane:
         out.steps.append(steps)
         out.round_s.append(share)
         self.pos += emitted
+        drafted = len(row.draft)  # the drafter cache keeps the accepted draft it was fed (never the last token)
+        self.lag = emitted - min(accepted, drafted - 1) if drafted else self.lag + emitted
 
 
 def _replay_one(traces: list[Trace], config: EntropyConfig, costs: BatchCostModel, max_new_tokens: int | None,
@@ -185,7 +194,10 @@ def _replay_one(traces: list[Trace], config: EntropyConfig, costs: BatchCostMode
             lane.begin(config, drafts, kind, scale)
         _draft(active, config, stop_costs)
         steps = max(len(lane.row.draft) for lane in active)
-        seconds = steps * costs.draft(len(active)) + costs.verify(len(active), steps + 1)
+        seconds = costs.verify(len(active), steps + 1)
+        if steps:
+            catch_up = max(lane.lag for lane in active if lane.row.draft)
+            seconds += costs.draft_feed(len(active), catch_up) + (steps - 1) * costs.draft(len(active))
         for lane in active:
             lane.end(seconds / len(active), steps)
         rounds.append(BatchRound(len(active), steps, seconds))
