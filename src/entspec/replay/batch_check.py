@@ -53,7 +53,8 @@ def batch_replay_table(experiment_dir: str | Path) -> pd.DataFrame | None:
             replayed = plain_batch(ordered, costs, len(ordered))
         else:
             config = EntropyConfig(**{k: v for k, v in members[0].config.items() if k in fields})
-            if config.max_draft_len > min(t.meta.cap for t in ordered):
+            if (config.max_draft_len > min(t.meta.cap for t in ordered)
+                    or (config.drafter_context or 0) != ordered[0].meta.drafter_context):
                 continue
             replayed = replay_batch(ordered, config, costs, len(ordered))
         exact = [row.rounds() == [(r.drafted, r.accepted, r.emitted) for r in m.result.rounds]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from .record import record_experiment
 
     config = ExperimentConfig.from_yaml(args.config, overrides=args.set)
-    folder = record_experiment(config, cap=args.cap, recalibrate=args.recalibrate, trajectories=args.trajectories)
+    folder = record_experiment(config, cap=args.cap, recalibrate=args.recalibrate, trajectories=args.trajectories,
+                               drafter_context=args.drafter_context)
     print(f"traces: {folder}")
     return 0
 
@@ -39,19 +41,32 @@ def cmd_tune(args: argparse.Namespace) -> int:
         folder = folder / "traces"
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such traces folder; record traces with `entspec trace`")
-    with FolderLock(folder):  # one process per traces folder: trace and tune alike
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(FolderLock(folder))  # one process per traces folder: trace and tune alike
         sampled = folder_kind(folder) == "sampled"
         if sampled and batch is not None:
             raise ValueError(f"--batch-size: batch replay reads greedy traces only; {folder} holds sampling traces")
+        if sampled and args.drafter_contexts:
+            raise ValueError(f"--drafter-contexts: windowed traces are greedy; {folder} holds sampling traces")
         traces = load_sampled_traces(folder) if sampled else load_traces(folder)
         check_traces_setting(folder, traces, args)
         check_split(traces, args.held_out)
         cost = load_cost_model(folder)
+        windows = {}
+        for n in args.drafter_contexts or []:
+            windowed = folder.parent / f"traces-w{n}"
+            if n < 1:
+                raise ValueError(f"--drafter-contexts: windows must be >= 1 (got {n})")
+            if not windowed.is_dir():
+                raise FileNotFoundError(f"{windowed}: no such traces folder; record it with `entspec trace CONFIG "
+                                        f"--drafter-context {n}`")
+            locks.enter_context(FolderLock(windowed))
+            windows[n] = (window_traces(windowed, n, traces), load_cost_model(windowed))
         saved = folder / "experiment.yaml"
         experiment = yaml.safe_load(saved.read_text()) if saved.is_file() else None
         common = dict(held_out=args.held_out, seed=args.seed, rules=args.rules)
         result = (tune_sampled(traces, cost, draws=args.draws, **common) if sampled
-                  else tune(traces, cost, batch=batch, **common))
+                  else tune(traces, cost, batch=batch, windows=windows, **common))
         command = "entspec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         out = args.out or folder.parent / ("tune" if batch is None else f"tune-b{batch.size}")
         paths = write_outputs(result, out, experiment, cost, command, top=args.top)
@@ -59,6 +74,23 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
+
+
+def window_traces(folder: Path, window: int, base: list) -> list:
+    """The traces of ``folder`` (recorded with drafter window ``window``): the prompts of ``base`` in its order, with
+    the same settings but the window (one line naming the folder and what differs)."""
+    from .trace import SHARED_META, load_traces
+
+    traces = load_traces(folder)
+    if [t.meta.prompt_id for t in traces] != [t.meta.prompt_id for t in base]:
+        raise ValueError(f"{folder}: holds traces of other prompts than {base[0].meta.prompt_id}'s folder; record the "
+                         "same experiment with `entspec trace CONFIG --drafter-context N`")
+    for name in SHARED_META:
+        mine, theirs = getattr(traces[0].meta, name), getattr(base[0].meta, name)
+        if name == "drafter_context" and mine != window or name != "drafter_context" and mine != theirs:
+            raise ValueError(f"{folder}: recorded with {name}={mine!r} (the base traces: {theirs!r}, the window: "
+                             f"{window})")
+    return traces
 
 
 def batch_setting(args: argparse.Namespace) -> BatchSetting | None:
@@ -132,6 +164,8 @@ def register(subparsers) -> None:
     p.add_argument("--recalibrate", action="store_true", help="measure the cost model again")
     p.add_argument("--trajectories", type=int, default=None,
                    help="sampled trajectories per prompt when the config's temperature > 0 (default 4)")
+    p.add_argument("--drafter-context", type=int, default=None, metavar="N",
+                   help="record with a drafter window of N tokens (greedy), into OUTPUT_DIR/traces-wN")
     p.set_defaults(func=cmd_trace)
     t = subparsers.add_parser("tune", help="sweep every registered rule by trace replay; write tuned.yaml")
     t.add_argument("traces", help="an experiment folder with traces/, or a traces folder")
@@ -146,6 +180,9 @@ def register(subparsers) -> None:
     t.add_argument("--top-k", type=int, default=None, help="the top-k to tune for; must be the traces'")
     t.add_argument("--draws", type=int, default=8,
                    help="sampling traces: Monte-Carlo draws of the verdicts per trajectory (default 8)")
+    t.add_argument("--drafter-contexts", type=int, nargs="+", default=None, metavar="N",
+                   help="also sweep these drafter windows, each on the traces recorded with it (EXPERIMENT/traces-wN "
+                        "from `entspec trace --drafter-context N`); the report chooses a window per category")
     t.add_argument("--batch-size", type=int, default=1,
                    help="tune for batches of B prompts: score every configuration by batch replay at B (greedy "
                         "traces; needs --batch-costs; default output folder EXPERIMENT/tune-bB)")

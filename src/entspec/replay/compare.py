@@ -8,7 +8,8 @@ row is replayed on its prompt's trace with the row's own `EntropyConfig`:
 * ``true_oracle_share``: true-oracle time at the row's cap / replayed time of the row (1 = no stopping rule
   could be faster on this prompt); ``true_oracle_share_uncapped`` without a cap.
 
-Both times come from the same cost model, so the share isolates the stopping rule from timing noise.
+Both times come from the same cost model, so the share isolates the stopping rule from timing noise. A row with
+a drafter window N is replayed on ``traces-wN`` (`entspec trace --drafter-context N`) when the folder has it.
 
 When ``traces/`` holds sampling traces (`entspec trace` at the config's temperature), every entspec row sampled at
 the traces' temperature / top-k / top-p is compared with the *expected-value* replay of its configuration on its
@@ -49,11 +50,27 @@ def trace_columns(experiment_dir: str | Path, rows: list[dict[str, Any]]) -> dic
         traces = {t.meta.prompt_id: t for t in load_traces(folder)}
     out: dict[str, list] = {c: [] for c in COLUMNS}
     memo: dict = {}  # a prompt's expected replay per configuration (every seed of a sampled run shares it)
+    windowed: dict[int, tuple[dict, object] | None] = {}  # drafter window -> its traces and cost model
     for row in rows:
-        values = _sampled_values(row, traces, cost, memo) if sampled else _row_values(row, traces, cost)
+        window = (row.get("config") or {}).get("drafter_context") or 0
+        if sampled:
+            values = _sampled_values(row, traces, cost, memo)
+        elif window:
+            if window not in windowed:
+                windowed[window] = _windowed(folder.parent / f"traces-w{window}")
+            values = _row_values(row, *windowed[window]) if windowed[window] else {}
+        else:
+            values = _row_values(row, traces, cost)
         for c in COLUMNS:
             out[c].append(values.get(c, np.nan))
     return out
+
+
+def _windowed(folder: Path) -> tuple[dict, object] | None:
+    """A windowed traces folder's traces by prompt and its cost model (None when the folder has none)."""
+    if not (folder / COST_FILE).is_file() or not trace_files(folder):
+        return None
+    return {t.meta.prompt_id: t for t in load_traces(folder)}, load_cost_model(folder)
 
 
 def _sampled_values(row: dict[str, Any], traces: dict, cost, memo: dict) -> dict[str, Any]:
@@ -71,7 +88,7 @@ def _sampled_values(row: dict[str, Any], traces: dict, cost, memo: dict) -> dict
     fields = EntropyConfig.parameter_names()
     params = {k: v for k, v in config.items() if k in fields}
     cfg = EntropyConfig(**params)
-    if cfg.max_draft_len > meta.cap:
+    if cfg.max_draft_len > meta.cap or (cfg.drafter_context or 0) != getattr(meta, "drafter_context", 0):
         return {}
     key = (row["prompt_id"], repr(sorted(params.items())))
     if key not in memo:
@@ -97,8 +114,8 @@ def _row_values(row: dict[str, Any], traces: dict, cost) -> dict[str, Any]:
         return {}
     fields = EntropyConfig.parameter_names()
     cfg = EntropyConfig(**{k: v for k, v in config.items() if k in fields})
-    if cfg.max_draft_len > trace.meta.cap:
-        return {}
+    if cfg.max_draft_len > trace.meta.cap or (cfg.drafter_context or 0) != trace.meta.drafter_context:
+        return {}  # traces answer the cap and the drafter window they were recorded with
     replayed = replay(trace, cfg, cost)
     engine = [(r.drafted, r.accepted, r.emitted) for r in result.rounds]
     return {

@@ -77,9 +77,15 @@ class CostModel:
                                  + self.overhead_round_s)
         return self._rounds[key]
 
-    def prefill(self, prompt_len: int, with_drafter: bool = True) -> float:
-        models = ("drafter", "verifier") if with_drafter else ("verifier",)
-        return sum(self.prefill_s_fixed[m] + self.prefill_s_per_token[m] * prompt_len for m in models)
+    def prefill(self, prompt_len: int, with_drafter: bool = True, drafter_window: int | None = None) -> float:
+        """Both models' prefill of a prompt (the drafter's over its last ``drafter_window`` tokens, when given)."""
+        drafter = min(prompt_len, drafter_window or prompt_len)
+        return self.model_prefill("verifier", prompt_len) + (self.model_prefill("drafter", drafter) if with_drafter
+                                                             else 0.0)
+
+    def model_prefill(self, model: str, tokens: int) -> float:
+        """One model's (``"drafter"`` or ``"verifier"``) prefill of ``tokens`` tokens."""
+        return self.prefill_s_fixed[model] + self.prefill_s_per_token[model] * tokens
 
     @property
     def cost_ratio(self) -> float:
@@ -140,9 +146,11 @@ def calibrate(
     draft_lengths: tuple[int, ...] = (1, 2, 4, 8, 16),
     rounds: int = 6,
     sampling: "SamplingParams | None" = None,
+    drafter_context: int | None = None,
 ) -> CostModel:
     """Measure the cost model with the engine on ``input_ids [1, P]`` (``rounds`` rounds per length), greedy or
-    at ``sampling``'s temperature / top-k / top-p (sampling adds per-token work to both stopwatches).
+    at ``sampling``'s temperature / top-k / top-p (sampling adds per-token work to both stopwatches); with a
+    ``drafter_context`` window the drafter steps read the window (and the drafter's prefill is fitted on it).
 
     Every k in ``draft_lengths`` decodes ``rounds`` rounds with ``fixed`` k (k + 1 verified tokens per round);
     autoregressive decoding gives the 1-token verifier call. Medians over rounds (the first is skipped).
@@ -164,7 +172,8 @@ def calibrate(
         verify[1].append(r.verify_time_s)
         overhead.append(r.round_time_s - r.verify_time_s)
     for k in draft_lengths:
-        dec = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=k))
+        dec = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=k,
+                                                                              drafter_context=drafter_context))
         res = dec.generate(input_ids, max_new_tokens=(k + 1) * (rounds + 1) + 1, **common)
         for r in res.rounds[1:]:
             if r.drafted != k:
@@ -172,7 +181,7 @@ def calibrate(
             verify.setdefault(k + 1, []).append(r.verify_time_s)
             draft_steps.append(r.draft_time_s / k)
             overhead.append(r.round_time_s - r.draft_time_s - r.verify_time_s)
-    prefill_fixed, prefill_per_token = _prefill_costs(drafter, verifier, input_ids)
+    prefill_fixed, prefill_per_token = _prefill_costs(drafter, verifier, input_ids, drafter_context)
     ms = sorted(verify)
     return CostModel(
         draft_step_s=float(np.median(draft_steps)),
@@ -188,21 +197,24 @@ def calibrate(
     )
 
 
-def _prefill_costs(drafter, verifier, input_ids) -> tuple[dict[str, float], dict[str, float]]:
-    """Per model: prefill time = fixed + per_token * P, fitted on the prompt and its first half."""
+def _prefill_costs(drafter, verifier, input_ids, drafter_context: int | None = None
+                   ) -> tuple[dict[str, float], dict[str, float]]:
+    """Per model: prefill time = fixed + per_token * P, fitted on the prompt and its first half (the drafter's on
+    its last ``drafter_context`` tokens and their last half, the lengths it prefills with that window)."""
     from ..engine.kv import CachedModel
     from ..engine.timing import Stopwatch
 
     fixed, per_token = {}, {}
-    lengths = sorted({max(1, input_ids.shape[1] // 2), input_ids.shape[1]})
     for name, model in (("drafter", drafter), ("verifier", verifier)):
+        prompt = input_ids[:, -drafter_context:] if drafter_context and name == "drafter" else input_ids
+        lengths = sorted({max(1, prompt.shape[1] // 2), prompt.shape[1]})
         lm = CachedModel(model)
         times = []
         for n in lengths:
             samples = []
             for _ in range(3):
                 with Stopwatch(lm.device) as sw:
-                    lm.prefill(input_ids[:, :n].to(lm.device))
+                    lm.prefill(prompt[:, -n:].to(lm.device))
                 samples.append(sw.seconds)
             times.append(float(np.median(samples[1:])))
         if len(lengths) == 1:

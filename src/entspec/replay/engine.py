@@ -96,6 +96,11 @@ def check_replayable(trace: Trace, config: EntropyConfig) -> None:
         raise ValueError(f"renyi_alpha: the trace holds Rényi entropies of order {trace.meta.renyi_alpha}")
     if config.entropy_type == "topk" and config.entropy_topk != trace.meta.entropy_topk:
         raise ValueError(f"entropy_topk: the trace holds top-{trace.meta.entropy_topk} entropies")
+    if (config.drafter_context or 0) != trace.meta.drafter_context:
+        window = trace.meta.drafter_context or "none (the whole sequence)"
+        raise ValueError(f"drafter_context: {config.drafter_context} but the trace of {trace.meta.prompt_id} was "
+                         f"recorded with drafter window {window}; record traces with `entspec trace "
+                         f"--drafter-context {config.drafter_context or 0}`")
 
 
 class TraceRound:
@@ -146,9 +151,11 @@ def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens:
     budget_total = trace.meta.max_new_tokens if max_new_tokens is None else max_new_tokens
     n_out = min(len(col.output), budget_total)
     # A deferred drafter prefill is no part of the prefill: it runs in the first round that drafts, over the
-    # committed sequence then.
+    # committed sequence then. The drafter's cache is followed as the engine keeps it (`_DrafterWindow`).
     deferred = config.drafter_prefill == "deferred"
-    out = ReplayResult([], [], [], [], [], [], cost.prefill(trace.meta.prompt_len, with_drafter=not deferred), [])
+    window = _DrafterWindow(config.drafter_context, None if deferred else trace.meta.prompt_len)
+    out = ReplayResult([], [], [], [], [], [], cost.prefill(trace.meta.prompt_len, with_drafter=not deferred,
+                                                            drafter_window=config.drafter_context), [])
     pos = 0
     while pos < n_out:
         budget = budget_total - pos
@@ -173,11 +180,33 @@ def replay(trace: Trace, config: EntropyConfig, cost: CostModel, max_new_tokens:
         out.entropies.append(state.entropies)
         out.steps.append(drafter_steps(config, drafted, limit, reads))
         out.round_s.append(cost.round_time(drafted, first=pos == 0, steps=out.steps[-1]))
-        if deferred and out.steps[-1] and not any(out.steps[:-1]):
-            committed = trace.meta.prompt_len + pos
-            out.round_s[-1] += cost.prefill(committed) - cost.prefill(committed, with_drafter=False)
+        if out.steps[-1]:
+            prefilled = window.draft(trace.meta.prompt_len + pos, out.steps[-1], accepted)
+            out.round_s[-1] += cost.model_prefill("drafter", prefilled) if prefilled else 0.0
         pos += emitted
     return out
+
+
+class _DrafterWindow:
+    """The single-sequence drafter's cache as `entspec.engine.drafter.EntropyBasedDrafter` keeps it: filled by the
+    prefill (``prompt_len``; None when deferred: by the first round that drafts), with a ``window`` N rebuilt on the
+    last N committed tokens at the start of a drafting round once it holds 2N. `draft` says how many tokens a round
+    prefills (0 when none): replay charges the drafter's prefill of that many to the round."""
+
+    def __init__(self, window: int | None, prompt_len: int | None) -> None:
+        self.window = window
+        self.start = max(0, prompt_len - window) if window and prompt_len else 0
+        self.cached = None if prompt_len is None else prompt_len - self.start
+
+    def draft(self, committed: int, steps: int, accepted: int) -> int:
+        """A round that runs ``steps`` drafter steps after ``committed`` tokens, of which ``accepted`` are kept."""
+        prefilled = 0
+        if self.cached is None or (self.window and self.cached >= 2 * self.window):
+            self.start = max(0, committed - self.window) if self.window else 0
+            prefilled = committed - self.start
+        fed = committed - self.start + steps - 1  # the catch-up, then each drafted token but the last
+        self.cached = min(fed, committed + accepted - self.start)
+        return prefilled
 
 
 def _ends_with_eos(trace: Trace) -> bool:
@@ -227,7 +256,8 @@ def true_oracle(trace: Trace, cost: CostModel, cap: int | None = None,
     while t < n_out:
         drafted.append(choice[t])
         t += choice[t] + 1
-    return OracleResult(drafted, cost.prefill(trace.meta.prompt_len) + best[0], n_out)
+    return OracleResult(drafted, cost.prefill(trace.meta.prompt_len, drafter_window=trace.meta.drafter_context)
+                        + best[0], n_out)
 
 
 def plain_decoding(trace: Trace, cost: CostModel, max_new_tokens: int | None = None) -> OracleResult:

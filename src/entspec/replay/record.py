@@ -5,6 +5,10 @@ config's top-k / top-p): ``trajectories`` sampling traces per prompt, trajectory
 (`entspec.replay.sampled`). Resumable like the runner: a trace file that exists and reads is skipped; each file is
 written atomically. The cost model is calibrated once, on the first prompt, at the config's sampling settings, and
 saved as ``traces/cost_model.json``.
+
+With a drafter window (``drafter_context`` N, greedy only) the traces and the cost model are those of the windowed
+drafter (`entspec.replay.trace`; the cost model's drafter step and prefill read N tokens) and go to their own
+folder, ``OUTPUT_DIR/traces-wN``: `entspec tune --drafter-contexts` reads one folder per window.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from .trace import record_trace, trace_files, trace_path
 
 log = logging.getLogger(__name__)
 
-def traces_dir(config: ExperimentConfig) -> Path:
-    return Path(config.output_dir) / "traces"
+def traces_dir(config: ExperimentConfig, drafter_context: int | None = None) -> Path:
+    """``OUTPUT_DIR/traces``, or ``OUTPUT_DIR/traces-wN`` for a drafter window of N tokens."""
+    return Path(config.output_dir) / ("traces" if not drafter_context else f"traces-w{drafter_context}")
 
 
 # What a traces folder is one experiment of: a rerun with any of these changed is refused, naming it.
@@ -38,9 +43,11 @@ TRAJECTORIES = 4  # sampling trajectories per prompt (`entspec trace --trajector
 
 
 def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool = True,
-                      recalibrate: bool = False, trajectories: int | None = None) -> Path:
+                      recalibrate: bool = False, trajectories: int | None = None,
+                      drafter_context: int | None = None) -> Path:
     """Trace every prompt of ``config`` (its ``max_new_tokens``; greedy, or ``trajectories`` sampled trajectories
-    per prompt when its ``temperature`` > 0); return the traces folder.
+    per prompt when its ``temperature`` > 0; greedy with a ``drafter_context`` window into ``traces-wN``); return the
+    traces folder.
 
     One process per traces folder (the runner's lock); the folder is one experiment (`IDENTITY`, the cap and the
     number of trajectories, in ``traces/experiment.yaml`` and ``traces/trace.json``): a rerun with another setting
@@ -57,11 +64,17 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
     if sampling.greedy and trajectories not in (None, 1):
         raise ValueError(f"trajectories: greedy traces have one trajectory per prompt (got {trajectories}; "
                          "temperature is 0)")
-    folder = traces_dir(config)
+    if drafter_context is not None and (isinstance(drafter_context, bool) or not isinstance(drafter_context, int)
+                                        or drafter_context < 1):
+        raise ValueError(f"drafter_context: must be an integer >= 1 (got {drafter_context!r})")
+    if drafter_context and not sampling.greedy:
+        raise ValueError(f"drafter_context: sampling traces read the whole sequence (temperature is "
+                         f"{config.temperature}); record windowed traces greedy")
+    folder = traces_dir(config, drafter_context)
     folder.mkdir(parents=True, exist_ok=True)
     with FolderLock(folder):
         count = 1 if sampling.greedy else trajectories or _recorded_trajectories(folder) or TRAJECTORIES
-        _check_same_experiment(folder, config, cap, None if sampling.greedy else count)
+        _check_same_experiment(folder, config, cap, None if sampling.greedy else count, drafter_context or 0)
         runner = ExperimentRunner(config, progress=progress)
         runner.prompts = runner.load_prompts()
         if sampling.greedy:
@@ -76,7 +89,8 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
         runner.load()
         pair = runner.pair
         atomic_write_text(folder / "experiment.yaml", config.to_yaml())  # what `entspec tune` writes tuned.yaml from
-        info = {"cap": cap} if sampling.greedy else {"cap": cap, "trajectories": count}
+        info = ({"cap": cap, **({"drafter_context": drafter_context} if drafter_context else {})} if sampling.greedy
+                else {"cap": cap, "trajectories": count})
         atomic_write_text(folder / "trace.json", json.dumps(info))
         atomic_write_text(folder / "prompts.json", json.dumps(
             [{"index": i, "id": p.id, "category": p.category} for i, p in enumerate(runner.prompts)], indent=1))
@@ -84,15 +98,31 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
             prompt = runner.prompts[i]
             common = dict(max_new_tokens=config.max_new_tokens, cap=cap, prompt_id=prompt.id, category=prompt.category)
             if sampling.greedy:
-                trace = record_trace(pair.drafter, pair.verifier, runner.encoded[i], **common)
+                trace = record_trace(pair.drafter, pair.verifier, runner.encoded[i], drafter_context=drafter_context,
+                                     output=_whole_sequence_output(config, drafter_context, i, prompt.id), **common)
             else:
                 trace = record_sampled_trace(pair.drafter, pair.verifier, runner.encoded[i], sampling=sampling,
                                              seed=k, **common)
             trace.save(paths[(i, k)])
         if recalibrate or not cost_path.exists():
             log.info("calibrating the cost model on %s", runner.prompts[0].id)
-            calibrate(pair.drafter, pair.verifier, runner.encoded[0], sampling=sampling).save(cost_path)
+            calibrate(pair.drafter, pair.verifier, runner.encoded[0], sampling=sampling,
+                      drafter_context=drafter_context).save(cost_path)
     return folder
+
+
+def _whole_sequence_output(config: ExperimentConfig, drafter_context: int | None, index: int,
+                           prompt_id: str) -> list[int] | None:
+    """For a windowed trace, the verifier's output from the same experiment's whole-sequence trace of the prompt
+    (the drafter's window never changes it), so the verifier decodes it once; None to decode it."""
+    path = trace_path(traces_dir(config), index, prompt_id)
+    if not drafter_context or not _readable(path):
+        return None
+    try:
+        _check_same_experiment(traces_dir(config), config, read_trace(path).meta.cap, None)
+    except ConfigError:
+        return None
+    return read_trace(path).output.tolist()
 
 
 def _recorded_trajectories(folder: Path) -> int | None:
@@ -103,7 +133,8 @@ def _recorded_trajectories(folder: Path) -> int | None:
         return None  # missing or unreadable: `_check_same_experiment` names an unreadable file
 
 
-def _check_same_experiment(folder: Path, config: ExperimentConfig, cap: int, trajectories: int | None) -> None:
+def _check_same_experiment(folder: Path, config: ExperimentConfig, cap: int, trajectories: int | None,
+                           drafter_context: int = 0) -> None:
     """Refuse to add traces of another setting to ``folder`` (one line naming the first difference)."""
     saved = folder / "experiment.yaml"
     traces = trace_files(folder)
@@ -134,6 +165,10 @@ def _check_same_experiment(folder: Path, config: ExperimentConfig, cap: int, tra
     if recorded is not None and recorded != cap:
         raise ConfigError(f"cap: {folder} holds traces recorded with cap {recorded} (got {cap}); use that cap or "
                           "another output_dir")
+    window = saved_info.get("drafter_context", 0)
+    if traces and window != drafter_context:
+        raise ConfigError(f"drafter_context: {folder} holds traces recorded with drafter window {window or 'none'} "
+                          f"(got {drafter_context or 'none'}); use another output_dir")
     kinds = {trace_kind(p) for p in traces[:1] if _readable(p)}
     if kinds and kinds != {"greedy" if trajectories is None else "sampled"}:
         raise ConfigError(f"temperature: {folder} holds {kinds.pop()} traces; use another output_dir")

@@ -11,6 +11,15 @@ Recording costs one verifier decode (or none, if the output is given: any lossle
 one teacher-forced drafter forward over the whole output, and ``cap - 1`` batched drafter steps for all
 continuations at once (each row attends to its own prefix through the attention mask).
 
+With a drafter window (``drafter_context=N``, `EntropyConfig.drafter_context`) the drafter's statistics are those
+of the single-sequence engine's windowed drafter: it reads the prompt's last N tokens from position 0, the window
+grows with the output and is rebuilt on the last N tokens once it holds 2N + 1; one teacher-forced forward (and one
+batch of continuations) per window. The engine rebuilds at the start of a round, the trace at the position where
+the window is full, so the two agree exactly until the first rebuild (2N + 1 - min(prompt, N) output tokens) and
+differ after it by where the round boundary fell; the batched engine never rebuilds (its window grows), so batch
+replay of a windowed trace is exact until then too. A deferred prefill starts its window one token later than the
+trace's (the prompt and the first new token).
+
 Files: one compressed ``.npz`` per prompt (columnar numpy arrays; the metadata as one JSON string).
 """
 
@@ -48,6 +57,7 @@ class TraceMeta:
     renyi_alpha: float
     entropy_topk: int
     dtype: str = ""
+    drafter_context: int = 0  # the drafter's window (0: the whole sequence)
     version: int = TRACE_VERSION
 
 
@@ -166,7 +176,7 @@ def trace_files(folder: str | Path) -> list[Path]:
 
 
 # What every trace of one folder must share to be replayed together (tune compares them).
-SHARED_META = ("max_new_tokens", "cap", "dtype", "renyi_alpha", "entropy_topk", "eos_token_ids")
+SHARED_META = ("max_new_tokens", "cap", "dtype", "renyi_alpha", "entropy_topk", "eos_token_ids", "drafter_context")
 
 
 def load_traces(folder: str | Path) -> list[Trace]:
@@ -207,6 +217,7 @@ def record_trace(
     eos_token_id: int | list[int] | None = None,
     renyi_alpha: float = 2.0,
     entropy_topk: int = 10,
+    drafter_context: int | None = None,
 ) -> Trace:
     """Record the greedy trace of ``input_ids [1, P]`` (module docstring).
 
@@ -214,31 +225,53 @@ def record_trace(
         output: the verifier's greedy tokens, if already known (e.g. from a lossless greedy run);
             otherwise they are generated with the engine's autoregressive mode.
         cap: the longest draft length replay will be asked about (continuations hold ``cap - 1`` tokens).
+        drafter_context: the drafter's window N (None: the whole sequence), as `EntropyConfig.drafter_context`.
     """
+    if drafter_context is not None and (isinstance(drafter_context, bool) or not isinstance(drafter_context, int)
+                                        or drafter_context < 1):
+        raise ValueError(f"drafter_context: must be an integer >= 1 or None (got {drafter_context!r})")
     eos, output = verifier_output(verifier, input_ids, max_new_tokens, cap, output, prompt_id, eos_token_id)
     device = next(drafter.parameters()).device
     prompt = input_ids.to(device)
     full = torch.cat([prompt, prompt.new_tensor([output])], dim=1)  # [1, P + N]
     n_out, n_prompt = len(output), prompt.shape[1]
     entropy = EntropyComputer(renyi_alpha=renyi_alpha, topk=entropy_topk)
-
-    # 1. Teacher-forced drafter: one forward over prompt + output gives q_t for every output position.
-    cache = new_cache(drafter)
-    logits = drafter(input_ids=full, use_cache=True, logits_to_keep=n_out + 1,
-                     **{cache_kwarg(drafter): cache}).logits[0, :n_out].float()  # [N, V]
-    draft_token, token_prob, entropies = _stats(logits, entropy)
     output_arr = np.asarray(output, dtype=np.int64)
-
-    # 2. Continuations after every wrong token, all rows in one batch over the shared cache.
-    wrong = np.flatnonzero(draft_token != output_arr)
-    cont_token, cont_prob, cont_entropy = _continuations(drafter, cache, n_prompt, wrong, draft_token, cap - 1,
-                                                         entropy)
+    parts = []
+    for start, lo, hi in drafter_windows(n_prompt, n_out, drafter_context):
+        # 1. Teacher-forced drafter: one forward over the window gives q_t for its output positions lo..hi-1.
+        cache = new_cache(drafter)
+        logits = drafter(input_ids=full[:, start:n_prompt + hi], use_cache=True, logits_to_keep=hi - lo + 1,
+                         **{cache_kwarg(drafter): cache}).logits[0, :hi - lo].float()  # [hi - lo, V]
+        token, prob, ents = _stats(logits, entropy)
+        # 2. Continuations after every wrong token, all rows in one batch over the window's cache.
+        wrong = lo + np.flatnonzero(token != output_arr[lo:hi])
+        draft_token = np.zeros(n_out, np.int64)
+        draft_token[lo:hi] = token
+        parts.append((token, prob, ents, wrong, *_continuations(drafter, cache, n_prompt - start, wrong, draft_token,
+                                                                cap - 1, entropy)))
+    draft_token, token_prob, entropies, wrong, cont_token, cont_prob, cont_entropy = (
+        np.concatenate(column) for column in zip(*parts))
     meta = TraceMeta(prompt_id=str(prompt_id), category=str(category), prompt_len=int(n_prompt),
                      max_new_tokens=int(max_new_tokens), eos_token_ids=[int(e) for e in eos], cap=int(cap),
                      renyi_alpha=float(renyi_alpha), entropy_topk=int(entropy_topk),
-                     dtype=str(next(drafter.parameters()).dtype).replace("torch.", ""))
+                     dtype=str(next(drafter.parameters()).dtype).replace("torch.", ""),
+                     drafter_context=int(drafter_context or 0))
     return Trace(meta, output_arr, draft_token, token_prob, token_prob.copy(), entropies, wrong.astype(np.int64),
                  cont_token, cont_prob, cont_entropy)
+
+
+def drafter_windows(prompt_len: int, n_out: int, window: int | None) -> list[tuple[int, int, int]]:
+    """The drafter's windows along a trace (module docstring): ``(start, lo, hi)``, the window beginning at sequence
+    position ``start`` serving output positions ``lo..hi-1``. Without a window, one from position 0."""
+    if not window:
+        return [(0, 0, n_out)]
+    out, start, lo = [], max(0, prompt_len - window), 0
+    while lo < n_out:
+        hi = min(n_out, start + 2 * window + 1 - prompt_len)  # the window is full: rebuilt on the last N tokens
+        out.append((start, lo, hi))
+        start, lo = prompt_len + hi - window, hi
+    return out
 
 
 def verifier_output(verifier: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int, cap: int,

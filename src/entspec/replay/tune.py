@@ -21,6 +21,12 @@ prompt order, as the runner groups them (a batch never mixes tuning and held-out
 its share of its batch's rounds, and plain decoding is batched too. The gate's and ``goodput``'s costs come from
 the batch costs at B, each configuration is swept with both batch stops (``batch_stop`` rows and cost), and no
 oracle is modelled for batches (*of oracle* is n/a).
+
+With drafter windows (``windows``, `entspec tune --drafter-contexts N ...`) every configuration is also swept with
+each window N (``drafter_context: N``), replayed on the traces recorded with that window (``traces-wN``: the
+windowed drafter's acceptance and entropies) and priced by the traces' cost model with the windowed folder's drafter
+step and drafter prefill (`windowed_cost`; the verifier's costs stay the base folder's, so plain decoding is one
+baseline). The choice per category then picks a window per task type.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ class TuneResult:
     traces: list[Trace]
     sampling: dict[str, Any] | None = None  # temperature, top_k, top_p, trajectories, draws (sampling traces)
     batch: BatchSetting | None = None  # the batch size and costs the sweep was replayed at (None: one sequence)
+    windows: list[int] | None = None  # the drafter windows swept besides the whole sequence
 
 
 def split_prompts(traces: list[Trace], held_out: float = 0.5, seed: int = 0) -> list[str]:
@@ -125,14 +132,19 @@ def _gate_fields(base: dict[str, Any]) -> dict[str, Any]:
 def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: int = 0,
          rules: list[str] | None = None, progress: bool = True,
          oracle: Callable[[int, int | None], float] | None = None,
-         sampling: dict[str, Any] | None = None, batch: BatchSetting | None = None) -> TuneResult:
+         sampling: dict[str, Any] | None = None, batch: BatchSetting | None = None,
+         windows: dict[int, tuple[list[Trace], CostModel]] | None = None) -> TuneResult:
     """Steps 1-4 of the module docstring. ``oracle(j, cap)``: the oracle time of trace j (default: the true
     oracle of a greedy trace); ``sampling``: what sampling traces the realisations came from (for the report);
-    ``batch``: replay in batches of ``batch.size`` priced by ``batch.costs`` (greedy traces only)."""
+    ``batch``: replay in batches of ``batch.size`` priced by ``batch.costs`` (greedy traces only); ``windows``: per
+    drafter window N, the traces of the same prompts recorded with it and their cost model."""
     from tqdm.auto import tqdm
 
     if batch is not None and sampling is not None:
         raise ValueError("--batch-size: batch replay reads greedy traces only (these are sampling traces)")
+    if windows and sampling is not None:
+        raise ValueError("--drafter-contexts: windowed traces are greedy (these are sampling traces)")
+    variants = {0: (traces, cost), **{n: (t, windowed_cost(cost, c)) for n, (t, c) in (windows or {}).items()}}
     if batch is not None and oracle is None:
         oracle = _no_batch_oracle
     labels = split_prompts(traces, held_out, seed)
@@ -143,8 +155,11 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
     calibration = calibrations[0]
     base = cost.relative() if batch is None else batch_relative(batch.costs, batch.size)
     cap = min(t.meta.cap for t in traces)
-    configs = configurations(cap, base, rules, calibrations, ("rows",) if batch is None else BATCH_STOPS)
-    timed = _timer(traces, labels, cost, batch)
+    cap = min([cap, *(t.meta.cap for n, (ts, _) in variants.items() if n for t in ts)])
+    configs = [{**params, **({"drafter_context": n} if n else {})}
+               for params in configurations(cap, base, rules, calibrations, ("rows",) if batch is None else BATCH_STOPS)
+               for n in sorted(variants)]
+    timed = _timer(variants, labels, batch)
     plain = timed(None)
     started = time.perf_counter()
     rows = []
@@ -158,26 +173,39 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
     sweep["category"] = [traces[j].meta.category for j in sweep.prompt]
     sweep["split"] = [labels[j] for j in sweep.prompt]
     sweep["plain_time_s"] = [plain[j] for j in sweep.prompt]
-    oracle_cache: dict[tuple[int, int | None], float] = {}
+    oracle_cache: dict[tuple[int, int | None, int], float] = {}
 
-    def oracle_time(j: int, cap_: int | None) -> float:
-        if (j, cap_) not in oracle_cache:
-            oracle_cache[(j, cap_)] = (oracle(j, cap_) if oracle is not None
-                                       else true_oracle(traces[j], cost, cap=cap_).time_s)
-        return oracle_cache[(j, cap_)]
+    def oracle_time(j: int, cap_: int | None, window: int = 0) -> float:
+        if (j, cap_, window) not in oracle_cache:
+            ts, c = variants[window]
+            oracle_cache[(j, cap_, window)] = (oracle(j, cap_) if oracle is not None
+                                               else true_oracle(ts[j], c, cap=cap_).time_s)
+        return oracle_cache[(j, cap_, window)]
 
     best = _choose(sweep, configs, oracle_time)
     best["held_out_speedup_gate_toggled"] = [_gate_toggled(configs[c], labels, plain, timed)
                                              if cat == ALL else np.nan for c, cat in zip(best.config, best.category)]
-    return TuneResult(sweep, best, calibration, seconds, len(configs), traces, sampling, batch)
+    return TuneResult(sweep, best, calibration, seconds, len(configs), traces, sampling, batch,
+                      sorted(windows) if windows else None)
 
 
-def _timer(traces: list[Trace], labels: list[str], cost: CostModel,
+def windowed_cost(cost: CostModel, window: CostModel) -> CostModel:
+    """``cost`` with the drafter's step and prefill of ``window`` (a cost model calibrated with a drafter window): a
+    windowed drafter reads fewer tokens, the verifier and the round's overhead are the same."""
+    data = cost.to_dict()
+    for name in ("prefill_s_per_token", "prefill_s_fixed"):
+        data[name] = {**data[name], "drafter": getattr(window, name)["drafter"]}
+    return CostModel(**{**data, "draft_step_s": window.draft_step_s})
+
+
+def _timer(variants: dict[int, tuple[list[Trace], CostModel]], labels: list[str],
            batch: BatchSetting | None) -> Callable[..., list[float]]:
     """``timed(config, split=None)``: the modelled seconds of every trace (of one split: 0 for the others) under a
-    configuration (None: plain decoding). One sequence: each trace replayed alone. At a batch size: each split's
-    traces replayed in batches of B in their order, each charged its share of its batch's rounds."""
+    configuration (None: plain decoding), on the traces and costs of the configuration's drafter window
+    (``variants``). One sequence: each trace replayed alone. At a batch size: each split's traces replayed in
+    batches of B in their order, each charged its share of its batch's rounds."""
     def timed(config: EntropyConfig | None, split: str | None = None) -> list[float]:
+        traces, cost = variants[0 if config is None else config.drafter_context or 0]
         out = [0.0] * len(traces)
         for side in ("tune", "held_out") if split is None else (split,):
             js = [j for j, s in enumerate(labels) if s == side]
@@ -247,6 +275,7 @@ def _choose(sweep: pd.DataFrame, configs: list[dict], oracle_time) -> pd.DataFra
             chosen = int((per_config.plain / per_config.time_s).idxmax())
             held = held_rows[held_rows.config == chosen]
             cap = configs[chosen].get("max_draft_len", EntropyConfig.max_draft_len)
+            window = configs[chosen].get("drafter_context", 0)
             entry = {"strategy": strategy, "category": category, "config": chosen,
                      "params": tune_rows[tune_rows.config == chosen].params.iloc[0],
                      "tune_speedup": float(per_config.plain[chosen] / per_config.time_s[chosen])}
@@ -255,9 +284,9 @@ def _choose(sweep: pd.DataFrame, configs: list[dict], oracle_time) -> pd.DataFra
                 rule_time = float(held.time_s.sum())
                 entry.update(
                     held_out_speedup=float(held.plain_time_s.sum()) / rule_time,
-                    of_oracle_at_cap=sum(oracle_time(j, cap) for j in prompts) / rule_time,
-                    of_oracle=sum(oracle_time(j, None) for j in prompts) / rule_time,
-                    oracle_speedup=float(held.plain_time_s.sum()) / sum(oracle_time(j, None) for j in prompts),
+                    of_oracle_at_cap=sum(oracle_time(j, cap, window) for j in prompts) / rule_time,
+                    of_oracle=sum(oracle_time(j, None, window) for j in prompts) / rule_time,
+                    oracle_speedup=float(held.plain_time_s.sum()) / sum(oracle_time(j, None, window) for j in prompts),
                     held_out_prompts=len(prompts))
             out.append(entry)
     return pd.DataFrame(out)
@@ -406,6 +435,13 @@ def report_markdown(result: TuneResult, cost: CostModel, command: str) -> str:
         lines += ["## Held-out speedup with a configuration chosen per category", "",
                   markdown_table(("rule", *table.columns),
                                  [(strategy, *(fmt(v) for v in row.values)) for strategy, row in table.iterrows()])]
+        if result.windows:
+            chosen = per_cat.assign(window=[json.loads(p).get("drafter_context", "all") for p in per_cat.params])
+            table = chosen.pivot(index="strategy", columns="category", values="window")
+            lines += ["", f"## Drafter window chosen per category (tokens; *all*: the whole sequence; swept: all, "
+                          f"{', '.join(map(str, result.windows))})", "",
+                      markdown_table(("rule", *table.columns),
+                                     [(strategy, *row.values) for strategy, row in table.iterrows()])]
     return "\n".join(lines) + "\n"
 
 
