@@ -156,7 +156,8 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
     base = cost.relative() if batch is None else batch_relative(batch.costs, batch.size)
     cap = min(t.meta.cap for t in traces)
     cap = min([cap, *(t.meta.cap for n, (ts, _) in variants.items() if n for t in ts)])
-    configs = [{**params, **({"drafter_context": n} if n else {})}
+    configs = [params if not n else {**params, "drafter_context": n,
+                                     **_window_costs(params, variants[n][1] if batch is None else None)}
                for params in configurations(cap, base, rules, calibrations, ("rows",) if batch is None else BATCH_STOPS)
                for n in sorted(variants)]
     timed = _timer(variants, labels, batch)
@@ -196,6 +197,12 @@ def windowed_cost(cost: CostModel, window: CostModel) -> CostModel:
     for name in ("prefill_s_per_token", "prefill_s_fixed"):
         data[name] = {**data[name], "drafter": getattr(window, name)["drafter"]}
     return CostModel(**{**data, "draft_step_s": window.draft_step_s})
+
+
+def _window_costs(params: dict[str, Any], cost: CostModel | None) -> dict[str, Any]:
+    """The cost fields a configuration carries for the gate and ``goodput`` (`_gate_fields`), from its window's
+    cost model: a windowed drafter step is cheaper. Batch costs (``cost`` None) are the same for every window."""
+    return {} if cost is None else {k: v for k, v in cost.relative().items() if k in params}
 
 
 def _timer(variants: dict[int, tuple[list[Trace], CostModel]], labels: list[str],
@@ -359,9 +366,11 @@ def tuned_from(result: TuneResult, experiment: dict[str, Any], command: str) -> 
     b = result.batch
     batched = "" if b is None else (f"; replayed in batches of {b.size}, rounds priced by the batch costs {b.path} "
                                     f"({_measured(b.costs)})")
+    windows = "" if not result.windows else (f"; drafter windows swept: the whole sequence and "
+                                             f"{', '.join(map(str, result.windows))} tokens (traces-wN)")
     return (f"# Settings tuned by `{command}` on traces of drafter {experiment.get('drafter_model_path')} "
             f"({dtype}, quantization {experiment.get('drafter_quantization', 'none')}) and verifier "
-            f"{experiment.get('verifier_model_path')}, {setting}{batched}.\n")
+            f"{experiment.get('verifier_model_path')}, {setting}{batched}{windows}.\n")
 
 
 def check_split(traces: list[Trace], held_out: float) -> None:
