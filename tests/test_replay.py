@@ -164,14 +164,9 @@ def test_trace_and_tune_commands_on_a_tiny_experiment(tmp_path):
 
     from entspec.cli import main
     from entspec.experiment import ExperimentConfig
-    from tiny import save_tiny_pair
+    from tiny import tiny_experiment_yaml
 
-    drafter, verifier = save_tiny_pair(tmp_path / "pair")
-    config = tmp_path / "exp.yaml"
-    config.write_text(yaml.safe_dump(dict(
-        drafter_model_path=drafter, verifier_model_path=verifier, dataset_name="mix", num_samples=6,
-        max_new_tokens=16, max_sequence_length=200, output_dir=str(tmp_path / "exp"), experiment_name="t",
-        threads=1)))
+    config = tiny_experiment_yaml(tmp_path)
     assert main(["trace", str(config), "--cap", "12"]) == 0
     traces = sorted((tmp_path / "exp" / "traces").glob("*.npz"))
     assert len(traces) == 6 and (tmp_path / "exp" / "traces" / "cost_model.json").is_file()

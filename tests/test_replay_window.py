@@ -158,17 +158,10 @@ def test_tune_sweeps_the_windows_and_chooses_one_per_category(pair, prompts):
 def test_trace_and_tune_commands_with_a_window(tmp_path, capsys):
     """`entspec trace --drafter-context N` records into traces-wN; `entspec tune --drafter-contexts N` reads it and
     refuses a window it has no traces of, naming the folder."""
-    import yaml
-
     from entspec.cli import main
-    from tiny import save_tiny_pair
+    from tiny import tiny_experiment_yaml
 
-    drafter, verifier = save_tiny_pair(tmp_path / "pair")
-    config = tmp_path / "exp.yaml"
-    config.write_text(yaml.safe_dump(dict(
-        drafter_model_path=drafter, verifier_model_path=verifier, dataset_name="mix", num_samples=6,
-        max_new_tokens=12, max_sequence_length=200, output_dir=str(tmp_path / "exp"), experiment_name="t",
-        threads=1)))
+    config = tiny_experiment_yaml(tmp_path, max_new_tokens=12)
     assert main(["trace", str(config), "--cap", "8"]) == 0
     assert main(["trace", str(config), "--cap", "8", "--drafter-context", "6"]) == 0
     folder = tmp_path / "exp" / "traces-w6"

@@ -122,3 +122,16 @@ def tiny_sliding(family: str, seed: int = 0, vocab: int = 64, window: int = 8, s
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
     return model
+
+
+def tiny_experiment_yaml(tmp_path, **fields):
+    """An experiment YAML on a saved tiny pair (``mix`` prompts, output in ``tmp_path/exp``); ``fields`` override."""
+    import yaml
+
+    drafter, verifier = save_tiny_pair(tmp_path / "pair")
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({
+        "drafter_model_path": drafter, "verifier_model_path": verifier, "dataset_name": "mix", "num_samples": 6,
+        "max_new_tokens": 16, "max_sequence_length": 200, "output_dir": str(tmp_path / "exp"),
+        "experiment_name": "t", "threads": 1, **fields}))
+    return config
