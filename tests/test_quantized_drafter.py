@@ -103,9 +103,14 @@ def test_first_two_tokens_with_an_int8_drafter_follow_the_verifier_joint(method)
 def test_load_model_pair_quantizes_the_drafter_only(tmp_path):
     drafter_dir, verifier_dir = save_tiny_pair(tmp_path)
     pair = load_model_pair(drafter_dir, verifier_dir, dtype="float32", device="cpu", progress=False,
-                           drafter_quantization="int8")
+                           drafter_quantization="int8-weight-only")
     assert any(isinstance(m, Int8WeightOnlyLinear) for m in pair.drafter.modules())
     assert not any(isinstance(m, Int8WeightOnlyLinear) for m in pair.verifier.modules())
+    pair = load_model_pair(drafter_dir, verifier_dir, dtype="float32", device="cpu", progress=False,
+                           drafter_quantization="int8")  # float32 on CPU: dynamic
+    assert any("quantized" in type(m).__module__ for m in pair.drafter.modules())
+    assert all(type(m) is not nn.Linear for m in pair.drafter.modules())
+    assert not any("quantized" in type(m).__module__ for m in pair.verifier.modules())
     with pytest.raises(ValueError, match="drafter_quantization"):
         load_model_pair(drafter_dir, verifier_dir, device="cpu", progress=False, drafter_quantization="int4")
     with pytest.raises(ConfigError, match="drafter_quantization"):
@@ -153,3 +158,15 @@ def test_an_experiment_records_the_quantization_and_refuses_to_resume_with_anoth
     with pytest.raises(ConfigError, match="^drafter_quantization:"):
         ExperimentRunner(config(drafter_quantization="int8"), progress=False).run()
     ExperimentRunner(config(drafter_quantization="none"), progress=False).run()
+
+
+@pytest.mark.parametrize("dtype,expected", [(torch.float32, "int8-dynamic"), (torch.bfloat16, "int8-weight-only")])
+def test_int8_picks_the_method_fast_for_the_drafters_dtype(verifier, dtype, expected):
+    from entspec.models.quantize import int8_method
+
+    assert int8_method(dtype, torch.device("cpu")) == expected
+    assert int8_method(torch.float32, torch.device("cuda")) == "int8-weight-only"  # dynamic is CPU only
+    model = quantized(verifier, "int8", dtype)
+    dynamic = any("quantized" in type(m).__module__ for m in model.modules())
+    assert dynamic == (expected == "int8-dynamic")
+    assert any(isinstance(m, Int8WeightOnlyLinear) for m in model.modules()) == (not dynamic)

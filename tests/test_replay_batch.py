@@ -3,6 +3,7 @@ as the batch cost model says, and lets `entspec tune --batch-size B` choose sett
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -230,3 +231,41 @@ def test_a_rounds_first_step_costs_its_catch_up():
                             costs, 2)
     assert [r.seconds for r in deferred.batches[0]] == pytest.approx([1.5, 3.1375, 2.0375])
     assert deferred.rows[0].rounds() == [(0, 0, 1), (2, 2, 3), (1, 1, 2)]
+
+
+def test_tune_prices_batches_with_the_batch_costs_traced_with_its_traces(traces_folder, capsys):
+    """Without --batch-costs, `entspec tune --batch-size B` reads the batch costs `entspec trace` measured beside
+    the traces (the same pair); costs measured for fewer rows than B are refused in one line."""
+    from entspec.cli import main
+
+    exp, costs = traces_folder
+    beside = batch_costs().save(exp / "traces" / "batch_costs.json")
+    assert main(["tune", str(exp), "--batch-size", "2", "--rules", "fixed", "--top", "1"]) == 0
+    assert f"rounds priced by the batch costs {beside}" in (exp / "tune-b2" / "tuned.yaml").read_text()
+    capsys.readouterr()
+    small = BatchCostModel(**{**json.loads(Path(beside).read_text()), "verify_rows": [1, 2], "draft_rows": [1, 2],
+                              "draft_s": [0.1, 0.1], "draft_prefill_s": [14.0, 14.0],
+                              "verify_s": [[1.0] * 5, [1.0] * 5]}).save(beside)
+    assert main(["tune", str(exp), "--batch-size", "4", "--rules", "fixed"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"--batch-costs: {small} was measured up to 2 rows, not 4") and len(err.splitlines()) == 1
+
+
+def test_trace_measures_the_batch_costs_of_a_batched_experiment(tmp_path):
+    """`entspec trace` on a config with batch_size > 1 measures the pair's batch costs into the traces folder,
+    up to that many rows; a rerun keeps them, a larger batch size measures again."""
+    from entspec.cli import main
+    from tiny import tiny_experiment_yaml
+
+    config = tiny_experiment_yaml(tmp_path, num_samples=2, max_new_tokens=4, batch_size=2)
+    assert main(["trace", str(config)]) == 0
+    path = tmp_path / "exp" / "traces" / "batch_costs.json"
+    costs = BatchCostModel.load(path)
+    assert costs.verify_rows == [1, 2] and costs.draft_prefill_s and costs.threads == 1
+    stamp = path.stat().st_mtime_ns
+    assert main(["trace", str(config)]) == 0 and path.stat().st_mtime_ns == stamp
+    assert main(["trace", str(config), "--set", "batch_size=4"]) == 0
+    assert BatchCostModel.load(path).verify_rows == [1, 2, 4]
+    unbatched = tiny_experiment_yaml(tmp_path / "one", num_samples=2, max_new_tokens=4)
+    assert main(["trace", str(unbatched)]) == 0
+    assert not (tmp_path / "one" / "exp" / "traces" / "batch_costs.json").exists()

@@ -307,13 +307,18 @@ class ExperimentRunner:
         path = self.batch_costs_path
         if path.is_file():
             return BatchCostModel.load(path)
+        costs = self.calibrate_batch_costs()
+        costs.save(path)
+        return costs
+
+    def calibrate_batch_costs(self) -> BatchCostModel:
+        """Measure the batch costs of the loaded pair now, with the prompt of median length cached (rows 1, 2, 4, ...
+        up to ``batch_size``)."""
         size = self.config.batch_size
         rows = sorted({b for b in (1, 2, 4, 8, 16, 32) if b < size} | {size})
         median = sorted(range(len(self.encoded)), key=lambda i: self.encoded[i].shape[1])[len(self.encoded) // 2]
         log.info("measuring batch costs (rows %s) on %s", rows, self.prompts[median].id)
-        costs = calibrate_batch(self.pair.drafter, self.pair.verifier, self.encoded[median][0].tolist(), tuple(rows))
-        costs.save(path)
-        return costs
+        return calibrate_batch(self.pair.drafter, self.pair.verifier, self.encoded[median][0].tolist(), tuple(rows))
 
     def measure_batch_costs(self) -> BatchCostModel:
         """The folder's batch costs, measured now (models loaded for it) if the folder has none: batch replay's

@@ -13,8 +13,11 @@ Methods (``drafter_quantization``):
 - ``"int8-dynamic"``: PyTorch's dynamic quantization (``torch.ao.quantization.quantize_dynamic``): int8
   weights and per-call int8 activations through fbgemm / oneDNN, fp32 everywhere else. CPU only; the
   ``torch.ao.quantization`` eager API is deprecated in favour of torchao and warns when used.
-- ``"int8"``: the method this module recommends on CPU (`DEFAULT_INT8`; see docs/logs/2026-11-27-int8-drafter.md for the
-  measurement behind the choice).
+- ``"int8"``: the method this module recommends for the drafter's dtype (`int8_method`): weight-only for a
+  bf16/fp16 drafter (on a CPU with fast bf16 it did half the work of a bf16 step and kept the drafter's
+  distribution, docs/logs/2026-11-27-int8-drafter.md), dynamic for a float32 drafter on CPU (on an AVX2-only CPU
+  the weight-only kernel with fp32 activations was 2.1x slower than the fp32 drafter at 1 row and 12x at 8, while
+  dynamic was 2.5x and 3.7x faster: docs/logs/2026-11-30-int8-dynamic.md).
 - ``"none"``: the drafter as loaded.
 """
 
@@ -26,7 +29,12 @@ import torch
 from torch import nn
 
 QUANTIZATIONS = ("none", "int8", "int8-weight-only", "int8-dynamic")
-DEFAULT_INT8 = "int8-weight-only"
+
+
+def int8_method(dtype: torch.dtype, device: torch.device) -> str:
+    """What ``"int8"`` means for a drafter of ``dtype`` on ``device``: ``"int8-dynamic"`` for float32 on CPU (fbgemm's
+    int8 kernels), else ``"int8-weight-only"`` (the kernel that is fast with bf16 / fp16 activations)."""
+    return "int8-dynamic" if dtype == torch.float32 and device.type == "cpu" else "int8-weight-only"
 
 
 class Int8WeightOnlyLinear(nn.Module):
@@ -66,8 +74,8 @@ def quantize_drafter(model: nn.Module, method: str = "int8") -> nn.Module:
         raise ValueError(f"drafter_quantization must be one of {', '.join(QUANTIZATIONS)}, got {method!r}")
     if method == "none":
         return model
-    method = DEFAULT_INT8 if method == "int8" else method
     device = next(model.parameters()).device
+    method = int8_method(next(model.parameters()).dtype, device) if method == "int8" else method
     if method == "int8-dynamic":
         if device.type != "cpu":
             raise ValueError(f"drafter_quantization int8-dynamic runs on CPU only (the drafter is on {device})")

@@ -35,12 +35,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     check_tune_flags(args.held_out, args.top)
     check_sampling_flags(args)
-    batch = batch_setting(args)
     folder = Path(args.traces)
     if (folder / "traces").is_dir():  # an experiment folder was given
         folder = folder / "traces"
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such traces folder; record traces with `entspec trace`")
+    batch = batch_setting(args, folder)
     with contextlib.ExitStack() as locks:
         locks.enter_context(FolderLock(folder))  # one process per traces folder: trace and tune alike
         sampled = folder_kind(folder) == "sampled"
@@ -93,26 +93,34 @@ def window_traces(folder: Path, window: int, base: list) -> list:
     return traces
 
 
-def batch_setting(args: argparse.Namespace) -> BatchSetting | None:
+def batch_setting(args: argparse.Namespace, folder: Path) -> BatchSetting | None:
     """``--batch-size`` and ``--batch-costs``: None to replay one sequence at a time, else the batch size and the
-    measured batch costs its rounds are priced with (one line naming the flag when missing or unreadable)."""
+    measured batch costs its rounds are priced with: ``--batch-costs``, else the ones `entspec trace` measured with
+    the traces of ``folder`` (one line naming the flag when missing or unreadable)."""
     from ..engine.batch_cost import BatchCostModel
+    from .cost import BATCH_COST_FILE
     from .tune import BatchSetting
 
     size = args.batch_size
     if size < 1:
         raise ValueError(f"--batch-size: must be >= 1 (got {size})")
-    if args.batch_costs is None:
+    path = args.batch_costs
+    if path is None and size > 1 and (folder / BATCH_COST_FILE).is_file():
+        path = folder / BATCH_COST_FILE
+    if path is None:
         if size > 1:
-            raise ValueError(f"--batch-costs: --batch-size {size} prices batch rounds with measured batch costs; give "
-                             "a batch_costs.json (an experiment with a batch_stop: cost method writes "
+            raise ValueError(f"--batch-costs: --batch-size {size} prices batch rounds with measured batch costs; "
+                             f"{folder} has none (`entspec trace` measures them for a config with batch_size > 1); "
+                             "give a batch_costs.json (an experiment with a batch_stop: cost method writes "
                              "configs/batch_costs.json)")
         return None
     try:
-        costs = BatchCostModel.load(args.batch_costs)
+        costs = BatchCostModel.load(path)
     except ValueError as err:
         raise ValueError(f"--batch-costs: {err}") from None
-    return BatchSetting(size, costs, str(args.batch_costs))
+    if costs.verify_rows[-1] < size:
+        raise ValueError(f"--batch-costs: {path} was measured up to {costs.verify_rows[-1]} rows, not {size}")
+    return BatchSetting(size, costs, str(path))
 
 
 def folder_kind(folder: Path) -> str:
@@ -187,6 +195,6 @@ def register(subparsers) -> None:
                    help="tune for batches of B prompts: score every configuration by batch replay at B (greedy "
                         "traces; needs --batch-costs; default output folder EXPERIMENT/tune-bB)")
     t.add_argument("--batch-costs", default=None, metavar="PATH",
-                   help="the measured batch costs batch replay prices rounds with (a batch_costs.json, e.g. "
-                        "EXPERIMENT/configs/batch_costs.json)")
+                   help="the measured batch costs batch replay prices rounds with (a batch_costs.json; default: "
+                        "the one `entspec trace` measured beside the traces for a config with batch_size > 1)")
     t.set_defaults(func=cmd_tune)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..engine.sampling import SamplingParams
 
 COST_FILE = "cost_model.json"  # a traces folder's cost model
+BATCH_COST_FILE = "batch_costs.json"  # a greedy traces folder's batch costs, when its experiment has batch_size > 1
 
 
 @dataclass

@@ -21,7 +21,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..experiment import ExperimentConfig
-from .cost import COST_FILE, calibrate
+from .cost import BATCH_COST_FILE, COST_FILE, calibrate
 from ..atomic import atomic_write_text
 from ..engine.config import ConfigError
 from ..engine.sampling import SamplingParams
@@ -84,7 +84,10 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
                      for k in range(count)}
         todo = [key for key, path in paths.items() if not _readable(path)]
         cost_path = folder / COST_FILE
-        if not todo and cost_path.exists() and not recalibrate:
+        # batches: the batch costs of the same pair, which `entspec tune --batch-size` prices batch rounds with
+        batch_path = folder / BATCH_COST_FILE if sampling.greedy and config.batch_size > 1 else None
+        calibrated = cost_path.exists() and (batch_path is None or _covers(batch_path, config.batch_size))
+        if not todo and calibrated and not recalibrate:
             return folder
         runner.load()
         pair = runner.pair
@@ -108,7 +111,19 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
             log.info("calibrating the cost model on %s", runner.prompts[0].id)
             calibrate(pair.drafter, pair.verifier, runner.encoded[0], sampling=sampling,
                       drafter_context=drafter_context).save(cost_path)
+        if batch_path is not None and (recalibrate or not _covers(batch_path, config.batch_size)):
+            runner.calibrate_batch_costs().save(batch_path)
     return folder
+
+
+def _covers(path: Path, batch_size: int) -> bool:
+    """Whether the batch costs at ``path`` were measured up to ``batch_size`` rows (unreadable: no)."""
+    from ..engine.batch_cost import BatchCostModel
+
+    try:
+        return BatchCostModel.load(path).verify_rows[-1] >= batch_size
+    except (OSError, ValueError):
+        return False
 
 
 def _whole_sequence_output(config: ExperimentConfig, drafter_context: int | None, index: int,
