@@ -184,3 +184,36 @@ def test_batch_table_reads_a_generation_of_one_that_names_no_prompts(tmp_path):
         append_jsonl(results, row)
     frame = batch_frame(tmp_path)
     assert list(frame.batch) == ["p0", "p0"] and list(frame["size"]) == [1, 1]
+
+
+def test_batch_table_reports_time_to_first_token_apart_from_decode_speed(tmp_path):
+    """Per batch, decode tokens/s = tokens after each row's first / (the batch's wall time less its time to first
+    token); a baseline that recorded no first-token time gets n/a, never a number made up."""
+    import numpy as np
+    import pytest
+
+    from entspec.bench.batched import batch_markdown, batch_table
+    from entspec.records import GenerationResult, ResultRow, append_jsonl
+
+    results = tmp_path / "results" / "results.jsonl"
+    batches = [["p0", "p1"], ["p2", "p3"]]
+    # (method, kind, ttft, wall per row in the batch): rows of 5 tokens
+    runs = [("hf_generate", "hf_generate", 2.0, [10.0, 10.0]), ("fixed[k=3]", "entspec", 3.0, [5.0, 7.0]),
+            ("old", "entspec", float("nan"), [6.0, 6.0])]
+    for method, kind, ttft, walls in runs:
+        for prompts in batches:
+            for i, (prompt, wall) in enumerate(zip(prompts, walls)):
+                result = GenerationResult(new_tokens=[5] * 5, rounds=[], prompt_len=3, wall_time_s=wall,
+                                          prefill_time_s=0.1, time_to_first_token_s=ttft, finish_reason="length",
+                                          batch={"size": 2, "row": i, "prompts": prompts})
+                append_jsonl(results, ResultRow(method=method, method_kind=kind, strategy=None, params={},
+                                                prompt_id=prompt, category="c", seed=0, config={}, result=result,
+                                                unit_key=f"{method}|{prompt}|0"))
+    table = batch_table(tmp_path, 2, n_resamples=50).set_index("method")
+    assert table.loc["hf_generate", "decode_tokens_per_s"] == pytest.approx(8 / 8.0)
+    assert table.loc["fixed[k=3]", "decode_tokens_per_s"] == pytest.approx(8 / 4.0)
+    assert table.loc["fixed[k=3]", "ttft_p50_s"] == 3.0 and table.loc["fixed[k=3]", "tokens_per_s"] == 10 / 7.0
+    assert np.isnan(table.loc["old", "decode_tokens_per_s"]) and np.isnan(table.loc["old", "ttft_p50_s"])
+    text = batch_markdown(table.reset_index(), "cmd")
+    assert "| TTFT p50 (s) | decode tokens/s |" in text
+    assert "| 2 | fixed[k=3] | " in text and "| 3.0 | 2.00 |" in text and "| n/a | n/a |" in text

@@ -4,7 +4,9 @@ with padding at the same B (plain decoding's throughput baseline).
 Each batch size is one experiment folder (``b1``, ``b4``, ...). A batch is the paired unit: the same prompts and
 seed decoded by every method. Per batch, throughput = the rows' new tokens / the batch's wall time (its slowest
 row); the speedup of a method is the ratio of mean throughputs over batches (Spec-Bench's ratio of means), with
-a paired bootstrap 95% CI. Per-sequence latency is each row's own wall time (p50 / p99). Wasted verifier work
+a paired bootstrap 95% CI. Time to first token (p50 over rows) is reported apart from decode speed: a batch's
+decode tokens/s = the tokens after each row's first / (its wall time less its time to first token), averaged over
+batches. Per-sequence latency is each row's own wall time (p50 / p99). Wasted verifier work
 per emitted token = (positions verified - tokens emitted) / tokens emitted, where a row's verified positions
 are its share of every verifier call (rejected drafts and padding to the batch's longest draft; for HF
 `generate`, the steps a finished row keeps riding along).
@@ -49,6 +51,7 @@ def batch_frame(experiment_dir: str | Path) -> pd.DataFrame:
         lines.append({"method": row.method, "kind": row.method_kind, "seed": row.seed, "prompt_id": row.prompt_id,
                       "size": batch.get("size", 1), "batch": "|".join(batch.get("prompts", [row.prompt_id])),
                       "tokens": len(result.new_tokens), "wall_s": result.wall_time_s,
+                      "ttft_s": result.time_to_first_token_s,
                       "verified": _verified(row), "drafted": sum(r.drafted for r in result.rounds),
                       "accepted": sum(r.accepted for r in result.rounds)})
     return pd.DataFrame(lines)  # a batch = the rows one call decoded together: (method, seed, batch)
@@ -59,8 +62,10 @@ def batch_table(experiment_dir: str | Path, batch_size: int, n_resamples: int = 
     wasted verifier positions per emitted token, acceptance."""
     frame = batch_frame(experiment_dir)
     per_batch = frame.groupby(["method", "seed", "batch"]).agg(
-        tokens=("tokens", "sum"), wall_s=("wall_s", "max")).reset_index()
+        tokens=("tokens", "sum"), rows=("tokens", "size"), wall_s=("wall_s", "max"),
+        ttft_s=("ttft_s", lambda t: t.max(skipna=False))).reset_index()
     per_batch["tps"] = per_batch.tokens / per_batch.wall_s
+    per_batch["decode_tps"] = (per_batch.tokens - per_batch.rows) / (per_batch.wall_s - per_batch.ttft_s)
     base = per_batch[per_batch.method == BASELINE].set_index(["seed", "batch"]).tps
     if base.empty:
         raise ValueError(f"{experiment_dir}: no {BASELINE} rows to compare with")
@@ -73,6 +78,8 @@ def batch_table(experiment_dir: str | Path, batch_size: int, n_resamples: int = 
         out.append({"B": batch_size, "method": method, "speedup": speedup["speedup"],
                     "ci_low": speedup["speedup_ci_low"], "ci_high": speedup["speedup_ci_high"],
                     "tokens_per_s": float(x.mean()), "batches": len(x),
+                    "ttft_p50_s": float(rows.ttft_s.median(skipna=False)),
+                    "decode_tokens_per_s": float(mine.decode_tps.mean(skipna=False)),
                     "latency_p50_s": float(np.percentile(rows.wall_s, 50)),
                     "latency_p99_s": float(np.percentile(rows.wall_s, 99)),
                     "wasted_per_token": float((rows.verified.sum(skipna=False) - rows.tokens.sum()) / rows.tokens.sum()),
@@ -84,13 +91,17 @@ def batch_markdown(table: pd.DataFrame, command: str) -> str:
     """The speedup-vs-B table, one block per batch size, with the command that produced it."""
     lines = ["## Throughput against batch size", "", f"- command: `{command}`",
              f"- speedup: mean tokens/s per batch over {BASELINE} batched with padding at the same B "
-             "(paired by batch, 95% bootstrap CI); latency: each sequence's own wall time; wasted: verifier "
-             "positions not emitted (rejected drafts, padding) per emitted token", "",
-             "| B | method | speedup [95% CI] | tokens/s | latency p50 / p99 (s) | wasted per token | acceptance |",
-             "|---|---|---|---|---|---|---|"]
+             "(paired by batch, 95% bootstrap CI), prefill included; TTFT: time to first token, p50 over rows; "
+             "decode tokens/s: tokens after each row's first / (batch wall time less TTFT), mean over batches; "
+             "latency: each sequence's own wall time; wasted: verifier positions not emitted (rejected drafts, "
+             "padding) per emitted token", "",
+             "| B | method | speedup [95% CI] | tokens/s | TTFT p50 (s) | decode tokens/s | latency p50 / p99 (s) | "
+             "wasted per token | acceptance |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         speedup = fmt_ci(r.speedup, r.ci_low, r.ci_high, 2) if r.batches > 1 else f"{fmt(r.speedup, 2)} (1 batch: no CI)"
-        lines.append(f"| {r.B} | {r.method} | {speedup} | {fmt(r.tokens_per_s, 2)} | "
+        lines.append(f"| {r.B} | {r.method} | {speedup} | {fmt(r.tokens_per_s, 2)} | {fmt(r.ttft_p50_s, 1)} | "
+                     f"{fmt(r.decode_tokens_per_s, 2)} | "
                      f"{fmt(r.latency_p50_s, 1)} / {fmt(r.latency_p99_s, 1)} | {fmt(r.wasted_per_token, 2)} | "
                      f"{fmt(r.acceptance, 2)} |")
     return "\n".join(lines) + "\n"

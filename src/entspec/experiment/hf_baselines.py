@@ -113,7 +113,8 @@ def hf_generate_batch(
 ) -> list[GenerationResult]:
     """`verifier.generate` on ``prompts`` (``[1, T_i]`` each) as one left-padded batch: plain decoding's
     throughput baseline at batch size B. Every row costs a forward until the last row finishes; a row's
-    ``counters`` say how many verifier calls the batch made, its ``batch`` which batch it ran in."""
+    ``counters`` say how many verifier calls the batch made, its ``batch`` which batch it ran in, its time to first
+    token when the batch's first tokens came out."""
     device = verifier.device
     width = max(p.shape[1] for p in prompts)
     ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
@@ -123,11 +124,12 @@ def hf_generate_batch(
     kwargs = _generate_kwargs(max_new_tokens, temperature, top_k, top_p, eos_token_id, ignore_eos)
     kwargs.update(attention_mask=mask.to(device), pad_token_id=pad_token_id)
     torch.manual_seed(seed)
+    clock = _FirstTokenClock()
     with _count_calls(verifier) as calls:
         synchronize(device)
         start = time.perf_counter()
         with torch.inference_mode():
-            output = verifier.generate(ids.to(device), **kwargs)
+            output = verifier.generate(ids.to(device), streamer=clock, **kwargs)
         synchronize(device)
         wall = time.perf_counter() - start
     eos = set() if ignore_eos else _eos_set(verifier, eos_token_id)
@@ -136,7 +138,7 @@ def hf_generate_batch(
         end = next((j + 1 for j, t in enumerate(row) if t in eos), len(row))
         results.append(GenerationResult(
             new_tokens=row[:end], rounds=[], prompt_len=int(prompts[i].shape[1]), wall_time_s=wall,
-            prefill_time_s=float("nan"), time_to_first_token_s=float("nan"),
+            prefill_time_s=float("nan"), time_to_first_token_s=clock.first - start,
             finish_reason="eos" if end < len(row) or (row and row[-1] in eos) else "length", method="hf_generate",
             counters={"verifier_calls": calls[0]}, batch={"size": len(prompts), "row": i}))
     return results
