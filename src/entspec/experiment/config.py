@@ -46,8 +46,8 @@ class ExperimentConfig:
     top_p: float | None = None
     dtype: str = field(default="auto", metadata=bounds(choices=tuple(DTYPE_NAMES)))  # auto: bf16 on CUDA, fp32 on CPU
     device: str = "auto"
-    # int8 drafter weights (entspec.models.quantize): none | int8 | int8-weight-only | int8-dynamic (CPU);
-    # the verifier is never quantized, so outputs stay the verifier's
+    # int8 drafter weights (entspec.models.quantize): none | int8 | int8-weight-only | int8-dynamic (CPU); int8: dynamic
+    # for a float32 drafter on CPU, else weight-only; the verifier is never quantized, so outputs stay the verifier's
     drafter_quantization: str = "none"
     # the Linear product's layout on CPU (entspec.models.cpu_linear): auto (weight-major for float32 on CPU, where
     # few-token products were 2-4x faster so) | weight-major | torch; every method of the run gets the same models
