@@ -5,8 +5,8 @@ Each batch size is one experiment folder (``b1``, ``b4``, ...). A batch is the p
 seed decoded by every method. Per batch, throughput = the rows' new tokens / the batch's wall time (its slowest
 row); the speedup of a method is the ratio of mean throughputs over batches (Spec-Bench's ratio of means), with
 a paired bootstrap 95% CI. Time to first token (p50 over rows) is reported apart from decode speed: a batch's
-decode tokens/s = the tokens after each row's first / (its wall time less its time to first token), averaged over
-batches. Per-sequence latency is each row's own wall time (p50 / p99). Wasted verifier work
+decode tokens/s = the tokens each row emitted after its first ones (a speculative round can bring several at
+once) / (its wall time less its time to first token), averaged over batches. Per-sequence latency is each row's own wall time (p50 / p99). Wasted verifier work
 per emitted token = (positions verified - tokens emitted) / tokens emitted, where a row's verified positions
 are its share of every verifier call (rejected drafts and padding to the batch's longest draft; for HF
 `generate`, the steps a finished row keeps riding along).
@@ -52,6 +52,7 @@ def batch_frame(experiment_dir: str | Path) -> pd.DataFrame:
                       "size": batch.get("size", 1), "batch": "|".join(batch.get("prompts", [row.prompt_id])),
                       "tokens": len(result.new_tokens), "wall_s": result.wall_time_s,
                       "ttft_s": result.time_to_first_token_s,
+                      "first_tokens": result.rounds[0].emitted if result.rounds else 1,
                       "verified": _verified(row), "drafted": sum(r.drafted for r in result.rounds),
                       "accepted": sum(r.accepted for r in result.rounds)})
     return pd.DataFrame(lines)  # a batch = the rows one call decoded together: (method, seed, batch)
@@ -62,10 +63,11 @@ def batch_table(experiment_dir: str | Path, batch_size: int, n_resamples: int = 
     wasted verifier positions per emitted token, acceptance."""
     frame = batch_frame(experiment_dir)
     per_batch = frame.groupby(["method", "seed", "batch"]).agg(
-        tokens=("tokens", "sum"), rows=("tokens", "size"), wall_s=("wall_s", "max"),
+        tokens=("tokens", "sum"), first_tokens=("first_tokens", "sum"), wall_s=("wall_s", "max"),
         ttft_s=("ttft_s", lambda t: t.max(skipna=False))).reset_index()
     per_batch["tps"] = per_batch.tokens / per_batch.wall_s
-    per_batch["decode_tps"] = (per_batch.tokens - per_batch.rows) / (per_batch.wall_s - per_batch.ttft_s)
+    decode_s = per_batch.wall_s - per_batch.ttft_s  # a batch done in its first round has no decode phase: n/a
+    per_batch["decode_tps"] = (per_batch.tokens - per_batch.first_tokens) / decode_s.where(decode_s > 0)
     base = per_batch[per_batch.method == BASELINE].set_index(["seed", "batch"]).tps
     if base.empty:
         raise ValueError(f"{experiment_dir}: no {BASELINE} rows to compare with")
@@ -92,7 +94,8 @@ def batch_markdown(table: pd.DataFrame, command: str) -> str:
     lines = ["## Throughput against batch size", "", f"- command: `{command}`",
              f"- speedup: mean tokens/s per batch over {BASELINE} batched with padding at the same B "
              "(paired by batch, 95% bootstrap CI), prefill included; TTFT: time to first token, p50 over rows; "
-             "decode tokens/s: tokens after each row's first / (batch wall time less TTFT), mean over batches; "
+             "decode tokens/s: tokens emitted after each row's first ones / (batch wall time less TTFT), mean "
+             "over batches; "
              "latency: each sequence's own wall time; wasted: verifier positions not emitted (rejected drafts, "
              "padding) per emitted token", "",
              "| B | method | speedup [95% CI] | tokens/s | TTFT p50 (s) | decode tokens/s | latency p50 / p99 (s) | "
