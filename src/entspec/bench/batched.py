@@ -6,10 +6,10 @@ seed decoded by every method. Per batch, throughput = the rows' new tokens / the
 row); the speedup of a method is the ratio of mean throughputs over batches (Spec-Bench's ratio of means), with
 a paired bootstrap 95% CI. Time to first token (p50 over rows) is reported apart from decode speed: a batch's
 decode tokens/s = the tokens each row emitted after its first ones (a speculative round can bring several at
-once) / (its wall time less its time to first token), averaged over batches. Per-sequence latency is each row's own wall time (p50 / p99). Wasted verifier work
-per emitted token = (positions verified - tokens emitted) / tokens emitted, where a row's verified positions
-are its share of every verifier call (rejected drafts and padding to the batch's longest draft; for HF
-`generate`, the steps a finished row keeps riding along).
+once) / (its wall time less its time to first token), averaged over batches. Per-sequence latency is each row's
+own wall time (p50 / p99). Wasted verifier work per emitted token = (positions verified - tokens emitted) /
+tokens emitted, where a row's verified positions are its share of every verifier call (rejected drafts and padding
+to the batch's longest draft; for HF `generate`, the steps a finished row keeps riding along).
 """
 
 from __future__ import annotations

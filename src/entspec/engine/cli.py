@@ -67,7 +67,8 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--drafter-quantization", default="none", choices=QUANTIZATIONS,
-                   help="int8 drafter weights (the verifier is never quantized); int8 = dynamic for a float32 drafter on CPU, else weight-only")
+                   help="int8 drafter weights (the verifier is never quantized); int8 = dynamic for a float32 "
+                        "drafter on CPU, else weight-only")
     p.add_argument("--cpu-linear", default="auto", choices=["auto", "weight-major", "torch"],
                    help="the Linear product's layout on CPU (entspec.models.cpu_linear; auto: weight-major for float32)")
     p.add_argument("--kv-cache", choices=KV_CACHES, default=None,

@@ -16,8 +16,8 @@ Methods (``drafter_quantization``):
 - ``"int8"``: the method this module recommends for the drafter's dtype (`int8_method`): weight-only for a
   bf16/fp16 drafter (on a CPU with fast bf16 it did half the work of a bf16 step and kept the drafter's
   distribution, docs/logs/2026-11-27-int8-drafter.md), dynamic for a float32 drafter on CPU (on an AVX2-only CPU
-  the weight-only kernel with fp32 activations was 2.1x slower than the fp32 drafter at 1 row and 12x at 8, while
-  dynamic was 2.5x and 3.7x faster: docs/logs/2026-11-30-int8-dynamic.md).
+  the weight-only kernel with fp32 activations was 2.1x slower than the fp32 drafter at 1 row and 6.8x at 4, while
+  dynamic was 3.1x and 3.3x faster: docs/logs/2026-11-30-int8-dynamic.md).
 - ``"none"``: the drafter as loaded.
 """
 

@@ -193,7 +193,8 @@ def register(subparsers) -> None:
                         "from `entspec trace --drafter-context N`); the report chooses a window per category")
     t.add_argument("--batch-size", type=int, default=1,
                    help="tune for batches of B prompts: score every configuration by batch replay at B (greedy "
-                        "traces; needs --batch-costs; default output folder EXPERIMENT/tune-bB)")
+                        "traces; rounds priced by the traces folder's batch costs or --batch-costs; default "
+                        "output folder EXPERIMENT/tune-bB)")
     t.add_argument("--batch-costs", default=None, metavar="PATH",
                    help="the measured batch costs batch replay prices rounds with (a batch_costs.json; default: "
                         "the one `entspec trace` measured beside the traces for a config with batch_size > 1)")
