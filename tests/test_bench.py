@@ -225,3 +225,29 @@ def test_batch_table_reports_time_to_first_token_apart_from_decode_speed(tmp_pat
     text = batch_markdown(table.reset_index(), "cmd")
     assert "| TTFT p50 (s) | decode tokens/s |" in text
     assert "| 2 | fixed[k=3] | " in text and "| 3.0 | 1.00 |" in text and "| n/a | n/a |" in text
+
+
+def test_methods_tuned_for_another_setting_are_named(tmp_path):
+    """`--methods-from FILE` names every field where FILE's setting (the one its methods were tuned for) differs
+    from the bench's: drafter, dtype, quantization, temperature, top-p (only when sampling), batch size."""
+    from entspec.bench.suite import setting_mismatches
+
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text("experiment_name: t\ndrafter_model_path: d\nverifier_model_path: v\ndataset_name: spec6\n"
+                     "dtype: float32\ndrafter_quantization: int8\ntemperature: 0.0\ntop_p: 0.9\nbatch_size: 4\n"
+                     "methods:\n  - {strategy: fixed, max_draft_len: 3}\n")
+
+    def run(**kwargs):
+        settings = dict(prompts_per_category=1, max_new_tokens=8, preset="reduced", output_dir="x", drafter="d",
+                        verifier="v", dataset="spec6", drafter_quantization="int8", batch_size=4)
+        return bench_config("float32", **{**settings, **kwargs})
+
+    assert setting_mismatches(str(tuned), run()) == []  # greedy: top-p is not part of the setting
+    notes = setting_mismatches(str(tuned), run(temperature=0.7, top_p=0.95, batch_size=1))
+    assert notes == [f"temperature: 0.0 in {tuned}, 0.7 here", f"top_p: None in {tuned}, 0.95 here",
+                     f"batch_size: 4 in {tuned}, 1 here"]
+    assert [n.split(":")[0] for n in setting_mismatches(str(tuned), run(drafter="other", drafter_quantization="none"))] \
+        == ["drafter_model_path", "drafter_quantization"]
+    auto = tmp_path / "auto.yaml"
+    auto.write_text(tuned.read_text().replace("dtype: float32", "dtype: auto"))
+    assert setting_mismatches(str(auto), run()) == []  # a file that left the dtype to the device matches any

@@ -89,9 +89,11 @@ def batch_table(experiment_dir: str | Path, batch_size: int, n_resamples: int = 
     return pd.DataFrame(out).sort_values("speedup", ascending=False, ignore_index=True)
 
 
-def batch_markdown(table: pd.DataFrame, command: str) -> str:
-    """The speedup-vs-B table, one block per batch size, with the command that produced it."""
+def batch_markdown(table: pd.DataFrame, command: str, other_setting: list[str] = ()) -> str:
+    """The speedup-vs-B table, one block per batch size, with the command that produced it (and where the methods
+    were tuned for another setting, ``other_setting``)."""
     lines = ["## Throughput against batch size", "", f"- command: `{command}`",
+             *(f"- methods tuned for another setting: {note}" for note in other_setting),
              f"- speedup: mean tokens/s per batch over {BASELINE} batched with padding at the same B "
              "(paired by batch, 95% bootstrap CI), prefill included; TTFT: time to first token, p50 over rows; "
              "decode tokens/s: tokens emitted after each row's first ones / (batch wall time less TTFT), mean "

@@ -13,7 +13,7 @@ from ..atomic import atomic_write_text
 from ..experiment import ExperimentRunner
 from .plot import plot_speedup_by_task
 from .report import bench_markdown, bench_tables
-from .suite import bench_config
+from .suite import bench_config, setting_mismatches
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -56,6 +56,15 @@ def _config(args: argparse.Namespace, dtype: str, batch_size: int = 1, output_di
                         compile=args.compile, batch_size=batch_size, cpu_linear=args.cpu_linear)
 
 
+def _other_setting(args: argparse.Namespace, cfg) -> list[str]:
+    """The fields where --methods-from's file was tuned for another setting than ``cfg``'s, warned about on stderr
+    before the run; the report lists them under its command."""
+    notes = setting_mismatches(args.methods_from, cfg) if args.methods_from else []
+    for note in notes:
+        print(f"warning: --methods-from tuned for another setting: {note}", file=sys.stderr, flush=True)
+    return notes
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     check_flags(args)
     command = "entspec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "entspec bench"
@@ -64,12 +73,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sections = []
     for dtype in args.dtype:
         cfg = _config(args, dtype)
+        other_setting = _other_setting(args, cfg)
         ExperimentRunner(cfg).run()
         if args.replay:  # traces of the same prompts: predicted vs measured speed, share of the (sampling) oracle
             from ..replay.record import record_experiment
 
             record_experiment(cfg, cap=args.cap)
-        sections.append(bench_markdown(cfg.output_dir, command))
+        sections.append(bench_markdown(cfg.output_dir, command, other_setting))
         figure = plot_speedup_by_task(bench_tables(cfg.output_dir)["speed"], Path(cfg.output_dir) / "speedup_by_task.png",
                                       f"{cfg.dataset_name}, {dtype}, T={cfg.temperature}, {cfg.max_new_tokens} tokens")
         sections[-1] += f"\n![speedup by task type]({figure.relative_to(Path(args.out))})\n"
@@ -87,9 +97,10 @@ def _bench_batch_sizes(args: argparse.Namespace, command: str) -> int:
 
     sections = []
     for dtype in args.dtype:
-        tables, replays = [], []
+        tables, replays, other_setting = [], [], []
         for size in args.batch_sizes:
             cfg = _config(args, dtype, size, str(Path(args.out) / dtype / f"b{size}"))
+            other_setting += [f"B = {size}: {note}" for note in _other_setting(args, cfg)]
             runner = ExperimentRunner(cfg)
             runner.run()
             tables.append(batch_table(cfg.output_dir, size))
@@ -105,7 +116,7 @@ def _bench_batch_sizes(args: argparse.Namespace, command: str) -> int:
         atomic_write_text(Path(args.out) / dtype / "batch_sizes.csv", table.to_csv(index=False))
         figure = plot_speedup_vs_batch(table, Path(args.out) / dtype / "speedup_vs_batch.png",
                                        f"{cfg.dataset_name}, {dtype}, T={cfg.temperature}, {cfg.max_new_tokens} tokens")
-        sections.append(batch_markdown(table, command) +
+        sections.append(batch_markdown(table, command, other_setting) +
                         f"\n![speedup against batch size]({figure.relative_to(Path(args.out))})\n")
         if replays:
             replayed = pd.concat(replays, ignore_index=True)

@@ -48,7 +48,7 @@ def bench_tables(experiment_dir: str | Path) -> dict[str, pd.DataFrame]:
     return {"speed": speed, "pooled": pooled.reset_index(), "by_category": by_cat.reset_index()}
 
 
-def bench_markdown(experiment_dir: str | Path, command: str) -> str:
+def bench_markdown(experiment_dir: str | Path, command: str, other_setting: list[str] = ()) -> str:
     exp = Path(experiment_dir)
     tables = bench_tables(exp)
     speed, pooled, by_cat = tables["speed"], tables["pooled"].set_index("method"), tables["by_category"]
@@ -60,7 +60,8 @@ def bench_markdown(experiment_dir: str | Path, command: str) -> str:
              f"- machine: {manifest['device']}; {manifest['platform']}",
              f"- versions: entspec {v.get('entspec')} ({manifest['git_hash'][:12]}), torch {v.get('torch')}, "
              f"transformers {v.get('transformers')}; date {manifest['date']}",
-             f"- prompts: {', '.join(manifest['prompts'])}", ""]
+             f"- prompts: {', '.join(manifest['prompts'])}",
+             *(f"- methods tuned for another setting: {note}" for note in other_setting), ""]
     categories = [c for c in speed.category.unique() if c != "all"] + ["all"]
     for category in categories:
         part = speed[speed.category == category].sort_values("speedup", ascending=False)

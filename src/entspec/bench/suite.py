@@ -53,6 +53,26 @@ def tuned_methods(path: str) -> list[dict[str, Any]]:
     return methods
 
 
+TUNED_SETTING = ("drafter_model_path", "verifier_model_path", "dtype", "drafter_quantization", "temperature", "top_p",
+                 "top_k", "batch_size")
+
+
+def setting_mismatches(methods_from: str, run: ExperimentConfig) -> list[str]:
+    """Where the setting ``methods_from`` declares (the one its methods were tuned for) differs from the run's:
+    ``"temperature: 0.0 in FILE, 0.7 here"`` per field. Settings tuned for one drafter, dtype, temperature or batch
+    size are no evidence for another, so the bench says so in its report rather than timing them without a word.
+    top-p and top-k count only when sampling; a file's ``dtype: auto`` matches any dtype."""
+    tuned = ExperimentConfig.from_yaml(methods_from)
+    out = []
+    for name in TUNED_SETTING:
+        theirs, mine = getattr(tuned, name), getattr(run, name)
+        if name in ("top_p", "top_k"):
+            theirs, mine = (theirs if tuned.temperature else None), (mine if run.temperature else None)
+        if theirs != mine and not (name == "dtype" and theirs == "auto"):
+            out.append(f"{name}: {theirs} in {methods_from}, {mine} here")
+    return out
+
+
 def bench_config(dtype: str, *, prompts_per_category: int, max_new_tokens: int, preset: str, output_dir: str,
                  drafter: str, verifier: str, threads: int | None = None, prompt_seed: int = 0,
                  methods_from: str | None = None, dataset: str = "mix", categories: int = 3,
