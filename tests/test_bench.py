@@ -28,8 +28,9 @@ def test_bench_report_on_a_tiny_pair(tmp_path):
     baseline = speed[speed.method == "hf_generate"]
     assert (baseline.speedup == 1.0).all()
     assert (speed.output_match_rate == 1.0).all()  # greedy, fp32: every method reproduces HF generate
-    text = bench_markdown(cfg.output_dir, "entspec bench --test")
+    text = bench_markdown(cfg.output_dir, "entspec bench --test", ["temperature: 0.7 in t.yaml, 0.0 here"])
     assert "| method | tokens/s | speedup [95% CI]" in text and "**Targets**" in text
+    assert "- methods tuned for another setting: temperature: 0.7 in t.yaml, 0.0 here" in text
     assert "entspec bench --test" in text and "ms / draft step" in text
 
 
@@ -251,3 +252,24 @@ def test_methods_tuned_for_another_setting_are_named(tmp_path):
     auto = tmp_path / "auto.yaml"
     auto.write_text(tuned.read_text().replace("dtype: float32", "dtype: auto"))
     assert setting_mismatches(str(auto), run()) == []  # a file that left the dtype to the device matches any
+
+
+def test_bench_warns_and_reports_methods_tuned_for_another_setting(tmp_path, capsys):
+    import argparse
+
+    import pandas as pd
+
+    from entspec.bench.batched import batch_markdown
+    from entspec.bench.cli import _other_setting
+
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text("experiment_name: t\ndrafter_model_path: d\nverifier_model_path: v\ntemperature: 0.7\n"
+                     "methods:\n  - {strategy: fixed, max_draft_len: 3}\n")
+    cfg = bench_config("float32", prompts_per_category=1, max_new_tokens=8, preset="reduced", output_dir="x",
+                       drafter="d", verifier="v", methods_from=str(tuned))
+    notes = _other_setting(argparse.Namespace(methods_from=str(tuned)), cfg)
+    assert notes == [f"temperature: 0.7 in {tuned}, 0.0 here"]
+    assert f"warning: --methods-from tuned for another setting: temperature: 0.7 in {tuned}" in capsys.readouterr().err
+    assert _other_setting(argparse.Namespace(methods_from=None), cfg) == []
+    text = batch_markdown(pd.DataFrame(columns=["B"]), "entspec bench --test", notes)
+    assert f"- methods tuned for another setting: temperature: 0.7 in {tuned}, 0.0 here" in text
