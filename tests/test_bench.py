@@ -70,7 +70,8 @@ def test_bad_bench_flags_are_named(capsys):
 
     for argv, message in ((["--prompt-seed", "-1"], "--prompt-seed: must be >= 0 (got -1)"),
                           (["--prompts-per-category", "0"], "--prompts-per-category: must be >= 1 (got 0)"),
-                          (["--top-p", "1.5", "--temperature", "0.7"], "--top-p: must be in (0, 1] (got 1.5)")):
+                          (["--top-p", "1.5", "--temperature", "0.7"], "--top-p: must be in (0, 1] (got 1.5)"),
+                          (["--trajectories", "0", "--temperature", "0.7"], "--trajectories: must be >= 1 (got 0)")):
         assert main(["bench", *argv]) == 2
         assert capsys.readouterr().err.strip() == f"entspec bench: error: {message}"
 

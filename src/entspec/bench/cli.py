@@ -26,7 +26,9 @@ def check_flags(args: argparse.Namespace) -> None:
               ("--seeds", args.seeds, args.seeds >= 1, "must be >= 1"),
               ("--temperature", args.temperature, args.temperature >= 0, "must be >= 0"),
               ("--top-p", args.top_p, args.top_p is None or 0 < args.top_p <= 1, "must be in (0, 1]"),
-              ("--cap", args.cap, args.cap >= 1, "must be >= 1")]
+              ("--cap", args.cap, args.cap >= 1, "must be >= 1"),
+              ("--trajectories", args.trajectories, args.trajectories is None or args.trajectories >= 1,
+               "must be >= 1")]
     for flag, value, ok, why in checks:
         if not ok:
             raise ValueError(f"{flag}: {why} (got {value})")
@@ -78,7 +80,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.replay:  # traces of the same prompts: predicted vs measured speed, share of the (sampling) oracle
             from ..replay.record import record_experiment
 
-            record_experiment(cfg, cap=args.cap)
+            record_experiment(cfg, cap=args.cap, trajectories=args.trajectories if cfg.temperature else None)
         sections.append(bench_markdown(cfg.output_dir, command, other_setting))
         figure = plot_speedup_by_task(bench_tables(cfg.output_dir)["speed"], Path(cfg.output_dir) / "speedup_by_task.png",
                                       f"{cfg.dataset_name}, {dtype}, T={cfg.temperature}, {cfg.max_new_tokens} tokens")
@@ -151,6 +153,9 @@ def register(subparsers) -> None:
     p.add_argument("--replay", action=argparse.BooleanOptionalAction, default=True,
                    help="record traces of the bench prompts and compare replay with the real runs (default on)")
     p.add_argument("--cap", type=int, default=20, help="trace cap for --replay (longest replayable draft)")
+    p.add_argument("--trajectories", type=int, default=None,
+                   help="sampled trajectories per prompt for --replay when --temperature > 0 (default 4): fewer make "
+                        "the expected-value check cheaper and noisier")
     p.add_argument("--dataset", default="mix", help="prompt set: mix (code, math, chat) or spec6 (six task types)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples (all methods alike)")
     p.add_argument("--top-p", type=float, default=None, help="top-p when sampling (e.g. 0.95)")
