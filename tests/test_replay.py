@@ -180,6 +180,20 @@ def test_trace_and_tune_commands_on_a_tiny_experiment(tmp_path):
     assert len(tuned["methods"]) in (6, 7) and "goodput" in {m["strategy"] for m in tuned["methods"]}
     assert len(tuned["exclude_prompts"]) == 6  # confirmation never reuses a tuning prompt
     ExperimentConfig(**tuned)  # a valid experiment, ready for `entspec run`
+    # --given: settings from elsewhere judged on the same split; the chosen ones given back get the chosen figures
+    given_out = tmp_path / "given"
+    assert main(["tune", str(tmp_path / "exp"), "--given", str(tmp_path / "exp" / "tune" / "tuned.yaml"),
+                 "--out", str(given_out)]) == 0
+    given = __import__("pandas").read_csv(given_out / "given.csv")
+    assert len(given) == len(tuned["methods"])
+    chosen = best[(best.category == "all") & (best.strategy == "fixed")].iloc[0]
+    again = given[given.params == chosen.params].iloc[0]
+    for column in ("tune_speedup", "held_out_speedup", "of_oracle_at_cap", "of_oracle"):
+        assert again[column] == pytest.approx(chosen[column])
+    assert "## Given configurations" in (given_out / "report.md").read_text()
+    too_long = tmp_path / "long.yaml"
+    too_long.write_text(config.read_text().split("methods:")[0] + "methods:\n  - {strategy: svip, max_draft_len: 20}\n")
+    assert main(["tune", str(tmp_path / "exp"), "--given", str(too_long), "--out", str(tmp_path / "x")]) == 2
 
 
 def test_analysis_replays_real_rows_on_their_traces(tmp_path):

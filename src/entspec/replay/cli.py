@@ -64,7 +64,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             windows[n] = (window_traces(windowed, n, traces), load_cost_model(windowed))
         saved = folder / "experiment.yaml"
         experiment = yaml.safe_load(saved.read_text()) if saved.is_file() else None
-        common = dict(held_out=args.held_out, seed=args.seed, rules=args.rules)
+        common = dict(held_out=args.held_out, seed=args.seed, rules=args.rules, given=given_configs(args.given))
         result = (tune_sampled(traces, cost, draws=args.draws, **common) if sampled
                   else tune(traces, cost, batch=batch, windows=windows, **common))
         command = "entspec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -74,6 +74,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
+
+
+def given_configs(path: str | None) -> list[dict] | None:
+    """The `EntropyConfig` fields of every entspec method of the experiment config at ``path`` (list values
+    expanded as `entspec run` does); None without ``--given``."""
+    if path is None:
+        return None
+    from ..experiment import ExperimentConfig, expand_methods
+
+    config = ExperimentConfig.from_yaml(path)
+    configs = [dict(spec.params) for spec in expand_methods(config) if spec.is_rule]
+    if not configs:
+        raise ValueError(f"--given {path}: methods: no entspec method to judge")
+    return configs
 
 
 def window_traces(folder: Path, window: int, base: list) -> list:
@@ -198,4 +212,7 @@ def register(subparsers) -> None:
     t.add_argument("--batch-costs", default=None, metavar="PATH",
                    help="the measured batch costs batch replay prices rounds with (a batch_costs.json; default: "
                         "the one `entspec trace` measured beside the traces for a config with batch_size > 1)")
+    t.add_argument("--given", default=None, metavar="CONFIG.yaml",
+                   help="also judge the entspec methods of this experiment config (settings tuned elsewhere: another "
+                        "temperature, drafter or paper) on the same split, with their oracle shares (given.csv)")
     t.set_defaults(func=cmd_tune)

@@ -82,6 +82,7 @@ class TuneResult:
     sampling: dict[str, Any] | None = None  # temperature, top_k, top_p, trajectories, draws (sampling traces)
     batch: BatchSetting | None = None  # the batch size and costs the sweep was replayed at (None: one sequence)
     windows: list[int] | None = None  # the drafter windows swept besides the whole sequence
+    given: pd.DataFrame | None = None  # configurations judged as given (`--given`), not chosen: same figures as best
 
 
 def split_prompts(traces: list[Trace], held_out: float = 0.5, seed: int = 0) -> list[str]:
@@ -133,11 +134,14 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
          rules: list[str] | None = None, progress: bool = True,
          oracle: Callable[[int, int | None], float] | None = None,
          sampling: dict[str, Any] | None = None, batch: BatchSetting | None = None,
-         windows: dict[int, tuple[list[Trace], CostModel]] | None = None) -> TuneResult:
+         windows: dict[int, tuple[list[Trace], CostModel]] | None = None,
+         given: list[dict[str, Any]] | None = None) -> TuneResult:
     """Steps 1-4 of the module docstring. ``oracle(j, cap)``: the oracle time of trace j (default: the true
     oracle of a greedy trace); ``sampling``: what sampling traces the realisations came from (for the report);
     ``batch``: replay in batches of ``batch.size`` priced by ``batch.costs`` (greedy traces only); ``windows``: per
-    drafter window N, the traces of the same prompts recorded with it and their cost model."""
+    drafter window N, the traces of the same prompts recorded with it and their cost model; ``given``: `EntropyConfig`
+    fields of configurations tuned elsewhere, judged on the same prompts and split as the chosen ones (not chosen
+    from; their own cost fields drive their decisions, the traces' costs price their time)."""
     from tqdm.auto import tqdm
 
     if batch is not None and sampling is not None:
@@ -145,6 +149,10 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
     if windows and sampling is not None:
         raise ValueError("--drafter-contexts: windowed traces are greedy (these are sampling traces)")
     variants = {0: (traces, cost), **{n: (t, windowed_cost(cost, c)) for n, (t, c) in (windows or {}).items()}}
+    for params in given or []:
+        if params.get("drafter_context") and params["drafter_context"] not in variants:
+            raise ValueError(f"--given: drafter_context {params['drafter_context']} has no traces here (tune with "
+                             f"--drafter-contexts {params['drafter_context']})")
     if batch is not None and oracle is None:
         oracle = _no_batch_oracle
     labels = split_prompts(traces, held_out, seed)
@@ -156,6 +164,10 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
     base = cost.relative() if batch is None else batch_relative(batch.costs, batch.size)
     cap = min(t.meta.cap for t in traces)
     cap = min([cap, *(t.meta.cap for n, (ts, _) in variants.items() if n for t in ts)])
+    for params in given or []:
+        if (longest := params.get("max_draft_len", EntropyConfig.max_draft_len)) > cap:
+            raise ValueError(f"--given: {params['strategy']} max_draft_len {longest} is longer than the traces' cap "
+                             f"{cap} (record them with `entspec trace --cap N`)")
     configs = [params if not n else {**params, "drafter_context": n,
                                      **_window_costs(params, variants[n][1] if batch is None else None)}
                for params in configurations(cap, base, rules, calibrations, ("rows",) if batch is None else BATCH_STOPS)
@@ -186,8 +198,26 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
     best = _choose(sweep, configs, oracle_time)
     best["held_out_speedup_gate_toggled"] = [_gate_toggled(configs[c], labels, plain, timed)
                                              if cat == ALL else np.nan for c, cat in zip(best.config, best.category)]
+    judged = None if given is None else pd.DataFrame([_judge(params, labels, plain, timed, oracle_time)
+                                                      for params in given])
     return TuneResult(sweep, best, calibration, seconds, len(configs), traces, sampling, batch,
-                      sorted(windows) if windows else None)
+                      sorted(windows) if windows else None, judged)
+
+
+def _judge(params: dict[str, Any], labels: list[str], plain: list[float], timed: Callable[..., list[float]],
+           oracle_time: Callable[..., float]) -> dict[str, Any]:
+    """One given configuration's figures, as `_choose` reports a chosen one: speedup over plain decoding on the
+    tuning and the held-out prompts, and its held-out shares of the oracle at its cap and uncapped."""
+    config = EntropyConfig(**params)
+    times = timed(config)
+    sides = {side: [j for j, s in enumerate(labels) if s == side] for side in ("tune", "held_out")}
+    held, window = sides["held_out"], config.drafter_context or 0
+    rule_time = sum(times[j] for j in held)
+    return {"strategy": config.strategy, "params": json.dumps(params, sort_keys=True),
+            **{f"{side}_speedup": sum(plain[j] for j in js) / sum(times[j] for j in js) if js else float("nan")
+               for side, js in sides.items()},
+            "of_oracle_at_cap": sum(oracle_time(j, config.max_draft_len, window) for j in held) / rule_time,
+            "of_oracle": sum(oracle_time(j, None, window) for j in held) / rule_time}
 
 
 def windowed_cost(cost: CostModel, window: CostModel) -> CostModel:
@@ -310,7 +340,8 @@ def write_outputs(result: TuneResult, out_dir: str | Path, experiment: dict[str,
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.*.tmp"):  # left by a killed run (callers hold the traces lock)
         shutil.rmtree(stale, ignore_errors=True)
-    names = {"sweep": "sweep.csv", "best": "best.csv", "report": "report.md"}
+    names = {"sweep": "sweep.csv", "best": "best.csv", "report": "report.md",
+             **({} if result.given is None else {"given": "given.csv"})}
     if experiment is not None:
         experiment = {**experiment, **({} if result.sampling is None else
                                        {k: result.sampling[k] for k in ("temperature", "top_k", "top_p")}),
@@ -321,6 +352,8 @@ def write_outputs(result: TuneResult, out_dir: str | Path, experiment: dict[str,
     try:
         result.sweep.to_csv(tmp / names["sweep"], index=False)
         result.best.to_csv(tmp / names["best"], index=False)
+        if result.given is not None:
+            result.given.to_csv(tmp / names["given"], index=False)
         (tmp / names["report"]).write_text(report_markdown(result, cost, command))
         if experiment is not None:
             traced = list(dict.fromkeys(t.meta.prompt_id for t in result.traces))
@@ -438,6 +471,13 @@ def report_markdown(result: TuneResult, cost: CostModel, command: str) -> str:
                       "plain decoding.", ""]
     elif result.batch is not None:
         lines.append("")
+    if result.given is not None:
+        lines += ["## Given configurations (`--given`: judged on the same split, not chosen from)", "",
+                  markdown_table(("rule", "configuration", "tuning speedup", "held-out speedup", "of oracle at cap",
+                                  "of oracle"),
+                                 [(r.strategy, f"`{_short_params(r.params)}`", fmt(r.tune_speedup),
+                                   fmt(r.held_out_speedup), fmt(r.of_oracle_at_cap), fmt(r.of_oracle))
+                                  for r in result.given.itertuples()]), ""]
     per_cat = best[best.category != ALL]
     if len(per_cat):
         table = per_cat.pivot(index="strategy", columns="category", values="held_out_speedup")
