@@ -312,6 +312,12 @@ def test_trace_and_tune_commands_at_a_temperature(tmp_path, capsys):
     assert "expectation" in report and "Sampling oracle" in report
     best = __import__("pandas").read_csv(tmp_path / "exp" / "tune" / "best.csv")
     assert set(best.strategy) == set(RULES)
+    # settings tuned elsewhere (here: the chosen ones) judged on the same draws get the chosen figures
+    assert main(["tune", str(tmp_path / "exp"), "--draws", "2", "--given", str(tmp_path / "exp" / "tune" / "tuned.yaml"),
+                 "--out", str(tmp_path / "given")]) == 0
+    given = __import__("pandas").read_csv(tmp_path / "given" / "given.csv")
+    chosen = best[(best.category == "all") & (best.strategy == "fixed")].iloc[0]
+    assert given[given.params == chosen.params].held_out_speedup.iloc[0] == pytest.approx(chosen.held_out_speedup)
 
     # the bench's replay check at T > 0: real sampled rows next to the expected-value replay
     cfg = ExperimentConfig(**fields)
