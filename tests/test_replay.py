@@ -158,7 +158,7 @@ def test_replay_refuses_a_cap_beyond_the_trace(pair_and_traces):
         replay(cases[0][1], EntropyConfig(strategy="fixed", max_draft_len=9), COST)
 
 
-def test_trace_and_tune_commands_on_a_tiny_experiment(tmp_path):
+def test_trace_and_tune_commands_on_a_tiny_experiment(tmp_path, capsys):
     """`entspec trace` then `entspec tune`: traces, cost model, every rule swept, a runnable tuned.yaml."""
     import yaml
 
@@ -194,6 +194,10 @@ def test_trace_and_tune_commands_on_a_tiny_experiment(tmp_path):
     too_long = tmp_path / "long.yaml"
     too_long.write_text(config.read_text().split("methods:")[0] + "methods:\n  - {strategy: svip, max_draft_len: 20}\n")
     assert main(["tune", str(tmp_path / "exp"), "--given", str(too_long), "--out", str(tmp_path / "x")]) == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config.read_text().split("methods:")[0] + "methods:\n  - {strategy: svip, bogus: 1}\n")
+    assert main(["tune", str(tmp_path / "exp"), "--given", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert f"--given {bad}: methods[0].bogus" in capsys.readouterr().err
 
 
 def test_analysis_replays_real_rows_on_their_traces(tmp_path):

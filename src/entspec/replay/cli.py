@@ -82,9 +82,12 @@ def given_configs(path: str | None) -> list[dict] | None:
     if path is None:
         return None
     from ..experiment import ExperimentConfig, expand_methods
+    from ..validate import ConfigError
 
-    config = ExperimentConfig.from_yaml(path)
-    configs = [dict(spec.params) for spec in expand_methods(config) if spec.is_rule]
+    try:
+        configs = [dict(spec.params) for spec in expand_methods(ExperimentConfig.from_yaml(path)) if spec.is_rule]
+    except ConfigError as err:
+        raise ValueError(str(err) if str(err).startswith(path) else f"--given {path}: {err}") from None
     if not configs:
         raise ValueError(f"--given {path}: methods: no entspec method to judge")
     return configs
