@@ -211,13 +211,28 @@ def _judge(params: dict[str, Any], labels: list[str], plain: list[float], timed:
     config = EntropyConfig(**params)
     times = timed(config)
     sides = {side: [j for j, s in enumerate(labels) if s == side] for side in ("tune", "held_out")}
-    held, window = sides["held_out"], config.drafter_context or 0
-    rule_time = sum(times[j] for j in held)
-    return {"strategy": config.strategy, "params": json.dumps(params, sort_keys=True),
-            **{f"{side}_speedup": sum(plain[j] for j in js) / sum(times[j] for j in js) if js else float("nan")
-               for side, js in sides.items()},
-            "of_oracle_at_cap": sum(oracle_time(j, config.max_draft_len, window) for j in held) / rule_time,
-            "of_oracle": sum(oracle_time(j, None, window) for j in held) / rule_time}
+    entry = {"strategy": config.strategy, "params": json.dumps(params, sort_keys=True),
+             "tune_speedup": _speedup(sides["tune"], plain, times)}
+    if sides["held_out"]:
+        entry.update(_held_out_figures(sides["held_out"], sum(plain[j] for j in sides["held_out"]),
+                                       sum(times[j] for j in sides["held_out"]), oracle_time,
+                                       config.max_draft_len, config.drafter_context or 0))
+    return entry
+
+
+def _speedup(prompts: list[int], plain: list[float], times: list[float]) -> float:
+    return sum(plain[j] for j in prompts) / sum(times[j] for j in prompts) if prompts else float("nan")
+
+
+def _held_out_figures(prompts: list[int], plain_time: float, rule_time: float, oracle_time: Callable[..., float],
+                      cap: int, window: int) -> dict[str, Any]:
+    """A configuration's held-out figures: speedup over plain decoding, share of the oracle at its cap and
+    uncapped, and the uncapped oracle's own speedup (the oracle of its drafter window)."""
+    oracle_s = sum(oracle_time(j, None, window) for j in prompts)
+    return {"held_out_speedup": plain_time / rule_time,
+            "of_oracle_at_cap": sum(oracle_time(j, cap, window) for j in prompts) / rule_time,
+            "of_oracle": oracle_s / rule_time, "oracle_speedup": plain_time / oracle_s,
+            "held_out_prompts": len(prompts)}
 
 
 def windowed_cost(cost: CostModel, window: CostModel) -> CostModel:
@@ -293,10 +308,7 @@ def _gate_toggled(params: dict, labels: list[str], plain: list[float], timed: Ca
     """Held-out speedup of a configuration with the speculation gate toggled (what the gate is worth)."""
     cfg = EntropyConfig(**params)
     cfg = cfg.replace(gate=not cfg.gate)
-    held = [j for j, s in enumerate(labels) if s == "held_out"]
-    if not held:
-        return float("nan")
-    return sum(plain[j] for j in held) / sum(timed(cfg, "held_out"))
+    return _speedup([j for j, s in enumerate(labels) if s == "held_out"], plain, timed(cfg, "held_out"))
 
 
 def _choose(sweep: pd.DataFrame, configs: list[dict], oracle_time) -> pd.DataFrame:
@@ -317,14 +329,8 @@ def _choose(sweep: pd.DataFrame, configs: list[dict], oracle_time) -> pd.DataFra
                      "params": tune_rows[tune_rows.config == chosen].params.iloc[0],
                      "tune_speedup": float(per_config.plain[chosen] / per_config.time_s[chosen])}
             if not held.empty:
-                prompts = held.prompt.tolist()
-                rule_time = float(held.time_s.sum())
-                entry.update(
-                    held_out_speedup=float(held.plain_time_s.sum()) / rule_time,
-                    of_oracle_at_cap=sum(oracle_time(j, cap, window) for j in prompts) / rule_time,
-                    of_oracle=sum(oracle_time(j, None, window) for j in prompts) / rule_time,
-                    oracle_speedup=float(held.plain_time_s.sum()) / sum(oracle_time(j, None, window) for j in prompts),
-                    held_out_prompts=len(prompts))
+                entry.update(_held_out_figures(held.prompt.tolist(), float(held.plain_time_s.sum()),
+                                               float(held.time_s.sum()), oracle_time, cap, window))
             out.append(entry)
     return pd.DataFrame(out)
 
