@@ -79,11 +79,15 @@ def test_two_workers_give_every_unit_once_with_the_local_tokens(tiny_pair, ray_c
     assert len(rows_of(ExperimentRunner(cfg, progress=False).run())) == 12  # nothing left: no worker starts
 
 
-def wait_for_rows(path, n, timeout=90):
+def wait_for_rows(path, n, running, timeout=600):
+    """Until ``path`` holds ``n`` rows; fails at once if the run ends first. The timeout is generous on purpose:
+    on a loaded 2-core machine the workers' start and first unit took over 90 s."""
     deadline = time.time() + timeout
     while time.time() < deadline:
+        ended = not running()  # read before the rows: a run that ended has written all it will
         if path.exists() and path.read_bytes().count(b"\n") >= n:
             return
+        assert not ended, f"{path}: the run ended with fewer than {n} rows"
         time.sleep(0.02)
     raise AssertionError(f"{path}: fewer than {n} rows after {timeout} s")
 
@@ -94,10 +98,10 @@ def test_a_worker_killed_mid_run_is_restarted_and_its_units_retried(tiny_pair, r
     outcome = []
     driver = threading.Thread(target=lambda: outcome.append(_run_or_error(cfg)))
     driver.start()
-    wait_for_rows(results, 1)
+    wait_for_rows(results, 1, driver.is_alive)
     victim = rows_of(results)[0]["worker"]["pid"]
     os.kill(victim, signal.SIGKILL)
-    driver.join(timeout=120)
+    driver.join(timeout=600)
     assert outcome and not isinstance(outcome[0], BaseException), outcome
     rows = rows_of(results)
     assert_each_unit_once(rows, 2 * 8 * 2)
@@ -127,7 +131,7 @@ def test_the_driver_killed_mid_run_then_rerun_gives_every_row_exactly_once(tiny_
     proc = subprocess.Popen([sys.executable, "-c", DRIVER.format(config=str(path))],
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        wait_for_rows(results, 4)
+        wait_for_rows(results, 4, lambda: proc.poll() is None)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
