@@ -64,6 +64,15 @@ class Int8WeightOnlyLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
 
 
+def scales_per_call(model: nn.Module) -> bool:
+    """Whether one token's outputs depend on the other tokens of the same forward: dynamic quantization takes one
+    activation scale per call, over every token (and row) in it. Teacher-forcing such a drafter over a whole
+    output in one forward gives other distributions than the engine's one-token steps (measured on the real int8
+    pair at T 1.0: acceptance β 0.43 against 0.53), so traces feed it one token per forward
+    (`entspec.replay.trace.teacher_forced`)."""
+    return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
+
+
 def quantize_drafter(model: nn.Module, method: str = "int8") -> nn.Module:
     """Return ``model`` with int8 Linear layers by ``method`` (one of `QUANTIZATIONS`); ``"none"``: as is.
 

@@ -29,6 +29,7 @@ Files: one compressed ``.npz`` per (prompt, trajectory seed), written atomically
 
 from __future__ import annotations
 
+import copy
 import json
 import zipfile
 import zlib
@@ -41,7 +42,7 @@ import torch
 from ..engine.entropy import ENTROPY_TYPES, EntropyComputer
 from ..engine.kv import cache_kwarg, new_cache
 from ..engine.sampling import SamplingParams
-from .trace import TRACE_GLOB, Trace, TraceMeta, file_safe, load_folder, save_npz, verifier_output
+from .trace import TRACE_GLOB, Trace, TraceMeta, file_safe, load_folder, save_npz, teacher_forced, verifier_output
 
 SAMPLED_VERSION = 1
 KIND = "sampled"
@@ -218,11 +219,12 @@ def record_sampled_trace(
     entropy = EntropyComputer(renyi_alpha=renyi_alpha, topk=entropy_topk)
     generator = torch.Generator(device=device).manual_seed(seed + 1)  # not the trajectory's own stream
 
-    # 1. Teacher-forced p_t and q_t (processed) at every output position: one forward of each model.
+    # 1. Teacher-forced p_t and q_t (processed) at every output position (`teacher_forced` for the drafter).
     target_probs = torch.softmax(sampling.process(
         verifier(input_ids=full.to(next(verifier.parameters()).device), logits_to_keep=n_out + 1
                  ).logits[0, :n_out].float().to(device)), dim=-1)  # [N, V]
-    processed = sampling.process(drafter(input_ids=full, logits_to_keep=n_out + 1).logits[0, :n_out].float())
+    cache = new_cache(drafter)
+    processed = sampling.process(teacher_forced(drafter, full, n_out + 1, cache)[:n_out])
     draft_probs = torch.softmax(processed, dim=-1)  # [N, V]
     beta, accept, reject = acceptance(target_probs, draft_probs, out, generator)
     token_prob = draft_probs.gather(-1, out[:, None])[:, 0]
@@ -232,7 +234,7 @@ def record_sampled_trace(
     # 2. The drafter's sampled continuation after every position's rejected token.
     reject_prob = draft_probs.gather(-1, reject[:, None])[:, 0]
     rejectable = torch.nonzero(accept < 1).view(-1)  # a position with a_t = 1 is never rejected: no continuation
-    cont = _continuations(drafter, full, n_prompt, reject, rejectable, cap - 1, sampling, entropy, generator)
+    cont = _continuations(drafter, cache, n_prompt, reject, rejectable, cap - 1, sampling, entropy, generator)
     meta = SampledMeta(prompt_id=str(prompt_id), category=str(category), prompt_len=int(n_prompt),
                        max_new_tokens=int(max_new_tokens), eos_token_ids=[int(e) for e in eos], cap=int(cap),
                        renyi_alpha=float(renyi_alpha), entropy_topk=int(entropy_topk),
@@ -267,14 +269,14 @@ def acceptance(target_probs: torch.Tensor, draft_probs: torch.Tensor, tokens: to
     return beta, accept, reject
 
 
-def _continuations(drafter, full: torch.Tensor, n_prompt: int, first: torch.Tensor, positions_: torch.Tensor,
+def _continuations(drafter, full_cache, n_prompt: int, first: torch.Tensor, positions_: torch.Tensor,
                    steps: int, sampling: SamplingParams, entropy: EntropyComputer, generator: torch.Generator
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sampled continuations of ``prompt + y_<t + first[t]`` for every t in ``positions_``: ``steps`` tokens each
     (rows of other positions stay zero: they are never read).
 
-    Rows go in chunks of `ROW_CHUNK`: the drafter caches prompt + output once per chunk, the cache is repeated per
-    row, and row m's attention mask hides every cached position at or after P + t_m (its new tokens get positions
+    ``full_cache`` holds the drafter's cache of prompt + output. Rows go in chunks of `ROW_CHUNK`: a copy of it is
+    repeated per row, and row m's attention mask hides every cached position at or after P + t_m (its new tokens get positions
     P + t_m, P + t_m + 1, ...), as `entspec.replay.trace` does for greedy continuations.
     """
     n = int(first.shape[0])
@@ -284,13 +286,12 @@ def _continuations(drafter, full: torch.Tensor, n_prompt: int, first: torch.Tens
     ents = np.zeros((n, steps, types), dtype=np.float32)
     if steps == 0:
         return tokens, probs, ents
-    device = full.device
+    device = first.device
     for lo in range(0, len(positions_), ROW_CHUNK):
         rows = positions_[lo:lo + ROW_CHUNK].to(device)
         out = rows.cpu().numpy()
         m = len(rows)
-        cache = new_cache(drafter)
-        drafter(input_ids=full, use_cache=True, logits_to_keep=1, **{cache_kwarg(drafter): cache})
+        cache = copy.deepcopy(full_cache)
         cached = cache.get_seq_length()
         cache.batch_repeat_interleave(m)
         mask = (torch.arange(cached, device=device)[None] < (n_prompt + rows)[:, None]).long()  # [m, P + N]

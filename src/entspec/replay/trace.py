@@ -8,7 +8,8 @@ drafter's greedy continuation after ``d_t`` (``cap - 1`` tokens, with the same s
 any stopping rule can be replayed exactly (:mod:`entspec.replay.engine`) without running a model.
 
 Recording costs one verifier decode (or none, if the output is given: any lossless greedy run gives it),
-one teacher-forced drafter forward over the whole output, and ``cap - 1`` batched drafter steps for all
+one teacher-forced drafter forward over the whole output (one-token steps for a drafter whose outputs depend on
+the rest of the forward: `teacher_forced`), and ``cap - 1`` batched drafter steps for all
 continuations at once (each row attends to its own prefix through the attention mask).
 
 With a drafter window (``drafter_context=N``, `EntropyConfig.drafter_context`) the drafter's statistics are those
@@ -40,6 +41,7 @@ from ..atomic import atomic_path
 from ..engine.entropy import ENTROPY_TYPES, EntropyComputer
 from ..engine.kv import cache_kwarg, new_cache
 from ..engine.sampling import SamplingParams
+from ..models.quantize import scales_per_call
 
 TRACE_VERSION = 1
 
@@ -239,10 +241,9 @@ def record_trace(
     output_arr = np.asarray(output, dtype=np.int64)
     parts = []
     for start, lo, hi in drafter_windows(n_prompt, n_out, drafter_context):
-        # 1. Teacher-forced drafter: one forward over the window gives q_t for its output positions lo..hi-1.
+        # 1. Teacher-forced drafter over the window gives q_t for its output positions lo..hi-1.
         cache = new_cache(drafter)
-        logits = drafter(input_ids=full[:, start:n_prompt + hi], use_cache=True, logits_to_keep=hi - lo + 1,
-                         **{cache_kwarg(drafter): cache}).logits[0, :hi - lo].float()  # [hi - lo, V]
+        logits = teacher_forced(drafter, full[:, start:n_prompt + hi], hi - lo + 1, cache)[:hi - lo]  # [hi - lo, V]
         token, prob, ents = _stats(logits, entropy)
         # 2. Continuations after every wrong token, all rows in one batch over the window's cache.
         wrong = lo + np.flatnonzero(token != output_arr[lo:hi])
@@ -259,6 +260,21 @@ def record_trace(
                      drafter_context=int(drafter_context or 0))
     return Trace(meta, output_arr, draft_token, token_prob, token_prob.copy(), entropies, wrong.astype(np.int64),
                  cont_token, cont_prob, cont_entropy)
+
+
+def teacher_forced(drafter: torch.nn.Module, ids: torch.Tensor, keep: int, cache) -> torch.Tensor:
+    """The drafter's float logits ``[keep, V]`` at the last ``keep`` positions of ``ids [1, L]``, filling ``cache``
+    with all L. One forward; for a drafter whose outputs depend on the other tokens of a call
+    (`entspec.models.quantize.scales_per_call`), a prefill up to the first kept position and then one token per
+    forward, as the engine feeds it while drafting (its catch-up after a round feeds one or two)."""
+    kw = {cache_kwarg(drafter): cache, "use_cache": True}
+    if not scales_per_call(drafter):
+        return drafter(input_ids=ids, logits_to_keep=keep, **kw).logits[0].float()
+    split = ids.shape[1] - keep + 1
+    rows = [drafter(input_ids=ids[:, :split], logits_to_keep=1, **kw).logits[0, -1]]
+    rows += [drafter(input_ids=ids[:, i:i + 1], logits_to_keep=1, **kw).logits[0, -1]
+             for i in range(split, ids.shape[1])]
+    return torch.stack(rows).float()
 
 
 def drafter_windows(prompt_len: int, n_out: int, window: int | None) -> list[tuple[int, int, int]]:
