@@ -276,8 +276,8 @@ def _continuations(drafter, full_cache, n_prompt: int, first: torch.Tensor, posi
     (rows of other positions stay zero: they are never read).
 
     ``full_cache`` holds the drafter's cache of prompt + output. Rows go in chunks of `ROW_CHUNK`: a copy of it is
-    repeated per row, and row m's attention mask hides every cached position at or after P + t_m (its new tokens get positions
-    P + t_m, P + t_m + 1, ...), as `entspec.replay.trace` does for greedy continuations.
+    repeated per row, and row m's attention mask hides every cached position at or after P + t_m (its new tokens
+    get positions P + t_m, P + t_m + 1, ...), as `entspec.replay.trace` does for greedy continuations.
     """
     n = int(first.shape[0])
     types = len(ENTROPY_TYPES)
