@@ -26,6 +26,15 @@ draft. Every row is charged an
 equal share of each round it is in, so a batch's shares add up to its time and `entspec tune` can sum them over
 any set of prompts.
 
+`batch_oracle` is the clairvoyant lock-step schedule under the same costs and batches: every row knows its
+drafter's agreement run at its position (`Trace.agreement_run`, as the true oracle of one sequence does), drafts
+the tokens that will be accepted up to the round's depth and then the first wrong one where the depth allows (free
+in lock step; it keeps the row's drafter cache current), and each round takes the depth with the most tokens per
+second, priced as a replayed round plus the change in the catch-up the drafter will owe. It is what a batch stop
+that knew the verdicts would reach round by round, the reference for how much per-row stopping can still win; it
+is not a proven minimum, since a round's depth moves the rows to different positions (the joint shortest path
+over B rows is not searched).
+
 What is an approximation: the costs are the measured table, while the engine's batch stop prices steps with that
 table refined by its own rounds' timings (`BatchCostModel.observe`), so on a real run its stops can differ
 where a step is close to paying; a catch-up is priced linearly between a step and the measured prefill; holes and
@@ -102,6 +111,81 @@ def plain_batch(traces: list[Trace], costs: BatchCostModel, batch_size: int,
     return _replay(traces, EntropyConfig(), costs, batch_size, max_new_tokens, drafts=False)
 
 
+def batch_oracle(traces: list[Trace], costs: BatchCostModel, batch_size: int, cap: int | None = None,
+                 max_new_tokens: int | None = None) -> BatchReplay:
+    """The clairvoyant lock-step schedule (module docstring) on ``traces`` in batches of ``batch_size``: row i at
+    output position t may draft ``min(agreement_run[t], cap, tokens left - 1)`` tokens, all accepted; a round of
+    depth w costs what `replay_batch` charges a round of w lock-step steps, and each round takes the depth with the
+    most tokens per second (the shallowest among equals)."""
+    _check_batch_size(batch_size)
+    rows, batches = [], []
+    for start in range(0, len(traces), batch_size):
+        results, rounds = _oracle_one(traces[start:start + batch_size], costs, cap, max_new_tokens)
+        rows += results
+        batches.append(rounds)
+    return BatchReplay(batch_size, rows, batches)
+
+
+def _oracle_one(traces: list[Trace], costs: BatchCostModel, cap: int | None,
+                max_new_tokens: int | None) -> tuple[list[ReplayResult], list[BatchRound]]:
+    n_out = [min(len(t), t.meta.max_new_tokens if max_new_tokens is None else max_new_tokens) for t in traces]
+    runs = [t.agreement_run.tolist() for t in traces]
+    pos, lag = [0] * len(traces), [1] * len(traces)  # lag: committed tokens the drafter cache lacks (upfront prefill)
+    out = [ReplayResult([], [], [], [], [], [], 0.0, []) for _ in traces]
+    active, rounds = [i for i, n in enumerate(n_out) if n > 0], []
+    while active:
+        rows = len(active)
+        room = {i: min(n_out[i] - pos[i] - 1, n_out[i] if cap is None else cap) for i in active}
+        right = {i: min(runs[i][pos[i]], room[i]) for i in active}
+        feeding = [i for i in active if room[i] > 0]  # a drafting round feeds these rows (a row out of room cannot)
+
+        def drafts(i: int, depth: int) -> tuple[int, int]:
+            """Row i's (drafted, accepted) in a round of ``depth`` steps: the tokens that will be accepted, and the
+            first wrong one where the depth and its room allow (free in lock step; its cache then lacks only the
+            verifier's token)."""
+            accepted = min(right[i], depth)
+            return (accepted + 1 if accepted < min(depth, room[i]) else accepted), accepted
+
+        def lag_after(i: int, depth: int) -> int:
+            drafted, accepted = drafts(i, depth)
+            return accepted + 1 - min(accepted, drafted - 1) if drafted else lag[i] + accepted + 1
+
+        def owed(lags: list[int]) -> float:
+            """What the drafter's next feed costs beyond a step, with these lags."""
+            return costs.draft_feed(rows, max(lags, default=1)) - costs.draft(rows)
+
+        def seconds(depth: int) -> float:
+            if depth == 0:
+                return costs.verify(rows, 1)
+            return (costs.draft_feed(rows, max(lag[i] for i in feeding)) + (depth - 1) * costs.draft(rows)
+                    + costs.verify(rows, depth + 1))
+
+        def price(depth: int) -> float:
+            """A round's seconds plus the change in the catch-up owed (a round that drafts nothing lets it grow)."""
+            before = owed([lag[i] for i in feeding]) if depth else 0.0  # a drafting round pays it in its seconds
+            return seconds(depth) + owed([lag_after(i, depth) for i in feeding]) - before
+
+        deepest = max((min(right[i] + 1, room[i]) for i in feeding), default=0)  # a wrong token can pay by feeding
+        depth = max(range(deepest + 1),
+                    key=lambda w: (sum(min(right[i], w) + 1 for i in active) / price(w), -w))
+        spent = seconds(depth)
+        for i in active:
+            (drafted, accepted), row = drafts(i, depth), out[i]
+            row.drafted.append(drafted)
+            row.accepted.append(accepted)
+            row.emitted.append(accepted + 1)
+            row.stop_reasons.append("oracle")
+            row.entropies.append([])
+            row.thresholds.append(None)
+            row.steps.append(depth)
+            row.round_s.append(spent / rows)
+            lag[i] = lag_after(i, depth)
+            pos[i] += accepted + 1
+        rounds.append(BatchRound(rows, depth, spent))
+        active = [i for i in active if pos[i] < n_out[i]]
+    return out, rounds
+
+
 def batch_relative(costs: BatchCostModel, batch_size: int) -> dict:
     """The batch costs at ``batch_size`` rows as the `EntropyConfig` cost fields the gate and the ``goodput`` rule
     read (`entspec.engine.round_cost`), in verifier calls of one position per row: a row's rule sees what a drafted
@@ -114,14 +198,18 @@ def batch_relative(costs: BatchCostModel, batch_size: int) -> dict:
 
 def _replay(traces: list[Trace], config: EntropyConfig, costs: BatchCostModel, batch_size: int,
             max_new_tokens: int | None, drafts: bool) -> BatchReplay:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: must be an integer >= 1 (got {batch_size!r})")
+    _check_batch_size(batch_size)
     rows, batches = [], []
     for start in range(0, len(traces), batch_size):
         results, rounds = _replay_one(traces[start:start + batch_size], config, costs, max_new_tokens, drafts)
         rows += results
         batches.append(rounds)
     return BatchReplay(batch_size, rows, batches)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: must be an integer >= 1 (got {batch_size!r})")
 
 
 class _Lane:
