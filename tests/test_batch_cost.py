@@ -204,4 +204,19 @@ def test_a_decoder_refines_the_costs_with_its_own_rounds(verifier, drafter, case
                                                                               batch_stop="cost"))
     results = decoder.generate_batch([p for p, _ in cases], max_new_tokens=NEW_TOKENS, batch_costs=model)
     assert [r.new_tokens for r in results] == [ref for _, ref in cases]
-    assert model.verify(6, 1) < 0.5  # the tiny verifier's real calls (milliseconds) replaced the made-up 1 s
+    refined = decoder._batch_decoder().refined
+    assert refined.verify(6, 1) < 0.5  # the tiny verifier's real calls (milliseconds) replaced the made-up 1 s
+
+
+def test_each_call_refines_its_own_copy_of_the_costs(verifier, drafter, cases):
+    """Rounds of one call never reach the caller's table or the next call: methods timed one after the other in a
+    process (the runner shares one table) price their steps from the same measured costs."""
+    model = costs(draft=0.1, refine=True)
+    decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(strategy="fixed", max_draft_len=4,
+                                                                              batch_stop="cost"))
+    decoder.generate_batch([p for p, _ in cases], max_new_tokens=NEW_TOKENS, batch_costs=model)
+    first = decoder._batch_decoder().refined
+    assert model.verify(6, 1) == model.measured_verify(6, 1) == 1.0 and model.draft(6) == model.measured_draft(6)
+    decoder.generate_batch([p for p, _ in cases[:2]], max_new_tokens=2, batch_costs=model)
+    second = decoder._batch_decoder().refined
+    assert second is not first and second.verify(6, 1) == 1.0  # 2 rows this time: nothing of 6 rows carried over

@@ -100,13 +100,15 @@ class BatchDecoder:
 
     `EntropyBasedSpeculativeDecoder.generate_batch` is its public face; the caches are made once and reused.
     ``compact_slack``: holes tolerated before a cache is compacted (`BatchCache`); ``costs``: the measured batch
-    costs ``batch_stop="cost"`` prices steps with.
+    costs ``batch_stop="cost"`` prices steps with; ``refined``: the copy of them the last `generate` call refined
+    with its own rounds (each call starts from the measured table, `BatchCostModel.fresh`).
     """
 
     def __init__(self, drafter: PreTrainedModel | None, verifier: PreTrainedModel, config: EntropyConfig,
                  compact_slack: int = 32, costs: BatchCostModel | None = None) -> None:
         self.config = config
         self.costs = costs
+        self.refined: BatchCostModel | None = None
         self.verifier = BatchCache(verifier, compact_slack)
         self.drafter = None if drafter is None else BatchCache(drafter, compact_slack)
         self.entropy = EntropyComputer(config.entropy_type, config.renyi_alpha, config.entropy_topk,
@@ -121,6 +123,7 @@ class BatchDecoder:
                  seeds: list[int], eos: set[int]) -> list[GenerationResult]:
         start = time.perf_counter()
         device = self.verifier.device
+        self.refined = None if self.costs is None else self.costs.fresh()
         rows = [_Row(i, list(p), len(p), torch.Generator(device=device).manual_seed(s), build_criterion(self.config),
                      SpeculationGate(self.config)) for i, (p, s) in enumerate(zip(prompts, seeds))]
         for row in rows:
@@ -171,11 +174,11 @@ class BatchDecoder:
             catch_up = self._draft(active, sampling, eos)
         with Stopwatch(self.verifier.device) as verify:
             verdicts = self._verify(active, sampling)
-        if self.costs is not None:  # what this round's calls cost refines the measured costs
+        if self.refined is not None:  # what this round's calls cost refines this call's copy of the costs
             steps = max(len(row.draft) for row in active)
             if steps and catch_up <= 2:  # not a round whose first step was a (deferred) prefill
-                self.costs.observe("draft", len(active), 1, drafting.seconds / steps)
-            self.costs.observe("verify", len(active), steps + 1, verify.seconds)
+                self.refined.observe("draft", len(active), 1, drafting.seconds / steps)
+            self.refined.observe("verify", len(active), steps + 1, verify.seconds)
         committed = [len(row.tokens) for row in active]
         for row, (accepted, token, accept_probs) in zip(active, verdicts):
             budget = max_new_tokens - len(row.new_tokens())
@@ -208,7 +211,7 @@ class BatchDecoder:
         if self.drafter is None or not any(drafting):
             return 0
         cfg = self.config
-        costs = self.costs if cfg.batch_stop == "cost" else None
+        costs = self.refined if cfg.batch_stop == "cost" else None
         # First step: each drafting row catches up on the committed tokens its cache lacks (1, 2 after a fully
         # accepted round, more after rounds without drafting, the whole window after a deferred prefill).
         for i, row in enumerate(active):

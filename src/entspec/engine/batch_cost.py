@@ -10,7 +10,10 @@ every row to the longest draft, so a row's stop saves nothing while another row 
 warm-up); values between the measured points are interpolated (`scipy.interpolate.RegularGridInterpolator`),
 beyond them extrapolated linearly. The measured table is a prior: a decoder refines it with its own rounds
 (`observe`), since the costs inside a generation (longer caches, holes, the engine's own work) differ from a
-calibration's by 10-20% on a CPU, enough to flip the decision between one drafted token and none.
+calibration's by 10-20% on a CPU, enough to flip the decision between one drafted token and none. Each
+`generate_batch` call refines its own copy (`fresh`): a batch decides on the measured table and its own rounds,
+never on the rounds of the methods or batches the same process decoded before it, so methods timed one after the
+other price steps alike and a resumed run decides as an uninterrupted one.
 
 `batch_step_pays` is the batch's stop (``EntropyConfig(batch_stop="cost")``), asked after every lock-step
 drafter step. With ``a`` a row's estimate that its next drafted token is accepted and ``S`` the product of its
@@ -47,6 +50,13 @@ from scipy.interpolate import RegularGridInterpolator
 
 from ..atomic import atomic_write_text
 from .batch_kv import BatchCache
+
+
+# Verifier widths (positions per row) calibrated by default: every width a draft of up to 5 tokens uses, as CPU
+# kernels are not monotone in it (a B = 4 bench run, docs/logs/2026-11-30-b4-128-fixed-traces.md: calls of 4 rows x 3
+# positions took 1.64 s, of 4 rows x 4 positions 1.54 s, where interpolating the measured widths 2 and 4 gave
+# 1.20 s), then coarser.
+WIDTHS = (1, 2, 3, 4, 5, 6, 8, 12)
 
 
 @dataclass
@@ -108,6 +118,10 @@ class BatchCostModel:
         ratios = [s / self.measured_verify(rows, w) for (kind, b, w), s in self._seen.items()
                   if kind == "verify" and b == rows]
         return self.measured_verify(rows, width) * (float(np.mean(ratios)) if ratios else 1.0)
+
+    def fresh(self) -> "BatchCostModel":
+        """The measured table without this object's observations: what one `generate_batch` call refines."""
+        return BatchCostModel(**self.to_dict())
 
     def observe(self, kind: str, rows: int, width: int, seconds: float, decay: float = 0.7) -> None:
         """A timing from a real round: ``kind`` "draft" (one step, width 1) or "verify"; moving average."""
@@ -205,7 +219,7 @@ def catch_up_pays(costs: BatchCostModel, rows: int, catch_up: int, left: int,
 
 @torch.inference_mode()
 def calibrate_batch(drafter: torch.nn.Module, verifier: torch.nn.Module, prompt: list[int],
-                    rows: tuple[int, ...] = (1, 2, 4, 8), widths: tuple[int, ...] = (1, 2, 4, 8, 12),
+                    rows: tuple[int, ...] = (1, 2, 4, 8), widths: tuple[int, ...] = WIDTHS,
                     reps: int = 2) -> BatchCostModel:
     """Measure the batch cost model with ``prompt`` cached in every row (median of ``reps`` calls after one
     warm-up per point; one prefill per model). Minutes for large models on a CPU: run it once and `save` it."""

@@ -215,7 +215,7 @@ class EntropyBasedSpeculativeDecoder:
         return self._batch
 
     def calibrate_batch(self, prompt: torch.Tensor, rows: Sequence[int] = (1, 2, 4, 8),
-                        widths: Sequence[int] = (1, 2, 4, 8, 12)) -> "BatchCostModel":
+                        widths: Sequence[int] | None = None) -> "BatchCostModel":
         """Measure what batched rounds cost on this pair and device (`entspec.engine.batch_cost`) with the
         ``[1, T]`` prompt cached in every row; later `generate_batch` calls price drafter steps with it."""
         from .batch_cost import calibrate_batch
@@ -223,7 +223,7 @@ class EntropyBasedSpeculativeDecoder:
         if isinstance(self.drafter, NullDrafter):
             raise ValueError("calibrate_batch: autoregressive decoding drafts nothing to price")
         costs = calibrate_batch(self.drafter.lm.model, self.verifier.model, prompt[0].tolist(), tuple(rows),
-                                tuple(widths))
+                                **({} if widths is None else {"widths": tuple(widths)}))
         self._batch_decoder().costs = costs
         return costs
 
