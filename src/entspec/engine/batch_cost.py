@@ -54,7 +54,7 @@ from .batch_kv import BatchCache
 
 # Verifier widths (positions per row) calibrated by default: every width a draft of up to 5 tokens uses, as CPU
 # kernels are not monotone in it (a B = 4 bench run, docs/logs/2026-11-30-b4-128-fixed-traces.md: calls of 4 rows x 3
-# positions took 1.64 s, of 4 rows x 4 positions 1.54 s, where interpolating the measured widths 2 and 4 gave
+# positions took 1.65 s, of 4 rows x 4 positions 1.54 s, where interpolating the measured widths 2 and 4 gave
 # 1.20 s), then coarser.
 WIDTHS = (1, 2, 3, 4, 5, 6, 8, 12)
 
