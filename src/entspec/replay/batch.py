@@ -155,10 +155,7 @@ def _oracle_one(traces: list[Trace], costs: BatchCostModel, cap: int | None,
             return costs.draft_feed(rows, max(lags, default=1)) - costs.draft(rows)
 
         def seconds(depth: int) -> float:
-            if depth == 0:
-                return costs.verify(rows, 1)
-            return (costs.draft_feed(rows, max(lag[i] for i in feeding)) + (depth - 1) * costs.draft(rows)
-                    + costs.verify(rows, depth + 1))
+            return round_seconds(costs, rows, depth, max((lag[i] for i in feeding), default=1))
 
         def price(depth: int) -> float:
             """A round's seconds plus the change in the catch-up owed (a round that drafts nothing lets it grow)."""
@@ -205,6 +202,15 @@ def _replay(traces: list[Trace], config: EntropyConfig, costs: BatchCostModel, b
         rows += results
         batches.append(rounds)
     return BatchReplay(batch_size, rows, batches)
+
+
+def round_seconds(costs: BatchCostModel, rows: int, steps: int, catch_up: int) -> float:
+    """A batch round of ``rows`` rows and ``steps`` lock-step drafter steps whose first step feeds ``catch_up``
+    committed tokens per row: the steps and one verifier call padded to the longest draft (module docstring)."""
+    seconds = costs.verify(rows, steps + 1)
+    if steps:
+        seconds += costs.draft_feed(rows, catch_up) + (steps - 1) * costs.draft(rows)
+    return seconds
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -282,10 +288,8 @@ def _replay_one(traces: list[Trace], config: EntropyConfig, costs: BatchCostMode
             lane.begin(config, drafts, kind, scale)
         _draft(active, config, stop_costs)
         steps = max(len(lane.row.draft) for lane in active)
-        seconds = costs.verify(len(active), steps + 1)
-        if steps:
-            catch_up = max(lane.lag for lane in active if lane.row.draft)
-            seconds += costs.draft_feed(len(active), catch_up) + (steps - 1) * costs.draft(len(active))
+        catch_up = max((lane.lag for lane in active if lane.row.draft), default=1)
+        seconds = round_seconds(costs, len(active), steps, catch_up)
         for lane in active:
             lane.end(seconds / len(active), steps)
         rounds.append(BatchRound(len(active), steps, seconds))
