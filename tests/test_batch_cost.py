@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from entspec import STOPPING_CRITERIA, BatchCostModel, EntropyBasedSpeculativeDecoder, EntropyConfig, SamplingParams
+from entspec.engine.batch import ACCEPTANCE_PRIOR, lock_step_continues, replay_row
 from entspec.engine.batch_cost import batch_step_pays, catch_up_pays
+from entspec.engine.round import DraftLimit
 from stats_helpers import chi2_pvalue
 from tiny import context_free_gpt2, greedy_cases
 
@@ -87,6 +89,28 @@ def test_a_drafter_prefill_is_paid_only_where_the_tokens_left_earn_it_back():
     assert catch_up_pays(cpu_b8(), 8, 150, left=8 * 500, chances=chances)
     assert catch_up_pays(cpu_b8(prefill=False), 8, 150, left=8 * 31, chances=chances)  # unpriced: always
     assert not catch_up_pays(cpu_b8(), 8, 150, left=10_000, chances=[(0.05, 6)] * 8)  # drafting never pays
+
+
+def test_a_row_that_stopped_the_batch_drafting_is_weighed_afresh_after_rounds_without_drafts():
+    # 4 rows on the synthetic CPU curve, a step at 0.25 s: it pays at the prior's acceptance (0.6), not at 0.2.
+    rows = [replay_row(i, EntropyConfig(strategy="fixed", max_draft_len=4, batch_stop="cost")) for i in range(4)]
+    for row in rows:
+        row.limit = DraftLimit(4, "max_draft_len")
+    assert lock_step_continues(costs(draft=0.25), rows, [True] * 4, 0, None)
+    for _ in range(3):  # rounds whose drafts were all rejected at the first token
+        for row in rows:
+            row.heard(4, 0, [0.9] * 4)
+    assert max(row.acceptance for row in rows) < 0.2
+    assert not lock_step_continues(costs(draft=0.25), rows, [True] * 4, 0, None)
+    # Rounds that drafted nothing tell nothing: the estimate relaxes toward the prior, and drafting is tried again
+    # (before, the low estimate stayed for good, as only drafting could revise it).
+    refused = 0
+    while not lock_step_continues(costs(draft=0.25), rows, [True] * 4, 0, None):
+        refused += 1
+        assert refused <= 8, "the batch never drafts again"
+        for row in rows:
+            row.heard(0, 0, [])
+    assert refused >= 1 and rows[0].acceptance < ACCEPTANCE_PRIOR[0] / ACCEPTANCE_PRIOR[1]
 
 
 def test_a_saved_model_loads_back_and_a_bad_one_is_named(tmp_path):

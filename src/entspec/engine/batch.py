@@ -37,6 +37,9 @@ from .sampling import SamplingParams, sample, speculative_accept
 from ..rules import DraftState, StoppingCriterion, build_criterion
 from .timing import Stopwatch
 
+# batch_stop="cost": the decayed sums a row's acceptance estimates start from (accepted, judged, the drafter's
+# probabilities of the judged tokens): acceptance 0.6, worth two judged tokens
+ACCEPTANCE_PRIOR = (1.2, 2.0, 1.2)
 NO_DRAFTER = DraftLimit(0, "none")  # autoregressive decoding: every round verifies the pending token alone
 
 
@@ -67,12 +70,12 @@ class _Row:
     threshold: float | None = None
     # batch_stop="cost": the round's expected accepted tokens (sum of survivals) and the last token's survival;
     # decayed sums over the drafted tokens judged so far (the accepted ones and the first rejected one of each
-    # round): accepted, judged, and the drafter's probabilities of them
+    # round): accepted, judged, and the drafter's probabilities of them, starting from the prior's
     expected: float = 0.0
     survival: float = 1.0
-    accepted_sum: float = 1.2
-    judged_sum: float = 2.0
-    predicted_sum: float = 1.2
+    accepted_sum: float = ACCEPTANCE_PRIOR[0]
+    judged_sum: float = ACCEPTANCE_PRIOR[1]
+    predicted_sum: float = ACCEPTANCE_PRIOR[2]
 
     @property
     def acceptance(self) -> float:
@@ -85,11 +88,19 @@ class _Row:
         return min(1.0, token_prob * self.accepted_sum / self.predicted_sum)
 
     def heard(self, drafted: int, accepted: int, token_probs: list[float], decay: float = 0.8) -> None:
+        """The round's verdicts on the row's ``drafted`` tokens. A round that drafted nothing tells nothing, so the
+        estimates relax toward the prior instead: a row whose low estimate stopped the batch from drafting would
+        otherwise keep that estimate for good, since only drafting could revise it. After a few such rounds the
+        row's estimate is the prior's again and the cost stop weighs drafting afresh."""
         if drafted:
             judged = accepted + (accepted < drafted)
             self.accepted_sum = decay * self.accepted_sum + accepted
             self.judged_sum = decay * self.judged_sum + judged
             self.predicted_sum = decay * self.predicted_sum + sum(token_probs[:judged])
+        else:
+            self.accepted_sum, self.judged_sum, self.predicted_sum = (
+                decay * mine + (1 - decay) * prior
+                for mine, prior in zip((self.accepted_sum, self.judged_sum, self.predicted_sum), ACCEPTANCE_PRIOR))
 
     def new_tokens(self) -> list[int]:
         return self.tokens[self.prompt_len:]
