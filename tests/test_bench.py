@@ -107,6 +107,17 @@ def test_sampling_bench_on_a_tiny_pair_reports_seed_variance_replay_and_plots(tm
     assert figure.stat().st_size > 10_000
 
 
+def test_legend_labels_leave_out_cost_fields_and_wrap():
+    from entspec.bench.plot import legend_label
+
+    long = ("svip[cost_ratio=0.1604,drafter_context=128,drafter_prefill=deferred,max_draft_len=8,svip_threshold=0.4,"
+            "verify_curve=6knots#d516dd,verify_slope=0.1597]")
+    assert legend_label(long) == "svip[drafter_context=128,drafter_prefill=deferred,max_draft_len=8,svip_threshold=0.4]"
+    assert legend_label("fixed[cost_ratio=0.2]") == "fixed"
+    assert legend_label("hf_assisted[default]") == "hf_assisted[default]"
+    assert all(len(line) <= 40 for line in legend_label(long, width=40).splitlines())
+
+
 def test_bench_can_run_chosen_task_types_only():
     cfg = bench_config("bfloat16", prompts_per_category=2, max_new_tokens=512, preset="full", output_dir="x",
                        drafter="d", verifier="v", dataset="spec6", categories=2,

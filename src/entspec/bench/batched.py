@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 
 from ..metrics import load_rows  # noqa: E402
 from ..metrics.compare import fmt, fmt_ci, paired_speedup  # noqa: E402
-from .plot import save_figure  # noqa: E402
+from .plot import legend_label, save_figure  # noqa: E402
 
 BASELINE = "hf_generate"
 
@@ -137,7 +137,7 @@ def plot_speedup_vs_batch(table: pd.DataFrame, path: str | Path, title: str) -> 
         err = np.vstack([np.clip(values - rows.ci_low.to_numpy(float), 0, None),
                          np.clip(rows.ci_high.to_numpy(float) - values, 0, None)])
         dodge = 1 + 0.04 * (i - (len(groups) - 1) / 2)  # side by side, so the intervals do not hide each other
-        ax.errorbar(np.array(sizes) * dodge, values, yerr=err, marker="o", capsize=3, label=method)
+        ax.errorbar(np.array(sizes) * dodge, values, yerr=err, marker="o", capsize=3, label=legend_label(method))
     if (table.batches < 2).any():
         single = ", ".join(str(b) for b in sorted(table[table.batches < 2].B.unique()))
         ax.text(0.01, 0.01, f"B = {single}: one batch, no interval", transform=ax.transAxes, fontsize=7, alpha=0.7)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +13,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 BASELINE = "hf_generate"
+# fields of a method id that are the rule's cost inputs or calibration, not its setting: left out of legend labels
+COST_FIELDS = ("cost_ratio", "verify_curve", "verify_slope", "calib_intercept", "calib_slope", "calib_prob",
+               "calib_curve", "next_intercept", "next_slope", "next_prob")
+
+
+def legend_label(method: str, width: int = 90) -> str:
+    """``method``'s id without its cost fields (``svip[cost_ratio=0.16,svip_threshold=0.4]`` -> ``svip[svip_thres
+    hold=0.4]``), wrapped at ``width`` characters so that no label runs past the figure."""
+    name, _, params = method.partition("[")
+    kept = [p for p in params.rstrip("]").split(",") if p and p.split("=", 1)[0] not in COST_FIELDS]
+    label = f"{name}[{','.join(kept)}]" if kept else name
+    return "\n".join(textwrap.wrap(label, width, subsequent_indent="  ", break_on_hyphens=False)) or label
 
 
 def plot_speedup_by_task(speed: pd.DataFrame, path: str | Path, title: str) -> Path:
@@ -29,7 +42,7 @@ def plot_speedup_by_task(speed: pd.DataFrame, path: str | Path, title: str) -> P
         values = rows.speedup.to_numpy(float)
         err = np.vstack([np.clip(values - rows.speedup_ci_low.to_numpy(float), 0, None),
                          np.clip(rows.speedup_ci_high.to_numpy(float) - values, 0, None)])
-        ax.bar(x + (i - (len(order) - 1) / 2) * width, values, width, yerr=err, capsize=2, label=method)
+        ax.bar(x + (i - (len(order) - 1) / 2) * width, values, width, yerr=err, capsize=2, label=legend_label(method))
     ax.axhline(1.0, color="black", lw=0.8, ls="--")
     ax.set_xticks(x, categories)
     ax.set_ylabel("speedup over HF generate (95% CI)")
@@ -45,7 +58,7 @@ def save_figure(fig, path: str | Path) -> Path:
     from ..atomic import atomic_path
 
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
+    with atomic_path(path) as tmp:  # "tight": a legend below the axes is kept whole, however long its labels
+        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png", bbox_inches="tight")
     plt.close(fig)
     return path
