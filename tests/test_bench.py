@@ -112,10 +112,11 @@ def test_legend_labels_leave_out_cost_fields_and_wrap():
 
     long = ("svip[cost_ratio=0.1604,drafter_context=128,drafter_prefill=deferred,max_draft_len=8,svip_threshold=0.4,"
             "verify_curve=6knots#d516dd,verify_slope=0.1597]")
-    assert legend_label(long) == "svip[drafter_context=128,drafter_prefill=deferred,max_draft_len=8,svip_threshold=0.4]"
+    assert legend_label(long) == "svip[drafter_context=128, drafter_prefill=deferred, max_draft_len=8, svip_threshold=0.4]"
     assert legend_label("fixed[cost_ratio=0.2]") == "fixed"
     assert legend_label("hf_assisted[default]") == "hf_assisted[default]"
-    assert all(len(line) <= 40 for line in legend_label(long, width=40).splitlines())
+    lines = legend_label(long, width=40).splitlines()
+    assert len(lines) > 1 and all(len(line) <= 40 and line.rstrip().endswith((",", "]")) for line in lines)
 
 
 def test_bench_can_run_chosen_task_types_only():

@@ -19,11 +19,11 @@ COST_FIELDS = ("cost_ratio", "verify_curve", "verify_slope", "calib_intercept", 
 
 
 def legend_label(method: str, width: int = 90) -> str:
-    """``method``'s id without its cost fields (``svip[cost_ratio=0.16,svip_threshold=0.4]`` -> ``svip[svip_thres
-    hold=0.4]``), wrapped at ``width`` characters so that no label runs past the figure."""
+    """``method``'s id without its cost fields (``svip[cost_ratio=0.16,max_draft_len=8]`` ->
+    ``svip[max_draft_len=8]``), its fields wrapped at ``width`` characters so that no label runs past the figure."""
     name, _, params = method.partition("[")
     kept = [p for p in params.rstrip("]").split(",") if p and p.split("=", 1)[0] not in COST_FIELDS]
-    label = f"{name}[{','.join(kept)}]" if kept else name
+    label = f"{name}[{', '.join(kept)}]" if kept else name  # wrapped between fields, never inside one
     return "\n".join(textwrap.wrap(label, width, subsequent_indent="  ", break_on_hyphens=False)) or label
 
 
