@@ -155,6 +155,19 @@ def test_tune_sweeps_the_windows_and_chooses_one_per_category(pair, prompts):
     assert any(json.loads(p).get("drafter_context") == 6 for p in per_cat.params)
 
 
+def test_a_window_s_costs_are_the_base_s_with_the_drafter_measured_against_it(pair):
+    from entspec.replay.cost import calibrate_window
+
+    drafter, verifier = pair
+    prompt = torch.randint(6, verifier.config.vocab_size, (1, 64), generator=torch.Generator().manual_seed(3))
+    window = calibrate_window(drafter, verifier, prompt, COST, 8, rounds=2, repeats=2)
+    assert (window.verify_tokens, window.verify_s, window.overhead_round_s) == ([1, 9], [1.0, 1.2], 0.01)
+    assert window.prefill_s_per_token["verifier"] == 0.02
+    # the ratios are this process's measurements, expressed on the base's scale (its seconds, not the tiny pair's)
+    assert 0.04 < window.draft_step_s < 4.0
+    assert 0.0 < window.model_prefill("drafter", 8) < 5 * COST.model_prefill("drafter", 64)
+
+
 def test_trace_and_tune_commands_with_a_window(tmp_path, capsys):
     """`entspec trace --drafter-context N` records into traces-wN; `entspec tune --drafter-contexts N` reads it and
     refuses a window it has no traces of, naming the folder."""
@@ -167,6 +180,12 @@ def test_trace_and_tune_commands_with_a_window(tmp_path, capsys):
     folder = tmp_path / "exp" / "traces-w6"
     assert len(list(folder.glob("*.npz"))) == 6 and (folder / "cost_model.json").is_file()
     assert json.loads((folder / "trace.json").read_text())["drafter_context"] == 6
+    # the window's costs: the whole sequence's, with the drafter's step and prefill measured against them
+    whole, window = (CostModel.load(f / "cost_model.json") for f in (tmp_path / "exp" / "traces", folder))
+    assert (window.verify_tokens, window.verify_s, window.overhead_round_s) == (
+        whole.verify_tokens, whole.verify_s, whole.overhead_round_s)
+    assert window.prefill_s_per_token["verifier"] == whole.prefill_s_per_token["verifier"]
+    assert window.draft_step_s > 0 and window.draft_step_s != whole.draft_step_s
     base, windowed = load_traces(tmp_path / "exp" / "traces"), load_traces(folder)
     assert [t.output.tolist() for t in windowed] == [t.output.tolist() for t in base]  # the window never changes it
     assert main(["tune", str(tmp_path / "exp"), "--rules", "fixed", "--drafter-contexts", "6"]) == 0

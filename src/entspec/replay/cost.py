@@ -198,15 +198,58 @@ def calibrate(
     )
 
 
-def _prefill_costs(drafter, verifier, input_ids, drafter_context: int | None = None
-                   ) -> tuple[dict[str, float], dict[str, float]]:
-    """Per model: prefill time = fixed + per_token * P, fitted on the prompt and its first half (the drafter's on
-    its last ``drafter_context`` tokens and their last half, the lengths it prefills with that window)."""
+def calibrate_window(drafter: torch.nn.Module, verifier: torch.nn.Module, input_ids: torch.Tensor, base: CostModel,
+                     drafter_context: int, *, draft_len: int = 4, rounds: int = 4, repeats: int = 3,
+                     sampling: "SamplingParams | None" = None) -> CostModel:
+    """``base`` (the whole-sequence traces' cost model) with the drafter's step and prefill of a ``drafter_context``
+    window, measured relative to the whole sequence's in this process: what a window changes is a ratio, and a
+    ratio of two calibrations made minutes apart carries the machine's drift between them (on the CPU of
+    docs/logs/2026-12-01-long-int8.md two calibrations 20 minutes apart read the same verifier call 22-48% apart).
+
+    Fixed ``draft_len`` decoding with and without the window alternates ``repeats`` times (``rounds`` rounds each);
+    the windowed step is ``base.draft_step_s`` times the ratio of the two medians. The drafter's prefill of the
+    window is fitted as `calibrate` fits it and scaled by the ratio of the base's prefill of the whole prompt to
+    the one measured here. The verifier's costs and the round's overhead are the base's: a window changes neither.
+    """
+    from ..engine.config import EntropyConfig
+    from ..engine.decoder import EntropyBasedSpeculativeDecoder
+
+    common = dict(ignore_eos=True, temperature=0.0, max_new_tokens=(draft_len + 1) * (rounds + 1) + 1)
+    if sampling is not None and not sampling.greedy:
+        common.update(temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p)
+    steps: dict[int | None, list[float]] = {None: [], drafter_context: []}
+    decoders = {w: EntropyBasedSpeculativeDecoder(drafter, verifier, EntropyConfig(
+        strategy="fixed", max_draft_len=draft_len, drafter_context=w)) for w in steps}
+    for w, dec in decoders.items():  # warm-up
+        dec.generate(input_ids, **{**common, "max_new_tokens": draft_len + 2})
+    for _ in range(repeats):
+        for w, dec in decoders.items():
+            steps[w] += [r.draft_time_s / r.drafted for r in dec.generate(input_ids, **common).rounds[1:]
+                         if r.drafted == draft_len]
+    ratio = float(np.median(steps[drafter_context]) / np.median(steps[None]))
+    whole_fixed, whole_per_token = _prefill_costs(drafter, verifier, input_ids, models=("drafter",))
+    fixed, per_token = _prefill_costs(drafter, verifier, input_ids, drafter_context, models=("drafter",))
+    prompt_len = input_ids.shape[1]
+    scale = base.model_prefill("drafter", prompt_len) / max(
+        whole_fixed["drafter"] + whole_per_token["drafter"] * prompt_len, 1e-12)
+    data = base.to_dict()
+    data["prefill_s_fixed"] = {**data["prefill_s_fixed"], "drafter": fixed["drafter"] * scale}
+    data["prefill_s_per_token"] = {**data["prefill_s_per_token"], "drafter": per_token["drafter"] * scale}
+    return CostModel(**{**data, "draft_step_s": base.draft_step_s * ratio,
+                        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def _prefill_costs(drafter, verifier, input_ids, drafter_context: int | None = None,
+                   models: tuple[str, ...] = ("drafter", "verifier")) -> tuple[dict[str, float], dict[str, float]]:
+    """Per model (of ``models``): prefill time = fixed + per_token * P, fitted on the prompt and its first half (the
+    drafter's on its last ``drafter_context`` tokens and their last half, the lengths it prefills with that window)."""
     from ..engine.kv import CachedModel
     from ..engine.timing import Stopwatch
 
     fixed, per_token = {}, {}
     for name, model in (("drafter", drafter), ("verifier", verifier)):
+        if name not in models:
+            continue
         prompt = input_ids[:, -drafter_context:] if drafter_context and name == "drafter" else input_ids
         lengths = sorted({max(1, prompt.shape[1] // 2), prompt.shape[1]})
         lm = CachedModel(model)

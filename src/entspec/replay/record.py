@@ -8,7 +8,10 @@ saved as ``traces/cost_model.json``.
 
 With a drafter window (``drafter_context`` N, greedy only) the traces and the cost model are those of the windowed
 drafter (`entspec.replay.trace`; the cost model's drafter step and prefill read N tokens) and go to their own
-folder, ``OUTPUT_DIR/traces-wN``: `entspec tune --drafter-contexts` reads one folder per window.
+folder, ``OUTPUT_DIR/traces-wN``: `entspec tune --drafter-contexts` reads one folder per window. When the
+whole-sequence traces have their cost model, the window's is that model with the drafter's costs measured relative
+to the whole sequence's in one process (`entspec.replay.cost.calibrate_window`: minutes instead of a full
+calibration, and no drift between two calibrations in the ratio); otherwise it is a full calibration.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..experiment import ExperimentConfig
-from .cost import BATCH_COST_FILE, COST_FILE, calibrate
+from .cost import BATCH_COST_FILE, COST_FILE, CostModel, calibrate, calibrate_window
 from ..atomic import atomic_write_text
 from ..engine.config import ConfigError
 from ..engine.sampling import SamplingParams
@@ -108,9 +111,15 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
                                              seed=k, **common)
             trace.save(paths[(i, k)])
         if recalibrate or not cost_path.exists():
-            log.info("calibrating the cost model on %s", runner.prompts[0].id)
-            calibrate(pair.drafter, pair.verifier, runner.encoded[0], sampling=sampling,
-                      drafter_context=drafter_context).save(cost_path)
+            base_path = traces_dir(config, None) / COST_FILE
+            if drafter_context and base_path.exists():  # the window's drafter costs relative to the whole sequence's
+                log.info("measuring the window's drafter costs against %s on %s", base_path, runner.prompts[0].id)
+                calibrate_window(pair.drafter, pair.verifier, runner.encoded[0], CostModel.load(base_path),
+                                 drafter_context).save(cost_path)
+            else:
+                log.info("calibrating the cost model on %s", runner.prompts[0].id)
+                calibrate(pair.drafter, pair.verifier, runner.encoded[0], sampling=sampling,
+                          drafter_context=drafter_context).save(cost_path)
         if batch_path is not None and (recalibrate or not _covers(batch_path, config.batch_size)):
             runner.calibrate_batch_costs().save(batch_path)
     return folder
