@@ -46,8 +46,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
         sampled = folder_kind(folder) == "sampled"
         if sampled and batch is not None:
             raise ValueError(f"--batch-size: batch replay reads greedy traces only; {folder} holds sampling traces")
-        if sampled and args.drafter_contexts:
-            raise ValueError(f"--drafter-contexts: windowed traces are greedy; {folder} holds sampling traces")
         traces = load_sampled_traces(folder) if sampled else load_traces(folder)
         check_traces_setting(folder, traces, args)
         check_split(traces, args.held_out)
@@ -61,11 +59,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
                 raise FileNotFoundError(f"{windowed}: no such traces folder; record it with `entspec trace CONFIG "
                                         f"--drafter-context {n}`")
             locks.enter_context(FolderLock(windowed))
-            windows[n] = (window_traces(windowed, n, traces), load_cost_model(windowed))
+            windows[n] = (window_traces(windowed, n, traces, sampled), load_cost_model(windowed))
         saved = folder / "experiment.yaml"
         experiment = yaml.safe_load(saved.read_text()) if saved.is_file() else None
         common = dict(held_out=args.held_out, seed=args.seed, rules=args.rules, given=given_configs(args.given))
-        result = (tune_sampled(traces, cost, draws=args.draws, **common) if sampled
+        result = (tune_sampled(traces, cost, draws=args.draws, windows=windows, **common) if sampled
                   else tune(traces, cost, batch=batch, windows=windows, **common))
         command = "entspec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         out = args.out or folder.parent / ("tune" if batch is None else f"tune-b{batch.size}")
@@ -93,16 +91,25 @@ def given_configs(path: str | None) -> list[dict] | None:
     return configs
 
 
-def window_traces(folder: Path, window: int, base: list) -> list:
-    """The traces of ``folder`` (recorded with drafter window ``window``): the prompts of ``base`` in its order, with
-    the same settings but the window (one line naming the folder and what differs)."""
+def window_traces(folder: Path, window: int, base: list, sampled: bool = False) -> list:
+    """The traces of ``folder`` (recorded with drafter window ``window``): the prompts (and sampled trajectories) of
+    ``base`` in its order, with the same settings but the window (one line naming the folder and what differs)."""
+    from .sampled import SAMPLED_SHARED, load_sampled_traces
     from .trace import SHARED_META, load_traces
 
-    traces = load_traces(folder)
-    if [t.meta.prompt_id for t in traces] != [t.meta.prompt_id for t in base]:
-        raise ValueError(f"{folder}: holds traces of other prompts than {base[0].meta.prompt_id}'s folder; record the "
-                         "same experiment with `entspec trace CONFIG --drafter-context N`")
-    for name in SHARED_META:
+    if folder_kind(folder) != ("sampled" if sampled else "greedy"):
+        raise ValueError(f"{folder}: holds {folder_kind(folder)} traces, the base traces are "
+                         f"{'sampled' if sampled else 'greedy'}; record the window at the base traces' temperature")
+    traces = load_sampled_traces(folder) if sampled else load_traces(folder)
+
+    def key(t) -> tuple:
+        return (t.meta.prompt_id, t.meta.seed) if sampled else (t.meta.prompt_id,)
+
+    if [key(t) for t in traces] != [key(t) for t in base]:
+        raise ValueError(f"{folder}: holds traces of other prompts{' or trajectories' if sampled else ''} than "
+                         f"{base[0].meta.prompt_id}'s folder; record the same experiment with `entspec trace CONFIG "
+                         "--drafter-context N`")
+    for name in SAMPLED_SHARED if sampled else SHARED_META:
         mine, theirs = getattr(traces[0].meta, name), getattr(base[0].meta, name)
         if name == "drafter_context" and mine != window or name != "drafter_context" and mine != theirs:
             raise ValueError(f"{folder}: recorded with {name}={mine!r} (the base traces: {theirs!r}, the window: "
@@ -188,9 +195,10 @@ def register(subparsers) -> None:
     p.add_argument("--cap", type=int, default=20, help="longest draft replay can be asked about (default 20)")
     p.add_argument("--recalibrate", action="store_true", help="measure the cost model again")
     p.add_argument("--trajectories", type=int, default=None,
-                   help="sampled trajectories per prompt when the config's temperature > 0 (default 4)")
+                   help="sampled trajectories per prompt when the config's temperature > 0 (default 4; a "
+                        "window's folder: the base traces')")
     p.add_argument("--drafter-context", type=int, default=None, metavar="N",
-                   help="record with a drafter window of N tokens (greedy), into OUTPUT_DIR/traces-wN")
+                   help="record with a drafter window of N tokens, into OUTPUT_DIR/traces-wN")
     p.set_defaults(func=cmd_trace)
     t = subparsers.add_parser("tune", help="sweep every registered rule by trace replay; write tuned.yaml")
     t.add_argument("traces", help="an experiment folder with traces/, or a traces folder")

@@ -14,7 +14,8 @@ a drafter window N is replayed on ``traces-wN`` (`entspec trace --drafter-contex
 When ``traces/`` holds sampling traces (`entspec trace` at the config's temperature), every entspec row sampled at
 the traces' temperature / top-k / top-p is compared with the *expected-value* replay of its configuration on its
 prompt's trajectories (`entspec.replay.expected`): ``predicted_tokens_per_s`` is the expected tokens/s over them,
-``replay_exact`` is NaN (a sampled run has no exact replay), and the shares are of the sampling oracle.
+``replay_exact`` is NaN (a sampled run has no exact replay), and the shares are of the sampling oracle. A row with
+a drafter window N is compared with the sampling traces of ``traces-wN`` when the folder has them.
 """
 
 from __future__ import annotations
@@ -42,35 +43,41 @@ def trace_columns(experiment_dir: str | Path, rows: list[dict[str, Any]]) -> dic
     cost = load_cost_model(folder)
     files = trace_files(folder)
     sampled = bool(files) and trace_kind(files[0]) == "sampled"
-    if sampled:
-        traces: dict = {}
-        for t in load_sampled_traces(folder):
-            traces.setdefault(t.meta.prompt_id, []).append(t)
-    else:
-        traces = {t.meta.prompt_id: t for t in load_traces(folder)}
+    variants: dict[int, tuple[dict, object] | None] = {0: (_by_prompt(folder, sampled), cost)}  # window -> traces
     out: dict[str, list] = {c: [] for c in COLUMNS}
     memo: dict = {}  # a prompt's expected replay per configuration (every seed of a sampled run shares it)
-    windowed: dict[int, tuple[dict, object] | None] = {}  # drafter window -> its traces and cost model
     for row in rows:
         window = (row.get("config") or {}).get("drafter_context") or 0
-        if sampled:
-            values = _sampled_values(row, traces, cost, memo)
-        elif window:
-            if window not in windowed:
-                windowed[window] = _windowed(folder.parent / f"traces-w{window}")
-            values = _row_values(row, *windowed[window]) if windowed[window] else {}
+        if window not in variants:
+            variants[window] = _windowed(folder.parent / f"traces-w{window}", sampled)
+        if variants[window] is None:
+            values = {}
+        elif sampled:
+            values = _sampled_values(row, *variants[window], memo)
         else:
-            values = _row_values(row, traces, cost)
+            values = _row_values(row, *variants[window])
         for c in COLUMNS:
             out[c].append(values.get(c, np.nan))
     return out
 
 
-def _windowed(folder: Path) -> tuple[dict, object] | None:
-    """A windowed traces folder's traces by prompt and its cost model (None when the folder has none)."""
-    if not (folder / COST_FILE).is_file() or not trace_files(folder):
+def _by_prompt(folder: Path, sampled: bool) -> dict:
+    """A folder's traces by prompt id: one greedy trace, or the list of a prompt's sampled trajectories."""
+    if not sampled:
+        return {t.meta.prompt_id: t for t in load_traces(folder)}
+    traces: dict = {}
+    for t in load_sampled_traces(folder):
+        traces.setdefault(t.meta.prompt_id, []).append(t)
+    return traces
+
+
+def _windowed(folder: Path, sampled: bool) -> tuple[dict, object] | None:
+    """A windowed traces folder's traces by prompt and its cost model (None when the folder has none, or traces of
+    the other kind)."""
+    files = trace_files(folder) if folder.is_dir() else []
+    if not (folder / COST_FILE).is_file() or not files or (trace_kind(files[0]) == "sampled") != sampled:
         return None
-    return {t.meta.prompt_id: t for t in load_traces(folder)}, load_cost_model(folder)
+    return _by_prompt(folder, sampled), load_cost_model(folder)
 
 
 def _sampled_values(row: dict[str, Any], traces: dict, cost, memo: dict) -> dict[str, Any]:

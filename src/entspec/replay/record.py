@@ -6,9 +6,11 @@ config's top-k / top-p): ``trajectories`` sampling traces per prompt, trajectory
 written atomically. The cost model is calibrated once, on the first prompt, at the config's sampling settings, and
 saved as ``traces/cost_model.json``.
 
-With a drafter window (``drafter_context`` N, greedy only) the traces and the cost model are those of the windowed
-drafter (`entspec.replay.trace`; the cost model's drafter step and prefill read N tokens) and go to their own
-folder, ``OUTPUT_DIR/traces-wN``: `entspec tune --drafter-contexts` reads one folder per window. When the
+With a drafter window (``drafter_context`` N) the traces and the cost model are those of the windowed drafter
+(`entspec.replay.trace`, `entspec.replay.sampled`; the cost model's drafter step and prefill read N tokens) and go to
+their own folder, ``OUTPUT_DIR/traces-wN``: `entspec tune --drafter-contexts` reads one folder per window. They are
+recorded along the whole-sequence traces' outputs when those exist (greedy: the same output; sampling: the same
+trajectory of each seed), so windows are compared on the same tokens and the verifier decodes them once. When the
 whole-sequence traces have their cost model, the window's is that model with the drafter's costs measured relative
 to the whole sequence's in one process (`entspec.replay.cost.calibrate_window`: minutes instead of a full
 calibration, and no drift between two calibrations in the ratio); otherwise it is a full calibration.
@@ -49,7 +51,7 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
                       recalibrate: bool = False, trajectories: int | None = None,
                       drafter_context: int | None = None) -> Path:
     """Trace every prompt of ``config`` (its ``max_new_tokens``; greedy, or ``trajectories`` sampled trajectories
-    per prompt when its ``temperature`` > 0; greedy with a ``drafter_context`` window into ``traces-wN``); return the
+    per prompt when its ``temperature`` > 0; with a ``drafter_context`` window into ``traces-wN``); return the
     traces folder.
 
     One process per traces folder (the runner's lock); the folder is one experiment (`IDENTITY`, the cap and the
@@ -70,13 +72,12 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
     if drafter_context is not None and (isinstance(drafter_context, bool) or not isinstance(drafter_context, int)
                                         or drafter_context < 1):
         raise ValueError(f"drafter_context: must be an integer >= 1 (got {drafter_context!r})")
-    if drafter_context and not sampling.greedy:
-        raise ValueError(f"drafter_context: sampling traces read the whole sequence (temperature is "
-                         f"{config.temperature}); record windowed traces greedy")
     folder = traces_dir(config, drafter_context)
     folder.mkdir(parents=True, exist_ok=True)
     with FolderLock(folder):
-        count = 1 if sampling.greedy else trajectories or _recorded_trajectories(folder) or TRAJECTORIES
+        count = 1 if sampling.greedy else (trajectories or _recorded_trajectories(folder)  # a window: the base's
+                                           or drafter_context and _recorded_trajectories(traces_dir(config))
+                                           or TRAJECTORIES)
         _check_same_experiment(folder, config, cap, None if sampling.greedy else count, drafter_context or 0)
         runner = ExperimentRunner(config, progress=progress)
         runner.prompts = runner.load_prompts()
@@ -95,17 +96,19 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
         runner.load()
         pair = runner.pair
         atomic_write_text(folder / "experiment.yaml", config.to_yaml())  # what `entspec tune` writes tuned.yaml from
-        info = ({"cap": cap, **({"drafter_context": drafter_context} if drafter_context else {})} if sampling.greedy
-                else {"cap": cap, "trajectories": count})
+        info = {"cap": cap, **({} if sampling.greedy else {"trajectories": count}),
+                **({"drafter_context": drafter_context} if drafter_context else {})}
         atomic_write_text(folder / "trace.json", json.dumps(info))
         atomic_write_text(folder / "prompts.json", json.dumps(
             [{"index": i, "id": p.id, "category": p.category} for i, p in enumerate(runner.prompts)], indent=1))
         for i, k in tqdm(todo, desc="trace", disable=not progress):
             prompt = runner.prompts[i]
-            common = dict(max_new_tokens=config.max_new_tokens, cap=cap, prompt_id=prompt.id, category=prompt.category)
+            common = dict(max_new_tokens=config.max_new_tokens, cap=cap, prompt_id=prompt.id, category=prompt.category,
+                          drafter_context=drafter_context,
+                          output=_whole_sequence_output(config, drafter_context, i, prompt.id,
+                                                        None if sampling.greedy else k))
             if sampling.greedy:
-                trace = record_trace(pair.drafter, pair.verifier, runner.encoded[i], drafter_context=drafter_context,
-                                     output=_whole_sequence_output(config, drafter_context, i, prompt.id), **common)
+                trace = record_trace(pair.drafter, pair.verifier, runner.encoded[i], **common)
             else:
                 trace = record_sampled_trace(pair.drafter, pair.verifier, runner.encoded[i], sampling=sampling,
                                              seed=k, **common)
@@ -135,15 +138,20 @@ def _covers(path: Path, batch_size: int) -> bool:
         return False
 
 
-def _whole_sequence_output(config: ExperimentConfig, drafter_context: int | None, index: int,
-                           prompt_id: str) -> list[int] | None:
+def _whole_sequence_output(config: ExperimentConfig, drafter_context: int | None, index: int, prompt_id: str,
+                           seed: int | None = None) -> list[int] | None:
     """For a windowed trace, the verifier's output from the same experiment's whole-sequence trace of the prompt
-    (the drafter's window never changes it), so the verifier decodes it once; None to decode it."""
-    path = trace_path(traces_dir(config), index, prompt_id)
-    if not drafter_context or not _readable(path):
+    (``seed``: that trajectory's, for a sampling trace): the drafter's window never changes it, so the verifier
+    decodes it once and windows are compared on the same tokens. None to decode it."""
+    if not drafter_context:
+        return None
+    folder = traces_dir(config)
+    path = trace_path(folder, index, prompt_id) if seed is None else sampled_trace_path(folder, index, prompt_id, seed)
+    if not _readable(path):
         return None
     try:
-        _check_same_experiment(traces_dir(config), config, read_trace(path).meta.cap, None)
+        _check_same_experiment(folder, config, read_trace(path).meta.cap,
+                               None if seed is None else _recorded_trajectories(folder) or 0)
     except ConfigError:
         return None
     return read_trace(path).output.tolist()

@@ -24,6 +24,11 @@ expectation over the drafted token is needed: accepted, it is y_t; rejected, a r
 and its continuation are one sample per position, used by every realisation (unbiased: a replay rejects a
 position at most once).
 
+With a drafter window (``drafter_context=N``) q_t and the continuations are the windowed drafter's, windowed as
+greedy traces are (`entspec.replay.trace.drafter_windows`: one teacher-forced forward and one batch of continuations
+per window); p_t and the trajectory are the verifier's over the whole sequence, as in the engine (`entspec trace`
+reuses the whole-sequence trace's trajectory of the same seed, so windows are compared on the same trajectories).
+
 Files: one compressed ``.npz`` per (prompt, trajectory seed), written atomically, like greedy traces.
 """
 
@@ -42,7 +47,8 @@ import torch
 from ..engine.entropy import ENTROPY_TYPES, EntropyComputer
 from ..engine.kv import cache_kwarg, new_cache
 from ..engine.sampling import SamplingParams
-from .trace import TRACE_GLOB, Trace, TraceMeta, file_safe, load_folder, save_npz, teacher_forced, verifier_output
+from .trace import (TRACE_GLOB, Trace, TraceMeta, drafter_windows, file_safe, load_folder, save_npz,
+                    teacher_forced, verifier_output)
 
 SAMPLED_VERSION = 1
 KIND = "sampled"
@@ -66,6 +72,7 @@ class SampledMeta:
     top_p: float | None
     seed: int  # the trajectory's seed
     dtype: str = ""
+    drafter_context: int = 0  # the drafter's window (0: the whole sequence)
     kind: str = KIND
     version: int = SAMPLED_VERSION
 
@@ -111,7 +118,8 @@ class SampledTrace:
         m = self.meta
         meta = TraceMeta(prompt_id=m.prompt_id, category=m.category, prompt_len=m.prompt_len,
                          max_new_tokens=m.max_new_tokens, eos_token_ids=list(m.eos_token_ids), cap=m.cap,
-                         renyi_alpha=m.renyi_alpha, entropy_topk=m.entropy_topk, dtype=m.dtype)
+                         renyi_alpha=m.renyi_alpha, entropy_topk=m.entropy_topk, dtype=m.dtype,
+                         drafter_context=m.drafter_context)
         return Trace(meta, self.output, draft, prob, self.top1_prob, self.entropy, wrong.astype(np.int64),
                      self.cont_token[wrong], self.cont_prob[wrong], self.cont_entropy[wrong],
                      extra={"seed": m.seed, "draw": draw})
@@ -142,7 +150,7 @@ SAMPLED_ARRAYS = ("output", "beta", "accept_prob", "token_prob", "top1_prob", "e
 
 # What every trace of one folder must share (tune and replay compare them); a difference is refused naming it.
 SAMPLED_SHARED = ("max_new_tokens", "cap", "dtype", "renyi_alpha", "entropy_topk", "eos_token_ids", "temperature",
-                  "top_k", "top_p")
+                  "top_k", "top_p", "drafter_context")
 
 
 def _read(path: Path, names: tuple[str, ...]) -> tuple[dict, dict]:
@@ -198,6 +206,7 @@ def record_sampled_trace(
     eos_token_id: int | list[int] | None = None,
     renyi_alpha: float = 2.0,
     entropy_topk: int = 10,
+    drafter_context: int | None = None,
 ) -> SampledTrace:
     """Record the sampling trace of ``input_ids [1, P]`` along one trajectory (module docstring).
 
@@ -206,9 +215,13 @@ def record_sampled_trace(
         seed: the trajectory's seed (the verifier's sampling) and of the rejection draws and continuations.
         output: the trajectory, if already known (any lossless sampled run at these settings); otherwise the
             engine's autoregressive mode samples it with ``seed``.
+        drafter_context: the drafter's window N (None: the whole sequence), as `EntropyConfig.drafter_context`.
     """
     if sampling.greedy:
         raise ValueError("temperature: a sampling trace needs temperature > 0 (record_trace records greedy ones)")
+    if drafter_context is not None and (isinstance(drafter_context, bool) or not isinstance(drafter_context, int)
+                                        or drafter_context < 1):
+        raise ValueError(f"drafter_context: must be an integer >= 1 or None (got {drafter_context!r})")
     eos, output = verifier_output(verifier, input_ids, max_new_tokens, cap, output, prompt_id, eos_token_id,
                                   sampling, seed)
     device = next(drafter.parameters()).device
@@ -223,24 +236,32 @@ def record_sampled_trace(
     target_probs = torch.softmax(sampling.process(
         verifier(input_ids=full.to(next(verifier.parameters()).device), logits_to_keep=n_out + 1
                  ).logits[0, :n_out].float().to(device)), dim=-1)  # [N, V]
-    cache = new_cache(drafter)
-    processed = sampling.process(teacher_forced(drafter, full, n_out + 1, cache)[:n_out])
-    draft_probs = torch.softmax(processed, dim=-1)  # [N, V]
-    beta, accept, reject = acceptance(target_probs, draft_probs, out, generator)
-    token_prob = draft_probs.gather(-1, out[:, None])[:, 0]
-    top1 = draft_probs.max(dim=-1).values
-    h = torch.stack([entropy.compute(processed, t) for t in ENTROPY_TYPES], dim=-1)  # [N, types]
-
-    # 2. The drafter's sampled continuation after every position's rejected token.
-    reject_prob = draft_probs.gather(-1, reject[:, None])[:, 0]
-    rejectable = torch.nonzero(accept < 1).view(-1)  # a position with a_t = 1 is never rejected: no continuation
-    cont = _continuations(drafter, cache, n_prompt, reject, rejectable, cap - 1, sampling, entropy, generator)
+    # Per drafter window (one, from position 0, without a window): q_t for its output positions lo..hi-1, then
+    # 2. the drafter's sampled continuation after every rejected token of the window, over the window's cache.
+    parts = []
+    for start, lo, hi in drafter_windows(n_prompt, n_out, drafter_context):
+        cache = new_cache(drafter)
+        processed = sampling.process(teacher_forced(drafter, full[:, start:n_prompt + hi], hi - lo + 1,
+                                                    cache)[:hi - lo])
+        draft_probs = torch.softmax(processed, dim=-1)  # [hi - lo, V]
+        beta, accept, reject = acceptance(target_probs[lo:hi], draft_probs, out[lo:hi], generator)
+        rejectable = lo + torch.nonzero(accept < 1).view(-1)  # a_t = 1: never rejected, no continuation
+        first = torch.zeros_like(out)
+        first[lo:hi] = reject
+        parts.append((beta, accept, draft_probs.gather(-1, out[lo:hi, None])[:, 0], draft_probs.max(dim=-1).values,
+                      torch.stack([entropy.compute(processed, t) for t in ENTROPY_TYPES], dim=-1), reject,
+                      draft_probs.gather(-1, reject[:, None])[:, 0],
+                      _continuations(drafter, cache, n_prompt - start, first, rejectable, cap - 1, sampling, entropy,
+                                     generator)))
+    beta, accept, token_prob, top1, h, reject, reject_prob = (torch.cat([part[k] for part in parts]) for k in range(7))
+    cont = tuple(sum(part[7][k] for part in parts) for k in range(3))  # each window fills only its own rows
     meta = SampledMeta(prompt_id=str(prompt_id), category=str(category), prompt_len=int(n_prompt),
                        max_new_tokens=int(max_new_tokens), eos_token_ids=[int(e) for e in eos], cap=int(cap),
                        renyi_alpha=float(renyi_alpha), entropy_topk=int(entropy_topk),
                        temperature=float(sampling.temperature), top_k=sampling.top_k,
                        top_p=None if sampling.top_p is None else float(sampling.top_p), seed=int(seed),
-                       dtype=str(next(drafter.parameters()).dtype).replace("torch.", ""))
+                       dtype=str(next(drafter.parameters()).dtype).replace("torch.", ""),
+                       drafter_context=int(drafter_context or 0))
 
     def np32(x: torch.Tensor) -> np.ndarray:
         return x.float().cpu().numpy().astype(np.float32)

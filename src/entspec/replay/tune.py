@@ -133,12 +133,13 @@ def _gate_fields(base: dict[str, Any]) -> dict[str, Any]:
 
 def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: int = 0,
          rules: list[str] | None = None, progress: bool = True,
-         oracle: Callable[[int, int | None], float] | None = None,
+         oracle: Callable[[int, int | None, int], float] | None = None,
          sampling: dict[str, Any] | None = None, batch: BatchSetting | None = None,
          windows: dict[int, tuple[list[Trace], CostModel]] | None = None,
          given: list[dict[str, Any]] | None = None) -> TuneResult:
-    """Steps 1-4 of the module docstring. ``oracle(j, cap)``: the oracle time of trace j (default: the true
-    oracle of a greedy trace); ``sampling``: what sampling traces the realisations came from (for the report);
+    """Steps 1-4 of the module docstring. ``oracle(j, cap, window)``: the oracle time of trace j of the drafter
+    window's traces (default: the true oracle of a greedy trace); ``sampling``: what sampling traces the realisations
+    came from (for the report);
     ``batch``: replay in batches of ``batch.size`` priced by ``batch.costs`` (greedy traces only); ``windows``: per
     drafter window N, the traces of the same prompts recorded with it and their cost model; ``given``: `EntropyConfig`
     fields of configurations tuned elsewhere, judged on the same prompts and split as the chosen ones (not chosen
@@ -147,8 +148,6 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
 
     if batch is not None and sampling is not None:
         raise ValueError("--batch-size: batch replay reads greedy traces only (these are sampling traces)")
-    if windows and sampling is not None:
-        raise ValueError("--drafter-contexts: windowed traces are greedy (these are sampling traces)")
     variants = {0: (traces, cost), **{n: (t, windowed_cost(cost, c)) for n, (t, c) in (windows or {}).items()}}
     for params in given or []:
         if params.get("drafter_context") and params["drafter_context"] not in variants:
@@ -193,7 +192,7 @@ def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: i
             if batch is not None:
                 oracle_cache.update(_batch_oracle_times(ts, labels, batch, cap_, window))
             else:
-                oracle_cache[(j, cap_, window)] = (oracle(j, cap_) if oracle is not None
+                oracle_cache[(j, cap_, window)] = (oracle(j, cap_, window) if oracle is not None
                                                    else true_oracle(ts[j], c, cap=cap_).time_s)
         return oracle_cache[(j, cap_, window)]
 
@@ -290,27 +289,31 @@ def _batch_oracle_times(traces: list[Trace], labels: list[str], batch: BatchSett
     return out
 
 
-def tune_sampled(traces: list[SampledTrace], cost: CostModel, *, draws: int = DRAWS, **kwargs) -> TuneResult:
+def tune_sampled(traces: list[SampledTrace], cost: CostModel, *, draws: int = DRAWS,
+                 windows: dict[int, tuple[list[SampledTrace], CostModel]] | None = None, **kwargs) -> TuneResult:
     """`tune` on sampling traces: every trajectory's ``draws`` realisations are replayed (every configuration on
-    the same draws); a realisation's oracle time is its trajectory's sampling-oracle time (an expectation)."""
+    the same draws); a realisation's oracle time is its trajectory's sampling-oracle time (an expectation).
+    ``windows``: per drafter window N, the sampling traces of the same trajectories recorded with it and their cost
+    model (realised on the same draws' uniforms: common random numbers across windows too)."""
     if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
         raise ValueError(f"--draws: must be an integer >= 1 (got {draws!r})")
-    realised, source = [], []
-    for i, trace in enumerate(traces):
-        realised += realisations(trace, draws)
-        source += [i] * draws
-    cache: dict[tuple[int, int | None], float] = {}
+    source = [i for i in range(len(traces)) for _ in range(draws)]
+    sampled = {0: (traces, cost), **(windows or {})}
+    realised = {n: [r for t in ts for r in realisations(t, draws)] for n, (ts, _) in sampled.items()}
+    cache: dict[tuple[int, int | None, int], float] = {}
 
-    def oracle(j: int, cap: int | None) -> float:
-        key = (source[j], cap)
+    def oracle(j: int, cap: int | None, window: int = 0) -> float:
+        key = (source[j], cap, window)
         if key not in cache:
-            cache[key] = sampling_oracle(traces[source[j]], cost, cap=cap).time_s
+            ts, c = sampled[window]
+            cache[key] = sampling_oracle(ts[source[j]], c if not window else windowed_cost(cost, c), cap=cap).time_s
         return cache[key]
 
     first = traces[0].meta
     info = {"temperature": first.temperature, "top_k": first.top_k, "top_p": first.top_p,
             "trajectories": len(traces), "prompts": len({t.meta.prompt_id for t in traces}), "draws": draws}
-    return tune(realised, cost, oracle=oracle, sampling=info, **kwargs)
+    return tune(realised[0], cost, oracle=oracle, sampling=info, **kwargs,
+                windows={n: (realised[n], c) for n, (_, c) in (windows or {}).items()})
 
 
 def _gate_toggled(params: dict, labels: list[str], plain: list[float], timed: Callable[..., list[float]]) -> float:
