@@ -118,7 +118,7 @@ def record_experiment(config: ExperimentConfig, *, cap: int = 20, progress: bool
             if drafter_context and base_path.exists():  # the window's drafter costs relative to the whole sequence's
                 log.info("measuring the window's drafter costs against %s on %s", base_path, runner.prompts[0].id)
                 calibrate_window(pair.drafter, pair.verifier, runner.encoded[0], CostModel.load(base_path),
-                                 drafter_context).save(cost_path)
+                                 drafter_context, sampling=sampling).save(cost_path)
             else:
                 log.info("calibrating the cost model on %s", runner.prompts[0].id)
                 calibrate(pair.drafter, pair.verifier, runner.encoded[0], sampling=sampling,
@@ -147,14 +147,13 @@ def _whole_sequence_output(config: ExperimentConfig, drafter_context: int | None
         return None
     folder = traces_dir(config)
     path = trace_path(folder, index, prompt_id) if seed is None else sampled_trace_path(folder, index, prompt_id, seed)
-    if not _readable(path):
-        return None
     try:
-        _check_same_experiment(folder, config, read_trace(path).meta.cap,
+        trace = read_trace(path)
+        _check_same_experiment(folder, config, trace.meta.cap,
                                None if seed is None else _recorded_trajectories(folder) or 0)
-    except ConfigError:
+    except (OSError, ValueError, ConfigError):  # missing, unreadable or of another setting: decode it
         return None
-    return read_trace(path).output.tolist()
+    return trace.output.tolist()
 
 
 def _recorded_trajectories(folder: Path) -> int | None:

@@ -298,15 +298,15 @@ def tune_sampled(traces: list[SampledTrace], cost: CostModel, *, draws: int = DR
     if not isinstance(draws, int) or isinstance(draws, bool) or draws < 1:
         raise ValueError(f"--draws: must be an integer >= 1 (got {draws!r})")
     source = [i for i in range(len(traces)) for _ in range(draws)]
-    sampled = {0: (traces, cost), **(windows or {})}
-    realised = {n: [r for t in ts for r in realisations(t, draws)] for n, (ts, _) in sampled.items()}
+    priced = {0: (traces, cost), **{n: (ts, windowed_cost(cost, c)) for n, (ts, c) in (windows or {}).items()}}
+    realised = {n: [r for t in ts for r in realisations(t, draws)] for n, (ts, _) in priced.items()}
     cache: dict[tuple[int, int | None, int], float] = {}
 
     def oracle(j: int, cap: int | None, window: int = 0) -> float:
         key = (source[j], cap, window)
         if key not in cache:
-            ts, c = sampled[window]
-            cache[key] = sampling_oracle(ts[source[j]], c if not window else windowed_cost(cost, c), cap=cap).time_s
+            ts, c = priced[window]
+            cache[key] = sampling_oracle(ts[source[j]], c, cap=cap).time_s
         return cache[key]
 
     first = traces[0].meta
