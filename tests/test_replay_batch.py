@@ -28,7 +28,7 @@ SETTINGS = {  # one setting per rule; the adaptive one with the gate on (per-row
 }
 
 
-def batch_costs(draft: float = 0.1, flat_to: int = 8, slope: float = 0.1) -> BatchCostModel:
+def batch_costs(draft: float = 0.1, flat_to: int = 8, slope: float = 0.1, layout: str = "padded") -> BatchCostModel:
     """Synthetic costs (not refined by the tiny models' real timings, so the engine's batch stop reads the same
     table as replay): a drafter step of ``draft``; the verifier 1.0 up to ``flat_to`` positions in all, then
     ``slope`` per position, as measured on a CPU; a drafter prefill of 8 tokens 14 s, so that a deferred prefill's
@@ -36,7 +36,7 @@ def batch_costs(draft: float = 0.1, flat_to: int = 8, slope: float = 0.1) -> Bat
     rows, widths = [1, 2, 4, 8], [1, 2, 4, 8, 12]
     return BatchCostModel(draft_rows=rows, draft_s=[draft] * 4, verify_rows=rows, verify_widths=widths,
                           verify_s=[[1.0 + slope * max(0, b * w - flat_to) for w in widths] for b in rows],
-                          cached_tokens=8, draft_prefill_s=[14.0] * 4, refine=False)
+                          cached_tokens=8, draft_prefill_s=[14.0] * 4, refine=False, layout=layout)
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +55,13 @@ def pair_and_traces():
     return drafter, verifier, prompts, traces
 
 
-@pytest.mark.parametrize("prefill", ["upfront", "deferred"])
-@pytest.mark.parametrize("batch_stop", ["rows", "cost"])
+@pytest.mark.parametrize("layout,prefill,batch_stop", [("padded", p, s) for p in ("upfront", "deferred")
+                                                        for s in ("rows", "cost")] + [("packed", "deferred", "cost")])
 @pytest.mark.parametrize("rule", sorted(SETTINGS))
-def test_batch_replay_reproduces_the_batched_engine(rule, batch_stop, prefill, pair_and_traces):
+def test_batch_replay_reproduces_the_batched_engine(rule, batch_stop, prefill, layout, pair_and_traces):
     drafter, verifier, prompts, traces = pair_and_traces
-    cfg = EntropyConfig(**SETTINGS[rule], batch_stop=batch_stop, drafter_prefill=prefill)
-    costs = batch_costs()
+    cfg = EntropyConfig(**SETTINGS[rule], batch_stop=batch_stop, drafter_prefill=prefill, batch_layout=layout)
+    costs = batch_costs(layout=layout)
     decoder = EntropyBasedSpeculativeDecoder(drafter, verifier, cfg)
     stops = set()
     for size in (1, 2, 4):
@@ -76,7 +76,8 @@ def test_batch_replay_reproduces_the_batched_engine(rule, batch_stop, prefill, p
             assert row.stop_reasons == [r.stop_reason for r in result.rounds], where
             assert row.thresholds == [r.threshold if r.threshold is None else pytest.approx(r.threshold, rel=1e-5)
                                       for r in result.rounds], where
-            assert [s + 1 for s in row.steps] == [r.verify_width for r in result.rounds], where
+            widths = row.steps if layout == "padded" else row.drafted  # packed: a row verifies its own tokens
+            assert [w + 1 for w in widths] == [r.verify_width for r in result.rounds], where
             stops |= set(row.stop_reasons)
         if size > 1:  # a row left its batch before the others
             assert any(rounds[-1].rows < rounds[0].rows for rounds in replayed.batches)

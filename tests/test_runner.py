@@ -268,6 +268,24 @@ def test_batch_stop_cost_measures_the_batch_costs_once_and_reuses_them(tiny_pair
     assert {r.result.batch["size"] for r in single.values()} == {1}  # batch size 1: the batched loop, one row
 
 
+def test_each_batch_layout_gets_its_own_measured_costs_and_a_swapped_file_is_refused(tiny_pair, tmp_path):
+    methods = [{"strategy": "fixed", "max_draft_len": 3, "batch_stop": "cost"},
+               {"strategy": "fixed", "max_draft_len": 3, "batch_stop": "cost", "batch_layout": "packed"}]
+    cfg = grid_config(tiny_pair, tmp_path / "b2", batch_size=2, grid=None, baselines=False, methods=methods)
+    rows = list(read_rows(ExperimentRunner(cfg, progress=False).run()))
+    folder = tmp_path / "b2" / "configs"
+    assert json.loads((folder / "batch_costs.json").read_text()).get("layout", "padded") == "padded"
+    assert json.loads((folder / "batch_costs-packed.json").read_text())["layout"] == "packed"
+    by_method = {}
+    for r in rows:
+        by_method.setdefault(r.config.get("batch_layout", "padded"), {})[r.prompt_id] = r.result.new_tokens
+    assert by_method["packed"] == by_method["padded"]  # greedy: the layout never changes the output
+    (folder / "batch_costs-packed.json").write_text((folder / "batch_costs.json").read_text())
+    (tmp_path / "b2" / "results" / "results.jsonl").write_text("")
+    with pytest.raises(ValueError, match="batch_costs-packed.json: measured in the padded batch layout, not packed"):
+        ExperimentRunner(cfg, progress=False).run()
+
+
 def test_a_resume_warms_up_only_the_methods_with_units_left(tiny_pair, tmp_path, monkeypatch):
     ExperimentRunner(grid_config(tiny_pair, tmp_path / "exp", num_samples=2, max_new_tokens=4), progress=False).run()
     calls, original = [], ExperimentRunner.warm_up

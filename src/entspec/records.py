@@ -38,8 +38,9 @@ class RoundRecord:
     accept_probs: list[float] = field(default_factory=list)  # min(1, p(x_i)/q(x_i)) per drafted token (greedy: 1/0)
     entropies_by_type: dict[str, list[float]] = field(default_factory=dict)  # every entropy type, per drafted token
     threshold: float | None = None  # the threshold the rule drafted this round with (rules that have one)
-    verify_width: int | None = None  # batched decoding: positions this row took in the verifier call (1 + the
-    # longest draft of the batch that round; the ones past its own 1 + drafted are padding)
+    verify_width: int | None = None  # batched decoding: positions this row took in the verifier call (padded
+    # layout: 1 + the longest draft of the batch that round, the ones past its own 1 + drafted are padding; packed:
+    # 1 + drafted)
 
 
 @dataclass

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel
 
-from .batch_cost import BatchCostModel, batch_step_pays, catch_up_pays
-from .batch_kv import BatchCache
+from .batch_cost import BatchCostModel, batch_step_pays, catch_up_pays, row_step_pays
+from .batch_kv import BatchCache, PackedBatchCache, bucket
 from .config import EntropyConfig
 from .entropy import ENTROPY_TYPES, EntropyComputer, shannon_entropy
 from .gate import SpeculationGate
@@ -120,7 +120,9 @@ class BatchDecoder:
         self.config = config
         self.costs = costs
         self.refined: BatchCostModel | None = None
-        self.verifier = BatchCache(verifier, compact_slack)
+        # The drafter's lock step stays padded in either layout: its step is bound by reading its weights, and a
+        # packed step cost 1.10-1.30x a padded one where most rows draft (docs/batched.md).
+        self.verifier = (PackedBatchCache if config.batch_layout == "packed" else BatchCache)(verifier, compact_slack)
         self.drafter = None if drafter is None else BatchCache(drafter, compact_slack)
         self.entropy = EntropyComputer(config.entropy_type, config.renyi_alpha, config.entropy_topk,
                                        config.entropy_unit)
@@ -168,7 +170,7 @@ class BatchDecoder:
                                  finish_reason=row.finish_reason or "length", method=self.method,
                                  batch={"size": len(rows), "row": row.index}) for row in rows]
 
-    def _caches(self) -> list[BatchCache]:
+    def _caches(self) -> list[BatchCache | PackedBatchCache]:
         return [self.verifier] if self.drafter is None else [self.verifier, self.drafter]
 
     def _round(self, active: list[_Row], max_new_tokens: int, sampling: SamplingParams, eos: set[int],
@@ -185,11 +187,14 @@ class BatchDecoder:
             catch_up = self._draft(active, sampling, eos)
         with Stopwatch(self.verifier.device) as verify:
             verdicts = self._verify(active, sampling)
+        packed = self.config.batch_layout == "packed"
+        drafts = [len(row.draft) for row in active]
         if self.refined is not None:  # what this round's calls cost refines this call's copy of the costs
-            steps = max(len(row.draft) for row in active)
+            steps, rows = max(drafts), len(active)
             if steps and catch_up <= 2:  # not a round whose first step was a (deferred) prefill
-                self.refined.observe("draft", len(active), 1, drafting.seconds / steps)
-            self.refined.observe("verify", len(active), steps + 1, verify.seconds)
+                self.refined.observe("draft", rows, 1, drafting.seconds / steps)
+            self.refined.observe("verify", rows, bucket(rows + sum(drafts)) / rows if packed else steps + 1,
+                                 verify.seconds)
         committed = [len(row.tokens) for row in active]
         for row, (accepted, token, accept_probs) in zip(active, verdicts):
             budget = max_new_tokens - len(row.new_tokens())
@@ -202,7 +207,7 @@ class BatchDecoder:
                 stop_reason=row.stop, draft_time_s=drafting.seconds, verify_time_s=verify.seconds,
                 round_time_s=time.perf_counter() - round_start, draft_token_probs=list(row.state.token_probs),
                 accept_probs=accept_probs, entropies_by_type=self._all_entropies(row), threshold=row.threshold,
-                verify_width=1 + max(len(r.draft) for r in active)))
+                verify_width=1 + (len(row.draft) if packed else max(drafts))))
             now = time.perf_counter() - start
             row.first_token_s = row.first_token_s or now
             if eos and emitted[-1] in eos:
@@ -375,7 +380,7 @@ def lock_step_continues(costs: BatchCostModel, rows: list[_Row], drafting: list[
     are updated here. Before the first step, when it must feed more than two committed tokens per row (``_Row.lag``),
     starting must also pay for that feed over the tokens the rows may still emit (``_Row.left``; `catch_up_pays`).
     `BatchDecoder._draft` and batch replay (`entspec.replay.batch`) both ask it."""
-    chances = []
+    chances = {}  # drafting row -> (survival, chance, room)
     for i, row in enumerate(rows):
         a = row.acceptance
         if sampling is not None and sampling.greedy and row.draft:
@@ -384,12 +389,21 @@ def lock_step_continues(costs: BatchCostModel, rows: list[_Row], drafting: list[
             row.survival *= a
             row.expected += row.survival
         if drafting[i]:
-            chances.append((row.survival, a, row.limit.tokens - len(row.draft)))
+            chances[i] = (row.survival, a, row.limit.tokens - len(row.draft))
     expected = sum(1.0 + row.expected for row in rows)
     lag = max((row.lag for i, row in enumerate(rows) if drafting[i]), default=0) if steps == 0 else 0
-    if batch_step_pays(costs, len(rows), steps, expected, chances) and (
+    if costs.layout == "packed" and steps:  # a row's own tokens cost only it: each row first stops on its own
+        drafts = [len(row.draft) for row in rows]
+        for i, chance in list(chances.items()):
+            if not row_step_pays(costs, drafts, expected, chance):
+                rows[i].stop, drafting[i] = "batch_cost", False
+                del chances[i]
+        if not chances:
+            return False
+    stopped = [len(row.draft) for i, row in enumerate(rows) if not drafting[i]]
+    if batch_step_pays(costs, len(rows), steps, expected, list(chances.values()), stopped) and (
             lag <= 2 or catch_up_pays(costs, len(rows), lag, sum(row.left for row in rows),
-                                      [(a, room) for _, a, room in chances])):
+                                      [(a, room) for _, a, room in chances.values()])):
         return True
     for i, row in enumerate(rows):
         if drafting[i]:

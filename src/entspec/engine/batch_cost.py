@@ -49,7 +49,7 @@ import torch
 from scipy.interpolate import RegularGridInterpolator
 
 from ..atomic import atomic_write_text
-from .batch_kv import BatchCache
+from .batch_kv import BatchCache, PackedBatchCache, bucket
 
 
 # Verifier widths (positions per row) calibrated by default: every width a draft of up to 5 tokens uses, as CPU
@@ -57,6 +57,7 @@ from .batch_kv import BatchCache
 # positions took 1.65 s, of 4 rows x 4 positions 1.54 s, where interpolating the measured widths 2 and 4 gave
 # 1.20 s), then coarser.
 WIDTHS = (1, 2, 3, 4, 5, 6, 8, 12)
+LAYOUTS = ("padded", "packed")
 
 
 @dataclass
@@ -78,6 +79,9 @@ class BatchCostModel:
     threads: int = 0
     measured_at: str = ""
     refine: bool = True  # refined by the rounds of the decoders that use it (`observe`)
+    # the batch layout the forwards were timed in (`EntropyConfig.batch_layout`): "padded", a call over B rows x W
+    # positions is one [B, W] forward; "packed", B x W tokens back to back, so a round is priced by its tokens
+    layout: str = "padded"
     _grid: RegularGridInterpolator | None = field(default=None, init=False, repr=False, compare=False)
     _seen: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # (kind, rows, width) -> s
 
@@ -91,14 +95,33 @@ class BatchCostModel:
             raise ValueError(f"verify_s: must hold one list per verify_rows entry ({len(self.verify_rows)})")
         for row in self.verify_s:
             _check_seconds("verify_s", row, len(self.verify_widths))
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout: must be one of {', '.join(LAYOUTS)} (got {self.layout!r})")
         axes = [np.asarray(self.verify_rows, float), np.asarray(self.verify_widths, float)]
         if all(len(a) > 1 for a in axes):
             self._grid = RegularGridInterpolator(axes, np.asarray(self.verify_s, float), bounds_error=False,
                                                  fill_value=None)
 
     def draft(self, rows: int) -> float:
-        """One drafter step over ``rows`` rows (as observed in this process, else as measured)."""
+        """One drafter step over ``rows`` rows (as observed in this process, else as measured); 0 for no rows."""
+        if rows <= 0:
+            return 0.0
         return self._seen.get(("draft", rows, 1)) or self.measured_draft(rows)
+
+    def round_s(self, drafts: list[int]) -> float:
+        """A round of ``len(drafts)`` rows that drafted these many tokens each (no catch-up): its lock-step drafter
+        steps, each over every row (a row that stopped rides along), and its verifier call, as wide as the longest
+        draft (padded) or costing its tokens (packed: priced as that many tokens spread evenly over the rows)."""
+        rows, steps = len(drafts), max(drafts, default=0)
+        if self.layout == "packed":
+            return steps * self.draft(rows) + self.verify_packed(rows, rows + sum(drafts))
+        return steps * self.draft(rows) + self.verify(rows, steps + 1)
+
+    def verify_packed(self, rows: int, tokens: int) -> float:
+        """A packed verifier call over ``tokens`` tokens of ``rows`` rows: the forward runs `bucket` of them, priced
+        as the table's call of ``rows`` rows whose positions per row add up to that (the calibration's calls of
+        B x W tokens ran bucketed alike)."""
+        return self.verify(rows, bucket(tokens) / rows)
 
     def draft_feed(self, rows: int, tokens: int) -> float:
         """One drafter forward feeding ``tokens`` positions to each of ``rows`` rows (a round's first step with its
@@ -182,17 +205,36 @@ def _interp(x: float, xs: list[int], ys: list[float]) -> float:
 
 
 def batch_step_pays(costs: BatchCostModel, rows: int, steps: int, expected: float,
-                    chances: list[tuple[float, float, int]]) -> bool:
-    """Whether drafting on pays (module docstring). ``rows``: rows in the batch (every drafter step and the
-    verifier call carry them all: a row that stopped pads); ``steps``: drafter steps taken this round;
-    ``expected``: the round's expected emitted tokens so far (E); ``chances``: per drafting row, the survival of
-    its last drafted token (S), its chance that a next token is accepted (a) and how many more it may draft."""
-    width = steps + 1
-    spent = steps * costs.draft(rows) + costs.verify(rows, width)
+                    chances: list[tuple[float, float, int]], stopped: list[int] | None = None) -> bool:
+    """Whether drafting on pays (module docstring). ``rows``: rows in the batch; ``steps``: drafter steps taken
+    this round (each drafting row has drafted that many); ``expected``: the round's expected emitted tokens so far
+    (E); ``chances``: per drafting row, the survival of its last drafted token (S), its chance that a next token
+    is accepted (a) and how many more it may draft; ``stopped``: the drafts of the other rows (default: ``steps``
+    each). A row that stopped pads every later step and the call in the padded layout and costs nothing more in
+    the packed one (`BatchCostModel.round_s`)."""
+    stopped = [steps] * (rows - len(chances)) if stopped is None else stopped
+    spent = costs.round_s(stopped + [steps] * len(chances))
     gain, horizon = 0.0, max((room for _, _, room in chances), default=0)
     for j in range(1, horizon + 1):
         gain += sum(s * a ** j for s, a, room in chances if room >= j)
-        more = j * costs.draft(rows) + costs.verify(rows, width + j) - costs.verify(rows, width)
+        more = costs.round_s(stopped + [steps + min(room, j) for _, _, room in chances]) - spent
+        if gain * spent >= expected * max(more, 1e-12):
+            return True
+    return False
+
+
+def row_step_pays(costs: BatchCostModel, drafts: list[int], expected: float, chance: tuple[float, float, int]) -> bool:
+    """Packed layout: whether one drafting row's own next tokens pay for their tokens in the verifier call, at the
+    round's rate so far (``expected`` tokens in the seconds of ``drafts``, every row's draft so far). The drafter
+    steps are shared by the lock step, so they are `batch_step_pays`' to weigh: a row that fails here stops alone;
+    the others draft on while that says so."""
+    rows, tokens = len(drafts), len(drafts) + sum(drafts)
+    spent = costs.round_s(drafts)
+    s, a, room = chance
+    gain = 0.0
+    for j in range(1, room + 1):  # within the call's bucket a token is free: the look-ahead sees past it
+        gain += s * a ** j
+        more = costs.verify_packed(rows, tokens + j) - costs.verify_packed(rows, tokens)
         if gain * spent >= expected * max(more, 1e-12):
             return True
     return False
@@ -211,34 +253,44 @@ def catch_up_pays(costs: BatchCostModel, rows: int, catch_up: int, left: int,
         return True
     plain = rows / costs.verify(rows, 1)  # tokens per second drafting nothing
     best, gain = plain, 0.0
+    idle = [0] * (rows - len(chances))  # rows that do not draft this round
     for j in range(1, max((room for _, room in chances), default=0) + 1):
         gain += sum(a ** j for a, room in chances if room >= j)
-        best = max(best, (rows + gain) / (j * costs.draft(rows) + costs.verify(rows, 1 + j)))
+        best = max(best, (rows + gain) / costs.round_s(idle + [min(room, j) for _, room in chances]))
     return left * (1 / plain - 1 / best) >= extra
 
 
 @torch.inference_mode()
 def calibrate_batch(drafter: torch.nn.Module, verifier: torch.nn.Module, prompt: list[int],
                     rows: tuple[int, ...] = (1, 2, 4, 8), widths: tuple[int, ...] = WIDTHS,
-                    reps: int = 2) -> BatchCostModel:
+                    reps: int = 2, layout: str = "padded") -> BatchCostModel:
     """Measure the batch cost model with ``prompt`` cached in every row (median of ``reps`` calls after one
-    warm-up per point; one prefill per model). Minutes for large models on a CPU: run it once and `save` it."""
+    warm-up per point; one prefill per model), in the batch ``layout`` the engine will run. Minutes for large
+    models on a CPU: run it once and `save` it."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: must be one of {', '.join(LAYOUTS)} (got {layout!r})")
     rows = tuple(sorted(rows))
-    verify = _forward_seconds(verifier, rows, widths, prompt, reps)
-    draft = [seconds[0] for seconds in _forward_seconds(drafter, rows, (1,), prompt, reps)]
+    verify = _forward_seconds(verifier, rows, widths, prompt, reps, layout)
+    # the drafter's lock step is padded in either layout (`entspec.engine.batch`)
+    draft = [seconds[0] for seconds in _forward_seconds(drafter, rows, (1,), prompt, reps, "padded")]
     param = next(verifier.parameters())
     return BatchCostModel(draft_rows=list(rows), draft_s=draft, verify_rows=list(rows),
                           verify_widths=list(widths), verify_s=verify, cached_tokens=len(prompt),
-                          draft_prefill_s=[_prefill_seconds(drafter, b, prompt) for b in rows],
+                          draft_prefill_s=[_prefill_seconds(drafter, b, prompt, "padded") for b in rows],
                           device=str(param.device), dtype=str(param.dtype).replace("torch.", ""),
-                          threads=torch.get_num_threads(), measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                          threads=torch.get_num_threads(), measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                          layout=layout)
+
+
+def _cache(model: torch.nn.Module, layout: str) -> BatchCache | PackedBatchCache:
+    return (PackedBatchCache if layout == "packed" else BatchCache)(model)
 
 
 def _forward_seconds(model: torch.nn.Module, rows: tuple[int, ...], widths: tuple[int, ...], prompt: list[int],
-                     reps: int) -> list[list[float]]:
+                     reps: int, layout: str) -> list[list[float]]:
     """Seconds of one forward of B rows x W positions for each B in ``rows`` (ascending) and W in ``widths``:
     the prompt is prefilled once in the most rows, and fewer rows are selected from them."""
-    cache = BatchCache(model)
+    cache = _cache(model, layout)
     cache.reset(rows[-1])
     cache.feed([prompt] * rows[-1], "left", logits_to_keep=1)
     out = []
@@ -258,10 +310,10 @@ def _forward_seconds(model: torch.nn.Module, rows: tuple[int, ...], widths: tupl
     return out[::-1]
 
 
-def _prefill_seconds(model: torch.nn.Module, rows: int, prompt: list[int]) -> float:
+def _prefill_seconds(model: torch.nn.Module, rows: int, prompt: list[int], layout: str) -> float:
     """Seconds of one forward over ``prompt`` in each of ``rows`` rows of an empty cache (after the model's warm-up
     in `_forward_seconds`: one call, as a prefill is long enough to time once)."""
-    cache = BatchCache(model)
+    cache = _cache(model, layout)
     cache.reset(rows)
     start = time.perf_counter()
     cache.feed([prompt] * rows, "left", logits_to_keep=1)

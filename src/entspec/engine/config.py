@@ -73,6 +73,10 @@ class EntropyConfig:
     # whole lock step stops when one more drafter step's expected tokens per second fall below the round's, priced
     # with a measured `BatchCostModel` (entspec.engine.batch_cost). Never changes what is emitted.
     batch_stop: str = field(default="rows", metadata=bounds(choices=("rows", "cost")))
+    # How a batch's rows share a forward (entspec.engine.batch_kv): "padded", a [B, W] forward padded to the longest
+    # segment; "packed", every row's tokens back to back in one sequence, so a forward costs the tokens the rows feed
+    # (a row that stops drafting early stops costing). Never changes what is emitted.
+    batch_layout: str = field(default="padded", metadata=bounds(choices=("padded", "packed")))
     # Chunked drafting: a rule that reads statistics reads them every draft_chunk tokens (one device -> host read per
     # chunk instead of per token) and stops at its first stop inside the chunk; the drafted prefix is the one the
     # per-token loop keeps, the extra drafter steps are the price. 1: read every token. Never changes what is emitted.

@@ -204,6 +204,9 @@ class EntropyBasedSpeculativeDecoder:
         if self.config.batch_stop == "cost" and batch.drafter is not None and batch.costs is None:
             raise ValueError("batch_costs: batch_stop='cost' needs a measured BatchCostModel "
                              "(decoder.calibrate_batch(prompt) or BatchCostModel.load(path))")
+        if batch.costs is not None and batch.costs.layout != self.config.batch_layout:
+            raise ValueError(f"batch_costs: measured in the {batch.costs.layout} layout; this decoder runs the "
+                             f"{self.config.batch_layout} one (calibrate in its layout)")
         return batch.generate(rows, max_new_tokens, sampling, seeds, eos)
 
     def _batch_decoder(self) -> "BatchDecoder":
@@ -223,7 +226,8 @@ class EntropyBasedSpeculativeDecoder:
         if isinstance(self.drafter, NullDrafter):
             raise ValueError("calibrate_batch: autoregressive decoding drafts nothing to price")
         costs = calibrate_batch(self.drafter.lm.model, self.verifier.model, prompt[0].tolist(), tuple(rows),
-                                **({} if widths is None else {"widths": tuple(widths)}))
+                                **({} if widths is None else {"widths": tuple(widths)}),
+                                layout=self.config.batch_layout)
         self._batch_decoder().costs = costs
         return costs
 

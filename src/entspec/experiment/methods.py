@@ -98,6 +98,11 @@ class MethodSpec:
         """How an entspec method stops a batch's drafting ("rows" or "cost"); None for the other kinds."""
         return self.entropy_config().batch_stop if self.is_rule else None
 
+    @property
+    def batch_layout(self) -> str | None:
+        """How an entspec method lays a batch out in a forward ("padded" or "packed"); None for the other kinds."""
+        return self.entropy_config().batch_layout if self.is_rule else None
+
     def entropy_config(self) -> EntropyConfig:
         return EntropyConfig(**self.params)
 
@@ -126,7 +131,8 @@ class MethodSpec:
         return self.entropy_config().to_dict() if self.is_rule else dict(self.params)
 
     def run(self, drafter: torch.nn.Module, verifier: torch.nn.Module, input_ids: torch.Tensor,
-            settings: dict[str, Any], seed: int, batch_costs: BatchCostModel | None = None) -> GenerationResult:
+            settings: dict[str, Any], seed: int,
+            batch_costs: dict[str, BatchCostModel] | BatchCostModel | None = None) -> GenerationResult:
         if self.batch_stop == "cost":  # that rule prices the batched loop's steps: a batch of one
             return self.run_batch(drafter, verifier, [input_ids], settings, seed, batch_costs=batch_costs)[0]
         gen = _generation(settings)
@@ -137,13 +143,15 @@ class MethodSpec:
 
     def run_batch(self, drafter: torch.nn.Module, verifier: torch.nn.Module, prompts: list[torch.Tensor],
                   settings: dict[str, Any], seed: int, pad_token_id: int = 0,
-                  batch_costs: BatchCostModel | None = None) -> list[GenerationResult]:
+                  batch_costs: dict[str, BatchCostModel] | BatchCostModel | None = None) -> list[GenerationResult]:
         """The method on ``prompts`` decoded together (one result per prompt, in order); every row gets ``seed``.
-        ``batch_costs``: what ``batch_stop="cost"`` prices drafter steps with."""
+        ``batch_costs``: what ``batch_stop="cost"`` prices drafter steps with (per batch layout, or one table)."""
         if not self.info.batched:
             raise ConfigError(f"{self.kind} runs at batch_size 1 only")
         gen = _generation(settings)
         if self.info.engine:
+            if isinstance(batch_costs, dict):
+                batch_costs = batch_costs.get(self.batch_layout)
             costs = {"batch_costs": batch_costs} if self.batch_stop == "cost" else {}
             return self.decoder(drafter, verifier, settings).generate_batch(prompts, seed=seed, **gen, **costs)
         return hf_generate_batch(verifier, prompts, pad_token_id=pad_token_id, seed=seed, **gen)

@@ -68,7 +68,7 @@ class ExperimentRunner:
         self.pair = None
         self.prompts: list = []
         self.encoded: list[torch.Tensor] = []
-        self.costs: BatchCostModel | None = None  # the batch costs (`batch_costs`), read at warm-up
+        self.costs: dict[str, BatchCostModel] = {}  # the batch costs per batch layout (`batch_costs`), read at warm-up
         self.pad_token_id = 0
 
     # ------------------------------------------------------------------ paths
@@ -296,29 +296,41 @@ class ExperimentRunner:
 
     @property
     def batch_costs_path(self) -> Path:
-        return self.output_dir / "configs" / "batch_costs.json"
+        return self.layout_costs_path("padded")
 
-    def batch_costs(self, needed: bool = False) -> BatchCostModel | None:
-        """What ``batch_stop="cost"`` methods price drafter steps with: ``configs/batch_costs.json``, measured
-        once with the prompt of median length cached (rows 1, 2, 4, ... up to ``batch_size``) and reused on resume;
-        None when no method needs it (``needed``: measured whatever the methods). Needs the loaded models."""
-        if not needed and not any(m.batch_stop == "cost" for m in self.methods):
-            return None
-        path = self.batch_costs_path
-        if path.is_file():
-            return BatchCostModel.load(path)
-        costs = self.calibrate_batch_costs()
-        costs.save(path)
-        return costs
+    def layout_costs_path(self, layout: str) -> Path:
+        """The folder's batch costs measured in one batch layout: ``configs/batch_costs.json`` (padded) or
+        ``configs/batch_costs-packed.json``."""
+        return self.output_dir / "configs" / ("batch_costs.json" if layout == "padded" else f"batch_costs-{layout}.json")
 
-    def calibrate_batch_costs(self) -> BatchCostModel:
-        """Measure the batch costs of the loaded pair now, with the prompt of median length cached (rows 1, 2, 4, ...
-        up to ``batch_size``)."""
+    def batch_costs(self, needed: bool = False) -> dict[str, BatchCostModel]:
+        """What ``batch_stop="cost"`` methods price drafter steps with, per batch layout they run in:
+        ``configs/batch_costs[-layout].json``, measured once with the prompt of median length cached (rows 1, 2, 4,
+        ... up to ``batch_size``) and reused on resume (``needed``: the padded one whatever the methods). A file
+        measured in another layout is refused naming it. Needs the loaded models."""
+        layouts = {m.batch_layout for m in self.methods if m.batch_stop == "cost"} | ({"padded"} if needed else set())
+        out = {}
+        for layout in sorted(layouts):
+            path = self.layout_costs_path(layout)
+            if path.is_file():
+                costs = BatchCostModel.load(path)
+                if costs.layout != layout:
+                    raise ValueError(f"{path}: measured in the {costs.layout} batch layout, not {layout}")
+            else:
+                costs = self.calibrate_batch_costs(layout)
+                costs.save(path)
+            out[layout] = costs
+        return out
+
+    def calibrate_batch_costs(self, layout: str = "padded") -> BatchCostModel:
+        """Measure the batch costs of the loaded pair now, in the batch ``layout``, with the prompt of median length
+        cached (rows 1, 2, 4, ... up to ``batch_size``)."""
         size = self.config.batch_size
         rows = sorted({b for b in (1, 2, 4, 8, 16, 32) if b < size} | {size})
         median = sorted(range(len(self.encoded)), key=lambda i: self.encoded[i].shape[1])[len(self.encoded) // 2]
-        log.info("measuring batch costs (rows %s) on %s", rows, self.prompts[median].id)
-        return calibrate_batch(self.pair.drafter, self.pair.verifier, self.encoded[median][0].tolist(), tuple(rows))
+        log.info("measuring %s batch costs (rows %s) on %s", layout, rows, self.prompts[median].id)
+        return calibrate_batch(self.pair.drafter, self.pair.verifier, self.encoded[median][0].tolist(), tuple(rows),
+                               layout=layout)
 
     def measure_batch_costs(self) -> BatchCostModel:
         """The folder's batch costs, measured now (models loaded for it) if the folder has none: batch replay's
@@ -329,7 +341,7 @@ class ExperimentRunner:
             if self.pair is None:
                 self.prompts = self.load_prompts()
                 self.load(write_manifest=False)
-            return self.batch_costs(needed=True)
+            return self.batch_costs(needed=True)["padded"]
 
     def warm_up(self, methods: set[str] | None = None) -> None:
         """Before timing: compile every graph a unit can use (with ``compile``), measure the batch costs (when a

@@ -155,7 +155,8 @@ def _oracle_one(traces: list[Trace], costs: BatchCostModel, cap: int | None,
             return costs.draft_feed(rows, max(lags, default=1)) - costs.draft(rows)
 
         def seconds(depth: int) -> float:
-            return round_seconds(costs, rows, depth, max((lag[i] for i in feeding), default=1))
+            drafted = [drafts(i, depth)[0] for i in active] if costs.layout == "packed" else [depth] * rows
+            return round_seconds(costs, drafted, max((lag[i] for i in feeding), default=1))
 
         def price(depth: int) -> float:
             """A round's seconds plus the change in the catch-up owed (a round that drafts nothing lets it grow)."""
@@ -190,7 +191,8 @@ def batch_relative(costs: BatchCostModel, batch_size: int) -> dict:
     v1 = costs.verify(batch_size, 1)
     return {"cost_ratio": round(costs.draft(batch_size) / v1, 4),
             "verify_slope": round(max(0.0, (costs.verify(batch_size, 17) - v1) / 16 / v1), 4),
-            "verify_curve": [[w, max(round(costs.verify(batch_size, w) / v1, 4), 1e-4)] for w in costs.verify_widths]}
+            "verify_curve": [[w, max(round(costs.verify(batch_size, w) / v1, 4), 1e-4)] for w in costs.verify_widths],
+            **({} if costs.layout == "padded" else {"batch_layout": costs.layout})}
 
 
 def _replay(traces: list[Trace], config: EntropyConfig, costs: BatchCostModel, batch_size: int,
@@ -204,12 +206,13 @@ def _replay(traces: list[Trace], config: EntropyConfig, costs: BatchCostModel, b
     return BatchReplay(batch_size, rows, batches)
 
 
-def round_seconds(costs: BatchCostModel, rows: int, steps: int, catch_up: int) -> float:
-    """A batch round of ``rows`` rows and ``steps`` lock-step drafter steps whose first step feeds ``catch_up``
-    committed tokens per row: the steps and one verifier call padded to the longest draft (module docstring)."""
-    seconds = costs.verify(rows, steps + 1)
-    if steps:
-        seconds += costs.draft_feed(rows, catch_up) + (steps - 1) * costs.draft(rows)
+def round_seconds(costs: BatchCostModel, drafts: list[int], catch_up: int) -> float:
+    """A batch round whose rows drafted ``drafts`` tokens in lock step, the first step feeding ``catch_up``
+    committed tokens per row: the steps and one verifier call (`BatchCostModel.round_s`: padded to the longest
+    draft, or packed), the first step's catch-up over the rows it carries (module docstring)."""
+    seconds = costs.round_s(drafts)
+    if max(drafts, default=0):
+        seconds += costs.draft_feed(len(drafts), catch_up) - costs.draft(len(drafts))
     return seconds
 
 
@@ -289,7 +292,7 @@ def _replay_one(traces: list[Trace], config: EntropyConfig, costs: BatchCostMode
         _draft(active, config, stop_costs)
         steps = max(len(lane.row.draft) for lane in active)
         catch_up = max((lane.lag for lane in active if lane.row.draft), default=1)
-        seconds = round_seconds(costs, len(active), steps, catch_up)
+        seconds = round_seconds(costs, [len(lane.row.draft) for lane in active], catch_up)
         for lane in active:
             lane.end(seconds / len(active), steps)
         rounds.append(BatchRound(len(active), steps, seconds))
