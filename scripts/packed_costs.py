@@ -5,9 +5,11 @@ The batched engine can lay a batch out two ways (`EntropyConfig.batch_layout`, `
 with a 4D mask. For the pair's verifier: one call over B rows whose drafts have the given lengths (each row verifies
 its pending token and its draft), after ~C cached tokens per row of different text; for its drafter: one step in
 which m of the B rows still draft. Each point alternates the two layouts (median of a few calls after a warm-up), so
-the ratio is measured side by side.
+the ratio is measured side by side. With ``--token-counts``, instead: one packed verifier forward of exactly N
+tokens (no `bucket`) for each N, the curve `bucket` was chosen from.
 
     .venv/bin/python scripts/packed_costs.py --dtype float32 --drafter-quantization int8 --threads 2 --out runs/packed-costs.csv
+    .venv/bin/python scripts/packed_costs.py --dtype float32 --drafter-quantization int8 --threads 2 --token-counts 33 --out runs/packed-tokens.csv
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pandas as pd
 import torch
 
 from entspec.atomic import atomic_write_text
-from entspec.engine.batch_kv import BatchCache, PackedBatchCache
+from entspec.engine.batch_kv import BatchCache, PackedBatchCache, bucket
 from entspec.models import load_model_pair
 
 # Draft lengths per row of one round: even ones (where packing can only add its overhead) and the uneven ones
@@ -67,6 +69,18 @@ def measure(model, rows: int, cached: int, reps: int, rounds: list[tuple[str, li
     return out
 
 
+def token_counts(model, rows: int, cached: int, reps: int, largest: int) -> list[dict]:
+    """Seconds of one packed forward of exactly N tokens, spread over ``rows`` rows, for N = 1..``largest``."""
+    cache = caches(model, rows, cached)["packed"]
+    cache.BUCKETED = False
+    out = []
+    for n in range(1, largest + 1):
+        segments = [[5] * (n // rows + (i < n % rows)) for i in range(rows)]
+        times = timed(cache, segments, "right", None, cached, reps + 1)[1:]
+        out.append({"tokens": n, "bucket": bucket(n), "seconds": statistics.median(times)})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drafter", default="qwen2.5-coder-0.5b-instruct")
@@ -77,11 +91,21 @@ def main() -> None:
     parser.add_argument("--cached", type=int, default=128, help="cached tokens per row before the timed forward")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--token-counts", type=int, default=0, metavar="N",
+                        help="instead: the verifier's packed forward over exactly 1..N tokens (4 rows cached)")
     parser.add_argument("--out", default="runs/packed-costs.csv")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     pair = load_model_pair(args.drafter, args.verifier, dtype=args.dtype, drafter_quantization=args.drafter_quantization)
+    if args.token_counts:
+        frame = pd.DataFrame(token_counts(pair.verifier, 4, args.cached, args.reps, args.token_counts))
+        frame["cost of its bucket"] = frame.bucket.map(frame.set_index("tokens").seconds)
+        atomic_write_text(args.out, frame.to_csv(index=False))
+        print(f"{args.dtype}, {torch.get_num_threads()} threads, 4 rows x {args.cached} cached tokens; one packed "
+              f"verifier forward of exactly N tokens, median of {args.reps} calls")
+        print(frame.to_string(index=False, float_format="%.3f"))
+        return
     table = []
     for b in (int(x) for x in args.batch_sizes.split(",")):
         verify = [(f"verify drafts {mix}", [[5] + [6] * k for k in mix], "right", None) for mix in MIXES[b]]

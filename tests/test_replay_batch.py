@@ -233,6 +233,18 @@ def test_tune_chooses_per_batch_size(traces_folder, pair_and_traces):
     assert "Batch size 2" in (out / "report.md").read_text()
 
 
+def test_tune_with_packed_costs_writes_packed_settings(traces_folder, tmp_path):
+    from entspec.cli import main
+
+    exp, costs = traces_folder
+    packed = tmp_path / "batch_costs-packed.json"
+    BatchCostModel(**{**BatchCostModel.load(costs).to_dict(), "layout": "packed"}).save(packed)
+    assert main(["tune", str(exp), "--batch-size", "2", "--batch-costs", str(packed), "--rules", "fixed", "svip",
+                 "--top", "1"]) == 0
+    tuned = yaml.safe_load((exp / "tune-b2" / "tuned.yaml").read_text())
+    assert {m.get("batch_layout") for m in tuned["methods"]} == {"packed"}
+
+
 def test_tune_refuses_a_batch_size_it_cannot_price_in_one_line(traces_folder, tmp_path, capsys):
     from entspec.cli import main
 

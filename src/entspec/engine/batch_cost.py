@@ -15,6 +15,12 @@ calibration's by 10-20% on a CPU, enough to flip the decision between one drafte
 never on the rounds of the methods or batches the same process decoded before it, so methods timed one after the
 other price steps alike and a resumed run decides as an uninterrupted one.
 
+In the packed layout (``EntropyConfig(batch_layout="packed")``, `entspec.engine.batch_kv.PackedBatchCache`) the
+verifier's call costs the tokens it runs, not rows x the longest draft: the table is measured in that layout
+(``layout: packed``) and a round is priced by its tokens (`BatchCostModel.round_s`, `verify_packed`); the drafter's
+lock step stays padded. There a row's own tokens cost only it, so before the batch's stop each drafting row is asked
+on its own (`row_step_pays`) whether its next tokens pay for what they add to the call.
+
 `batch_step_pays` is the batch's stop (``EntropyConfig(batch_stop="cost")``), asked after every lock-step
 drafter step. With ``a`` a row's estimate that its next drafted token is accepted and ``S`` the product of its
 estimates over the tokens drafted so far this round, the round so far is expected to emit

@@ -156,6 +156,7 @@ class PackedBatchCache:
                 prefill       round 1     round 2
     """
 
+    BUCKETED = True  # run `bucket` of the tokens (False: the exact count; scripts/packed_costs.py measures both)
     # A feed of more tokens than this (a prefill) runs row by row: a packed mask over several long prompts costs
     # (B x T)^2 entries and attention over every row's keys, where rows one at a time cost B x T^2.
     ROW_BY_ROW_TOKENS = 256
@@ -211,7 +212,8 @@ class PackedBatchCache:
             rows += [i] * len(seg)
             cols += range(start, start + len(seg))
             self.lengths[i] += len(seg)
-        real, total = len(ids), bucket(len(ids))
+        real = len(ids)
+        total = bucket(real) if self.BUCKETED else real
         device = self.device
         old = self.owner.shape[0]
         new_owner = torch.tensor(owner + [FILLER] * (total - real), dtype=torch.long, device=device)

@@ -127,8 +127,9 @@ def configurations(cap: int, base: dict[str, Any], rules: list[str] | None = Non
 
 
 def _gate_fields(base: dict[str, Any]) -> dict[str, Any]:
-    """What every rule takes from the base: the costs the speculation gate reads."""
-    return {k: v for k, v in base.items() if k in ("cost_ratio", "verify_slope", "verify_curve")}
+    """What every rule takes from the base: the costs the speculation gate reads, and the batch layout they were
+    measured in."""
+    return {k: v for k, v in base.items() if k in ("cost_ratio", "verify_slope", "verify_curve", "batch_layout")}
 
 
 def tune(traces: list[Trace], cost: CostModel, *, held_out: float = 0.5, seed: int = 0,
