@@ -135,7 +135,7 @@ def bucket(tokens: int) -> int:
     return -(-tokens // 8) * 8
 
 
-class PackedBatchCache:
+class PackedBatchCache(BatchCache):
     """A batch of sequences packed into one sequence of a transformers ``DynamicCache``: no padding anywhere.
 
     Layout: one ``[1, heads, K, dim]`` tensor per layer and ``owner [K]``, the row each physical position belongs to
@@ -162,26 +162,12 @@ class PackedBatchCache:
     ROW_BY_ROW_TOKENS = 256
 
     def __init__(self, model: PreTrainedModel, compact_slack: int = 32) -> None:
-        if any(getattr(layer, "is_sliding", False) for layer in getattr(new_cache(model), "layers", [])):
-            raise ValueError(f"{type(model).__name__}: batched decoding does not support sliding-window "
-                             "attention layers yet (decode such models one sequence at a time)")
-        self.model = model
-        self.compact_slack = compact_slack
-        self._cache_kwarg = cache_kwarg(model)
-        self.cache: DynamicCache = new_cache(model)
+        super().__init__(model, compact_slack)  # the model checks, the cache and the row lengths
         self.owner = torch.zeros(0, dtype=torch.long, device=model.device)
-        self.lengths: list[int] = []
-        self.compactions = 0
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
 
     def reset(self, rows: int) -> None:
-        self.cache = new_cache(self.model)
+        super().reset(rows)
         self.owner = torch.zeros(0, dtype=torch.long, device=self.device)
-        self.lengths = [0] * rows
-        self.compactions = 0
 
     @torch.inference_mode()
     def feed(self, segments: list[list[int]], align: str, pad_id: int = 0,
